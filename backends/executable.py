@@ -1,0 +1,97 @@
+"""The executable every backend produces: buffers for every node, allocated once, and a list
+of kernels that write into them. Backends differ only in how they lower a node to a kernel."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..graph import Graph, Node
+from ..graph.ir import format_type
+
+Launch = Callable[[list[np.ndarray], np.ndarray], None]
+"""A lowered node: reads the input arrays, writes the output array in place."""
+
+Lowering = Callable[[Node, Graph], tuple[Launch, str]]
+"""Lowers one node; returns its launch and where it runs ("numba", "reference", ...)."""
+
+
+@dataclass
+class Kernel:
+    node: Node
+    launch: Launch
+    inputs: list[np.ndarray]
+    out: np.ndarray
+    impl: str
+
+
+def check_array(array: np.ndarray, node: Node, what: str) -> None:
+    """Refuse an array whose shape or dtype differs from the node's, naming both."""
+    if array.shape != node.shape or str(array.dtype) != node.dtype:
+        raise ShapeError(
+            f"{what} '{node.name}' expects {format_type(node.shape, node.dtype)}, "
+            f"got {format_type(array.shape, str(array.dtype))}"
+        )
+
+
+class Executable:
+    """Runs one graph. ``bindings`` give external arrays for leaves (parameters, optimizer
+    state, values saved by another executable); every other node gets a buffer of its own,
+    except reshapes, which alias their input. ``run`` allocates nothing."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        lower: Lowering,
+        bindings: Mapping[int, np.ndarray] | None = None,
+        backend: str = "",
+    ) -> None:
+        self.graph = graph
+        self.backend = backend
+        self.buffers: dict[int, np.ndarray] = {}
+        bindings = dict(bindings or {})
+        for node in graph.nodes:
+            self.buffers[node.id] = self._buffer_for(node, bindings)
+        self.kernels: list[Kernel] = []
+        for node in graph.ops():
+            if self._is_alias(node):
+                continue
+            launch, impl = lower(node, graph)
+            ins = [self.buffers[i] for i in node.inputs]
+            self.kernels.append(Kernel(node, launch, ins, self.buffers[node.id], impl))
+        self._updates = [(self.buffers[s], self.buffers[v]) for s, v in graph.updates]
+
+    def _is_alias(self, node: Node) -> bool:
+        return node.op == "reshape" and self.buffers[node.inputs[0]].flags.c_contiguous
+
+    def _buffer_for(self, node: Node, bindings: dict[int, np.ndarray]) -> np.ndarray:
+        if node.id in bindings:
+            array = bindings[node.id]
+            check_array(array, node, node.role or "value")
+            if not array.flags.c_contiguous:
+                raise ShapeError(f"binding for '{node.name}' must be C-contiguous")
+            return array
+        if node.role == "const":
+            return node.value
+        if self._is_alias(node):
+            return self.buffers[node.inputs[0]].reshape(node.shape)
+        return np.zeros(node.shape, dtype=node.dtype)
+
+    def run(self) -> None:
+        for k in self.kernels:
+            k.launch(k.inputs, k.out)
+        for state, value in self._updates:
+            np.copyto(state, value)
+
+    def output_arrays(self) -> list[np.ndarray]:
+        return [self.buffers[o] for o in self.graph.outputs]
+
+    def impl_counts(self) -> dict[str, int]:
+        """How many kernels run where (e.g. ``{"numba": 40, "reference": 2}``)."""
+        counts: dict[str, int] = {}
+        for k in self.kernels:
+            counts[k.impl] = counts.get(k.impl, 0) + 1
+        return counts

@@ -1,0 +1,30 @@
+"""The exceptions numbagrad raises. Every message names what a user can act on:
+the op, the layer path and the shapes involved."""
+
+
+class NumbagradError(Exception):
+    """Base class of every numbagrad error."""
+
+
+class ShapeError(NumbagradError, ValueError):
+    """Shapes that do not fit an op, a layer or a compiled step."""
+
+
+class DTypeError(NumbagradError, TypeError):
+    """A dtype an op, a layer or a compiled step does not accept."""
+
+
+class OpError(NumbagradError, ValueError):
+    """An unknown op, or attributes an op does not accept."""
+
+
+class NotDifferentiableError(NumbagradError):
+    """Reverse mode reached an op with no VJP rule."""
+
+
+class DataError(NumbagradError):
+    """A dataset file that is missing, unreadable or malformed."""
+
+
+class BackendError(NumbagradError):
+    """A backend that cannot run here (no GPU, missing package) or cannot lower a graph."""

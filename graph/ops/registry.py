@@ -1,0 +1,93 @@
+"""The op registry: every op is declared once, with everything true of it on any backend."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ...errors import OpError
+
+CATEGORIES = ("elementwise", "reduction", "shape", "opaque")
+
+
+class TensorType(NamedTuple):
+    shape: tuple[int, ...]
+    dtype: str
+
+
+InferFn = Callable[[Sequence[TensorType], Mapping[str, Any]], TensorType]
+FlopsFn = Callable[[Sequence[TensorType], TensorType, Mapping[str, Any]], int]
+
+
+def _default_flops(ins: Sequence[TensorType], out: TensorType, attrs: Mapping[str, Any]) -> int:
+    return math.prod(out.shape)
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """What an op is.
+
+    - ``attrs``: the accepted attributes and their defaults; ``normalize`` may canonicalize
+      them (e.g. ``stride=2`` -> ``(2, 2)``) and raise ``OpError`` on bad values.
+    - ``infer``: output type from input types, raising ``ShapeError``/``DTypeError``.
+    - ``reference``: the NumPy definition, ``reference(*arrays, **attrs) -> ndarray``.
+    - ``vjp``: ``vjp(ctx, g) -> [grad or None per input]``, written with the op API.
+    - ``scalar``: for elementwise ops, the per-element expression in Python syntax, with
+      ``{0}, {1}, ...`` for the operands; backends generate fused kernels from it.
+    """
+
+    name: str
+    arity: tuple[int, int]
+    infer: InferFn
+    reference: Callable[..., np.ndarray]
+    vjp: Callable | None = None
+    category: str = "opaque"
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+    normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    scalar: str | None = None
+    flops: FlopsFn = _default_flops
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        if self.category not in CATEGORIES:
+            raise OpError(f"op {self.name!r}: category must be one of {CATEGORIES}")
+        if self.category == "elementwise" and self.scalar is None:
+            raise OpError(f"elementwise op {self.name!r} needs a scalar expression")
+
+    def make_attrs(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = set(given) - set(self.attrs)
+        if unknown:
+            raise OpError(
+                f"op {self.name!r} has no attribute(s) {sorted(unknown)}; "
+                f"it takes {sorted(self.attrs) or 'none'}"
+            )
+        attrs = {**self.attrs, **given}
+        return self.normalize(attrs) if self.normalize else attrs
+
+
+_REGISTRY: dict[str, OpDef] = {}
+
+
+def register(opdef: OpDef) -> OpDef:
+    """Add an op to the registry (custom ops use this too). Names are unique."""
+    if opdef.name in _REGISTRY or opdef.name == "leaf":
+        raise OpError(f"an op named {opdef.name!r} is already registered")
+    _REGISTRY[opdef.name] = opdef
+    return opdef
+
+
+def get_op(name: str) -> OpDef:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise OpError(
+            f"unknown op {name!r}; registered ops: {', '.join(sorted(_REGISTRY))}"
+        ) from None
+
+
+def all_ops() -> dict[str, OpDef]:
+    return dict(_REGISTRY)
