@@ -10,6 +10,9 @@ lower them to Numba kernels::
     loss = step(x, y)
 """
 
+# Thread-pool settings first: they must precede the first BLAS/OpenMP use (see the module).
+from .backends.cpu.kernels import _env  # noqa: F401, I001
+
 from . import errors
 from .compiler import compile, compile_grad, compile_training
 from .engine import Spec, Tensor, backward, functional, nn, optim, trace

@@ -3,14 +3,16 @@ of kernels that write into them. Backends differ only in how they lower a node t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ShapeError
+from ..errors import DTypeError, ShapeError
 from ..graph import Graph, Node
 from ..graph.ir import format_type
+from ..graph.memory import MemoryPlan, arena_views
 
 Launch = Callable[[list[np.ndarray], np.ndarray], None]
 """A lowered node: reads the input arrays, writes the output array in place."""
@@ -31,7 +33,8 @@ class Kernel:
 def check_array(array: np.ndarray, node: Node, what: str) -> None:
     """Refuse an array whose shape or dtype differs from the node's, naming both."""
     if array.shape != node.shape or str(array.dtype) != node.dtype:
-        raise ShapeError(
+        error = ShapeError if array.shape != node.shape else DTypeError
+        raise error(
             f"{what} '{node.name}' expects {format_type(node.shape, node.dtype)}, "
             f"got {format_type(array.shape, str(array.dtype))}"
         )
@@ -39,8 +42,9 @@ def check_array(array: np.ndarray, node: Node, what: str) -> None:
 
 class Executable:
     """Runs one graph. ``bindings`` give external arrays for leaves (parameters, optimizer
-    state, values saved by another executable); every other node gets a buffer of its own,
-    except reshapes, which alias their input. ``run`` allocates nothing."""
+    state, values saved by another executable). With a memory ``plan`` every planned value is
+    a view into one arena allocated here, once; without one, every other node gets a buffer of
+    its own. Reshapes alias their input. ``run`` allocates nothing."""
 
     def __init__(
         self,
@@ -48,13 +52,18 @@ class Executable:
         lower: Lowering,
         bindings: Mapping[int, np.ndarray] | None = None,
         backend: str = "",
+        plan: MemoryPlan | None = None,
     ) -> None:
         self.graph = graph
         self.backend = backend
+        self.plan = plan
         self.buffers: dict[int, np.ndarray] = {}
         bindings = dict(bindings or {})
+        planned = arena_views(plan, graph) if plan is not None else {}
         for node in graph.nodes:
-            self.buffers[node.id] = self._buffer_for(node, bindings)
+            self.buffers[node.id] = planned.get(node.id)
+            if self.buffers[node.id] is None:
+                self.buffers[node.id] = self._buffer_for(node, bindings)
         self.kernels: list[Kernel] = []
         for node in graph.ops():
             if self._is_alias(node):
@@ -83,11 +92,38 @@ class Executable:
     def run(self) -> None:
         for k in self.kernels:
             k.launch(k.inputs, k.out)
+        self._apply_updates()
+
+    def run_timed(self, seconds: dict[int, float]) -> None:
+        """``run``, adding each kernel's wall time to ``seconds[node id]`` (for profiles)."""
+        for k in self.kernels:
+            t0 = time.perf_counter()
+            k.launch(k.inputs, k.out)
+            seconds[k.node.id] = seconds.get(k.node.id, 0.0) + time.perf_counter() - t0
+        self._apply_updates()
+
+    def _apply_updates(self) -> None:
         for state, value in self._updates:
             np.copyto(state, value)
 
     def output_arrays(self) -> list[np.ndarray]:
         return [self.buffers[o] for o in self.graph.outputs]
+
+    # The host-side doors the compiler uses, so device executables (backends/cuda) can differ.
+
+    def set_input(self, node_id: int, array) -> None:
+        """Copy a host value into a leaf's buffer (``np.copyto`` semantics)."""
+        np.copyto(self.buffers[node_id], array, casting="same_kind")
+
+    def read(self, node_id: int) -> np.ndarray:
+        """A copy of a node's buffer."""
+        return self.buffers[node_id].copy()
+
+    def sync_bindings_to_host(self) -> None:
+        """Nothing to do here: bound arrays are the buffers (a device executable copies)."""
+
+    def sync_bindings_to_device(self) -> None:
+        """Nothing to do here (see ``sync_bindings_to_host``)."""
 
     def impl_counts(self) -> dict[str, int]:
         """How many kernels run where (e.g. ``{"numba": 40, "reference": 2}``)."""

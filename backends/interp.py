@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..graph import Graph, Node
+from ..graph.memory import MemoryPlan
 from ..graph.ops import get_op
 from .executable import Executable, Launch
 
@@ -27,8 +28,12 @@ def lower(node: Node, graph: Graph) -> tuple[Launch, str]:
     return reference_launch(node), "reference"
 
 
-def compile(graph: Graph, bindings: Mapping[int, np.ndarray] | None = None) -> Executable:  # noqa: A001
-    return Executable(graph, lower, bindings, backend=NAME)
+def compile(  # noqa: A001
+    graph: Graph,
+    bindings: Mapping[int, np.ndarray] | None = None,
+    plan: MemoryPlan | None = None,
+) -> Executable:
+    return Executable(graph, lower, bindings, backend=NAME, plan=plan)
 
 
 def evaluate(graph: Graph, feeds: Mapping[int, np.ndarray]) -> list[np.ndarray]:

@@ -72,7 +72,7 @@ class Builder:
 
     def const(self, value: Any, dtype: str) -> Value:
         """A constant leaf; equal constants are shared."""
-        array = np.ascontiguousarray(np.asarray(value, dtype=dtype))
+        array = np.array(value, dtype=dtype, order="C")  # ascontiguousarray would make 0-d 1-d
         array.setflags(write=False)
         key = (dtype, array.shape, array.tobytes())
         if key not in self._consts:

@@ -24,11 +24,12 @@ from .linalg import matmul
 from .loss import cross_entropy, mse_loss
 from .pool import avg_pool2d, max_pool2d
 from .reduce import broadcast_to, mean, sum
-from .registry import OpDef, TensorType, all_ops, get_op, register
+from .registry import OpDef, TensorType, all_ops, get_op, register, scalar_expression
 from .shape import flatten, reshape, transpose
 from .softmax import log_softmax, softmax, softmax_grad
 
 __all__ = [
+    "scalar_expression",
     "OpDef",
     "TensorType",
     "abs",

@@ -89,5 +89,12 @@ def get_op(name: str) -> OpDef:
         ) from None
 
 
+def scalar_expression(op: str, attrs: Mapping[str, Any], arity: int) -> str:
+    """An elementwise node's scalar expression over operands ``a0, a1, ...``. The template is
+    per node for fused groups (``attrs["scalar"]``), else the registry's."""
+    template = attrs.get("scalar") or get_op(op).scalar
+    return template.format(*(f"a{k}" for k in range(arity)))
+
+
 def all_ops() -> dict[str, OpDef]:
     return dict(_REGISTRY)

@@ -1,0 +1,23 @@
+"""The Numba CPU backend: hand-written kernels for the heavy ops, generated kernels for the
+rest, all compiled with Numba's on-disk cache."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from ...graph import Graph
+from ...graph.memory import MemoryPlan
+from ..executable import Executable
+from .lowering import lower
+
+NAME = "cpu"
+
+
+def compile(  # noqa: A001
+    graph: Graph,
+    bindings: Mapping[int, np.ndarray] | None = None,
+    plan: MemoryPlan | None = None,
+) -> Executable:
+    return Executable(graph, lower, bindings, backend=NAME, plan=plan)

@@ -1,0 +1,156 @@
+"""Generated Numba kernels for ops whose loop nest depends on the shapes: elementwise
+expressions with broadcasting, reductions over axes, and transposes.
+
+Dimensions are coalesced first (size-1 axes dropped, neighbours that broadcast or reduce alike
+merged), so most elementwise kernels become one flat loop, and the generated source depends
+only on the loop structure, not the sizes: one compiled kernel serves many shapes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..executable import Launch
+from .cache import load_kernel
+
+PARALLEL_MIN_ELEMENTS = 1 << 15  # below this, a parallel region costs more than it saves
+_HEADER = "import math\n\nfrom numba import njit, prange\n\n\n"
+
+
+def _decorator(parallel: bool) -> str:
+    return f"@njit(cache=True, nogil=True{', parallel=True' if parallel else ''})"
+
+
+def _loop(depth: int, var: str, extent: str, parallel: bool) -> str:
+    return f"{'    ' * depth}for {var} in {'prange' if parallel else 'range'}({extent}):"
+
+
+def _merge_dims(shape: Sequence[int], keys: Sequence[tuple]) -> tuple[list[list[int]], list]:
+    """Drop size-1 axes and merge neighbours whose ``keys`` are equal; return the axis groups
+    and each group's key."""
+    groups: list[list[int]] = []
+    group_keys: list = []
+    for d, size in enumerate(shape):
+        if size == 1:
+            continue
+        if groups and group_keys[-1] == keys[d]:
+            groups[-1].append(d)
+        else:
+            groups.append([d])
+            group_keys.append(keys[d])
+    return groups, group_keys
+
+
+# --- elementwise ---------------------------------------------------------------------------
+
+
+def elementwise_source(expr: str, masks: Sequence[Sequence[bool]], parallel: bool) -> str:
+    """A kernel ``kernel(in0, ..., out)`` computing ``expr`` (over ``a0, a1, ...``) per output
+    element; ``masks[k][d]`` says whether input k varies along axis d (else it is broadcast)."""
+    ndim = len(masks[0]) if masks else 1
+    args = ", ".join([f"in{k}" for k in range(len(masks))] + ["out"])
+    lines = [_decorator(parallel), f"def kernel({args}):"]
+    body: list[str] = []
+    for k, mask in enumerate(masks):
+        idx = ", ".join(f"i{d}" if m else "0" for d, m in enumerate(mask))
+        (body if any(mask) else lines).append(f"a{k} = in{k}[{idx}]")
+    lines = [lines[0], lines[1]] + ["    " + line for line in lines[2:]]
+    for d in range(ndim):
+        lines.append(_loop(d + 1, f"i{d}", f"out.shape[{d}]", parallel and d == 0))
+    indent = "    " * (ndim + 1)
+    lines += [indent + line for line in body]
+    lines.append(f"{indent}out[{', '.join(f'i{d}' for d in range(ndim))}] = {expr}")
+    return _HEADER + "\n".join(lines) + "\n"
+
+
+def elementwise_launch(
+    expr: str, in_shapes: Sequence[tuple[int, ...]], out_shape: tuple[int, ...]
+) -> Launch:
+    """Lower an elementwise expression over broadcast inputs to a generated kernel."""
+    ndim = len(out_shape)
+    aligned = [(1,) * (ndim - len(s)) + tuple(s) for s in in_shapes]
+    varies = [tuple(s[d] == out_shape[d] for s in aligned) for d in range(ndim)]
+    groups, keys = _merge_dims(out_shape, varies)
+    shape = tuple(math.prod(out_shape[d] for d in g) for g in groups) or (1,)
+    masks = [tuple(key[k] for key in keys) or (False,) for k in range(len(in_shapes))]
+    views = [tuple(n if m else 1 for n, m in zip(shape, mask)) for mask in masks]
+    parallel = math.prod(out_shape) >= PARALLEL_MIN_ELEMENTS
+    kernel = load_kernel(elementwise_source(expr, masks, parallel))
+
+    def launch(inputs: list[np.ndarray], out: np.ndarray) -> None:
+        kernel(*[a.reshape(v) for a, v in zip(inputs, views)], out.reshape(shape))
+
+    return launch
+
+
+# --- reductions ----------------------------------------------------------------------------
+
+
+def reduction_source(expr: str, n_inputs: int, reduced: Sequence[bool], parallel: bool) -> str:
+    """A kernel ``kernel(in0, ..., out, scale)``: ``out[kept] = scale * sum(expr)`` over the
+    reduced axes, accumulated in float64. Kept axes are the outer loops."""
+    ndim = len(reduced)
+    kept = [d for d in range(ndim) if not reduced[d]]
+    summed = [d for d in range(ndim) if reduced[d]]
+    args = ", ".join([f"in{k}" for k in range(n_inputs)] + ["out", "scale"])
+    lines = [_decorator(parallel), f"def kernel({args}):"]
+    depth = 1
+    for j, d in enumerate(kept):
+        lines.append(_loop(depth, f"i{d}", f"in0.shape[{d}]", parallel and j == 0))
+        depth += 1
+    lines.append(f"{'    ' * depth}acc = 0.0")
+    acc_depth = depth
+    for d in summed:
+        lines.append(_loop(depth, f"i{d}", f"in0.shape[{d}]", False))
+        depth += 1
+    idx = ", ".join(f"i{d}" for d in range(ndim))
+    lines += [f"{'    ' * depth}a{k} = in{k}[{idx}]" for k in range(n_inputs)]
+    lines.append(f"{'    ' * depth}acc += {expr}")
+    out_idx = ", ".join(f"i{d}" for d in kept) or "0"
+    lines.append(f"{'    ' * acc_depth}out[{out_idx}] = acc * scale")
+    return _HEADER + "\n".join(lines) + "\n"
+
+
+def reduction_launch(
+    expr: str, n_inputs: int, shape: tuple[int, ...], axes: Sequence[int], mean: bool
+) -> Launch:
+    """Lower ``sum(expr)`` (or the mean) over ``axes`` of inputs all shaped ``shape``."""
+    groups, keys = _merge_dims(shape, [(d in axes,) for d in range(len(shape))])
+    merged = tuple(math.prod(shape[d] for d in g) for g in groups) or (1,)
+    reduced = [k[0] for k in keys] or [True]
+    out_view = tuple(n for n, r in zip(merged, reduced) if not r) or (1,)
+    count = math.prod(shape[d] for d in axes)
+    scale = 1.0 / count if mean and count else 1.0
+    parallel = math.prod(shape) >= PARALLEL_MIN_ELEMENTS and not all(reduced)
+    kernel = load_kernel(reduction_source(expr, n_inputs, reduced, parallel))
+
+    def launch(inputs: list[np.ndarray], out: np.ndarray) -> None:
+        kernel(*[a.reshape(merged) for a in inputs], out.reshape(out_view), scale)
+
+    return launch
+
+
+# --- transpose -----------------------------------------------------------------------------
+
+
+def transpose_source(perm: Sequence[int], parallel: bool) -> str:
+    inverse = np.argsort(perm)
+    lines = [_decorator(parallel), "def kernel(in0, out):"]
+    for d in range(len(perm)):
+        lines.append(_loop(d + 1, f"i{d}", f"out.shape[{d}]", parallel and d == 0))
+    src = ", ".join(f"i{inverse[d]}" for d in range(len(perm)))
+    dst = ", ".join(f"i{d}" for d in range(len(perm)))
+    lines.append(f"{'    ' * (len(perm) + 1)}out[{dst}] = in0[{src}]")
+    return _HEADER + "\n".join(lines) + "\n"
+
+
+def transpose_launch(perm: Sequence[int], size: int) -> Launch:
+    kernel = load_kernel(transpose_source(perm, size >= PARALLEL_MIN_ELEMENTS))
+
+    def launch(inputs: list[np.ndarray], out: np.ndarray) -> None:
+        kernel(inputs[0], out)
+
+    return launch

@@ -1,0 +1,216 @@
+"""conv2d forward and backward kernels (NCHW, PyTorch cross-correlation semantics).
+
+Each entry point picks an algorithm per shape (see ``choose_algorithm``) and writes into its
+preallocated output:
+
+- ``gemm1x1``: a 1x1, stride-1, unpadded conv is a GEMM per image, no im2col;
+- ``full_window``: the kernel covers the whole unpadded input (output 1x1, e.g. LeNet's C5): one
+  GEMM over the batch, the input read as an (N, C*H*W) matrix;
+- ``direct``: stride-1 convs with few channels: vectorized direct loops on a flat padded layout
+  (conv_direct.py); the GEMMs these would need have tiny dimensions and run far below BLAS speed;
+- ``im2col``: everything else: im2col + BLAS GEMM (conv_gemm.py).
+
+Scalars: strides ``sh, sw``, zero padding ``ph, pw``, dilation ``dh, dw``, ``groups``. All arrays
+C-contiguous, one float dtype (float32 or float64). Scratch buffers are allocated per call.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from . import _env  # noqa: F401
+from . import conv_direct as _d
+from . import conv_gemm as _g
+from .linalg import group_matmul_per_image, matmul
+from .reduce import sum_outer_inner
+
+ALGORITHMS = ("gemm1x1", "full_window", "direct", "im2col")
+IM2COL_BYTES = 16 << 20  # scratch budget for one chunk of im2col columns (bigger GEMMs win)
+DIRECT_CHANNEL_BLOCK = 8  # output channels per work item of the direct kernel
+# Crossovers measured with bench/conv_kernels.py --all --extra (2 cores, float32): the direct
+# kernels win while the GEMM im2col would feed BLAS is thin (reduction C/g*KH*KW up to ~600 for
+# forward; for backward-input the roles of C and K swap), or has very few output rows. For the
+# weight gradient the direct kernel only wins when the whole (K/g, C/g*KH*KW) result is tiny
+# (LeNet C1: 6 x 25), where BLAS is slowest.
+DIRECT_MAX_REDUCTION = 600
+DIRECT_MAX_ROWS = 8
+DIRECT_MAX_WGRAD_SIZE = 1024
+
+
+def applicable_algorithms(kind, x_shape, w_shape, stride, padding, dilation, groups):
+    """The algorithms that compute ``kind`` ('forward', 'backward_input', 'backward_weight')
+    for a conv of an x_shape input by a w_shape weight, in ALGORITHMS order."""
+    h, w = x_shape[2:]
+    kh, kw = w_shape[2:]
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    algos = []
+    if kh == kw == 1 and sh == sw == 1 and ph == pw == 0 and kind != "backward_weight":
+        algos.append("gemm1x1")
+    if groups == 1 and ph == pw == 0 and dh == dw == 1 and (kh, kw) == (h, w):
+        algos.append("full_window")
+    if sh == sw == 1:
+        algos.append("direct")
+    algos.append("im2col")
+    return algos
+
+
+def choose_algorithm(kind, x_shape, w_shape, stride, padding, dilation, groups):
+    """The algorithm the entry points run for ``kind``; one of ALGORITHMS."""
+    algos = applicable_algorithms(kind, x_shape, w_shape, stride, padding, dilation, groups)
+    if algos[0] != "direct":  # gemm1x1 and full_window are plain GEMMs: always best
+        return algos[0]
+    k, cg, kh, kw = w_shape
+    kg = k // groups
+    if kind == "forward":
+        direct = cg * kh * kw <= DIRECT_MAX_REDUCTION or kg <= DIRECT_MAX_ROWS
+    elif kind == "backward_input":
+        direct = kg * kh * kw <= DIRECT_MAX_REDUCTION or cg <= DIRECT_MAX_ROWS
+    else:
+        direct = kg * cg * kh * kw <= DIRECT_MAX_WGRAD_SIZE
+    return "direct" if direct else "im2col"
+
+
+def _algorithm(kind, x_shape, w_shape, sh, sw, ph, pw, dh, dw, groups, forced):
+    args = (kind, x_shape, w_shape, (sh, sw), (ph, pw), (dh, dw), groups)
+    if forced is None:
+        return choose_algorithm(*args)
+    if forced not in applicable_algorithms(*args):
+        raise ValueError(f"conv2d {kind}: algorithm {forced!r} does not apply to this shape")
+    return forced
+
+
+def _blocks(n, kg, groups, rows):
+    """Output-channel block and row-block count for direct_forward. Measured: long rows win
+    (an accumulator of a few channels x the whole image, L2-resident, beats L1-sized row blocks
+    by 1.5-2x), so split rows only when images x channel blocks cannot feed every thread."""
+    want = 2 * numba.get_num_threads()
+    kb = min(kg, DIRECT_CHANNEL_BLOCK)
+    while kb > 1 and n * groups * (-(-kg // kb)) < want:
+        kb = -(-kb // 2)
+    nrb = 1
+    while n * groups * (-(-kg // kb)) * nrb < want and nrb < rows // 8:
+        nrb *= 2
+    return kb, nrb
+
+
+def aligned_empty(shape, dtype, align=64):
+    """np.empty whose data starts on an ``align``-byte boundary."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape))
+    buf = np.empty(size * dtype.itemsize + align, dtype=np.uint8)
+    off = -buf.ctypes.data % align
+    return buf[off : off + size * dtype.itemsize].view(dtype).reshape(shape)
+
+
+def _check(*arrays):
+    """The kernels index raw C-contiguous memory of one dtype: refuse anything else early
+    (a reshape of a non-contiguous output would silently write into a copy)."""
+    dtype = arrays[0].dtype
+    for a in arrays:
+        if not a.flags.c_contiguous:
+            raise ValueError(f"conv2d kernels need C-contiguous arrays, got strides {a.strides}")
+        if a.dtype != dtype or dtype not in (np.float32, np.float64):
+            raise ValueError(
+                f"conv2d kernels need float32 or float64 arrays of one dtype, got "
+                f"{', '.join(str(b.dtype) for b in arrays)}"
+            )
+
+
+def _empty_bias(dtype):
+    return np.empty(0, dtype=dtype)
+
+
+def _direct_forward(x, w, b, out, ph, pw, dh, dw, groups):
+    n, c, h, wd = x.shape
+    hp, wp = h + 2 * ph, wd + 2 * pw
+    if ph == 0 and pw == 0:
+        xf = x.reshape(n, c, h * wd)
+    else:
+        xf = aligned_empty((n, c, hp * wp), x.dtype)
+        _d.pad_flat(x, xf, ph, pw, hp, wp)
+    kb, nrb = _blocks(n, w.shape[0] // groups, groups, out.shape[2])
+    _d.direct_forward(xf, wp, w, b, out, dh, dw, groups, kb, nrb)
+
+
+def conv2d_forward(x, w, b, out, sh, sw, ph, pw, dh, dw, groups, *, algorithm=None):
+    """out (N, K, OH, OW) = conv2d(x (N, C, H, W), w (K, C//groups, KH, KW)) + b (K,); a
+    zero-length ``b`` means no bias. ``algorithm`` overrides the choice (for tests/benchmarks)."""
+    _check(x, w, b, out)
+    algo = _algorithm("forward", x.shape, w.shape, sh, sw, ph, pw, dh, dw, groups, algorithm)
+    n, k = out.shape[:2]
+    if algo == "gemm1x1":
+        p = out.shape[2] * out.shape[3]
+        x3, out3 = x.reshape(n, x.shape[1], p), out.reshape(n, k, p)
+        group_matmul_per_image(w.reshape(k, -1), x3, out3, groups, False)
+        if b.shape[0]:
+            _g.add_bias(out3, b)
+    elif algo == "full_window":
+        out2 = out.reshape(n, k)
+        matmul(x.reshape(n, -1), w.reshape(k, -1), out2, False, True)
+        if b.shape[0]:
+            _g.add_bias(out.reshape(n, k, 1), b)
+    elif algo == "direct":
+        _direct_forward(x, w, b, out, ph, pw, dh, dw, groups)
+    else:
+        _g.gemm_forward(x, w, b, out, sh, sw, ph, pw, dh, dw, groups, IM2COL_BYTES)
+
+
+def conv2d_backward_input(gy, w, gx, sh, sw, ph, pw, dh, dw, groups, *, algorithm=None):
+    """gx (N, C, H, W) = dL/dx of the conv, from gy = dL/dy (N, K, OH, OW); overwrites gx."""
+    _check(gy, w, gx)
+    algo = _algorithm(
+        "backward_input", gx.shape, w.shape, sh, sw, ph, pw, dh, dw, groups, algorithm
+    )
+    n, c, h, wd = gx.shape
+    k, cg, kh, kw = w.shape
+    if algo == "gemm1x1":
+        p = h * wd
+        group_matmul_per_image(
+            w.reshape(k, cg), gy.reshape(n, k, p), gx.reshape(n, c, p), groups, True
+        )
+    elif algo == "full_window":
+        matmul(gy.reshape(n, k), w.reshape(k, -1), gx.reshape(n, -1), False, False)
+    elif algo == "direct":
+        # stride 1: a conv of gy, re-padded so the output is H x W, by the flipped weights
+        top, left = dh * (kh - 1) - ph, dw * (kw - 1) - pw
+        hg, wg = h + dh * (kh - 1), wd + dw * (kw - 1)
+        gyp = aligned_empty((n, k, hg * wg), gy.dtype)
+        _d.pad_flat(gy, gyp, top, left, hg, wg)
+        wt = np.empty((c, k // groups, kh, kw), dtype=w.dtype)
+        _d.flip_transpose(w, wt, groups)
+        kb, nrb = _blocks(n, cg, groups, h)
+        _d.direct_forward(gyp, wg, wt, _empty_bias(gy.dtype), gx, dh, dw, groups, kb, nrb)
+    else:
+        _g.gemm_backward_input(gy, w, gx, sh, sw, ph, pw, dh, dw, groups, IM2COL_BYTES)
+
+
+def conv2d_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, *, algorithm=None):
+    """gw (K, C//groups, KH, KW) = dL/dw of the conv, from x and gy = dL/dy; overwrites gw."""
+    _check(x, gy, gw)
+    algo = _algorithm(
+        "backward_weight", x.shape, gw.shape, sh, sw, ph, pw, dh, dw, groups, algorithm
+    )
+    n, c, h, wd = x.shape
+    k, cg, kh, kw = gw.shape
+    oh, ow = gy.shape[2:]
+    if algo == "full_window":
+        matmul(gy.reshape(n, k), x.reshape(n, -1), gw.reshape(k, -1), True, False)
+    elif algo == "direct":
+        hp, wp = h + 2 * ph, wd + 2 * pw
+        lanes = _d.LANES
+        lp = -(-((oh - 1) * wp + ow) // lanes) * lanes
+        lx = max(hp * wp, dh * (kh - 1) * wp + dw * (kw - 1) + lp)
+        lx = -(-lx // 16) * 16  # whole 64-byte lines per plane
+        xf = aligned_empty((n, c, lx), x.dtype)
+        _d.pad_flat(x, xf, ph, pw, hp, wp)
+        _d.direct_weight_grad(xf, wp, gy, gw, dh, dw, groups, lp)
+    else:  # im2col (a 1x1 conv's im2col is just a gather of x)
+        _g.gemm_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, IM2COL_BYTES)
+
+
+def conv2d_backward_bias(gy, gb):
+    """gb (K,) = sum of gy (N, K, OH, OW) over N, OH, OW; overwrites gb."""
+    _check(gy, gb)
+    n, k = gy.shape[:2]
+    sum_outer_inner(gy.reshape(n, k, -1), gb)

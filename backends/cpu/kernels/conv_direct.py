@@ -1,0 +1,247 @@
+"""Direct stride-1 convolution kernels on a "flat padded" layout.
+
+Each (n, c) input plane is zero-padded to (Hp, Wp) and flattened. For stride 1 the output pixel
+(oh, ow) then reads input element ``oh*Wp + ow + i*dh*Wp + j*dw`` for tap (i, j), so one output
+*block of rows* is a single contiguous run of L = (rows-1)*Wp + OW positions (the Wp-OW positions
+between rows are computed and thrown away). Every tap becomes one long contiguous AXPY that LLVM
+vectorizes (no fastmath needed: the loops are elementwise, never reductions), instead of many
+short row loops. Up to five taps of a kernel row are fused into one pass over the accumulator,
+which cuts its loads/stores five-fold (measured 72 -> 104 GFLOP/s on LeNet's C1).
+
+The backward-input pass reuses the forward kernel: for stride 1 it is a convolution of the
+(re-padded) output gradient with the flipped, channel-transposed weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from . import _env  # noqa: F401
+
+# Lanes of the per-tap partial sums in the weight gradient; the reduction over output pixels is
+# done as S independent elementwise sums (vectorizable without reassociation), then folded.
+LANES = 128
+
+
+@njit(cache=True, inline="always")
+def _tap1(a, x, o, w0):
+    n = a.shape[0]
+    x0 = x[o : o + n]
+    for p in range(n):
+        a[p] += w0 * x0[p]
+
+
+@njit(cache=True, inline="always")
+def _tap2(a, x, o, d, w0, w1):
+    n = a.shape[0]
+    x0 = x[o : o + n]
+    x1 = x[o + d : o + d + n]
+    for p in range(n):
+        a[p] += w0 * x0[p] + w1 * x1[p]
+
+
+@njit(cache=True, inline="always")
+def _tap3(a, x, o, d, w0, w1, w2):
+    n = a.shape[0]
+    x0 = x[o : o + n]
+    x1 = x[o + d : o + d + n]
+    x2 = x[o + 2 * d : o + 2 * d + n]
+    for p in range(n):
+        a[p] += w0 * x0[p] + w1 * x1[p] + w2 * x2[p]
+
+
+@njit(cache=True, inline="always")
+def _tap4(a, x, o, d, w0, w1, w2, w3):
+    n = a.shape[0]
+    x0 = x[o : o + n]
+    x1 = x[o + d : o + d + n]
+    x2 = x[o + 2 * d : o + 2 * d + n]
+    x3 = x[o + 3 * d : o + 3 * d + n]
+    for p in range(n):
+        a[p] += w0 * x0[p] + w1 * x1[p] + w2 * x2[p] + w3 * x3[p]
+
+
+@njit(cache=True, inline="always")
+def _tap5(a, x, o, d, w0, w1, w2, w3, w4):
+    n = a.shape[0]
+    x0 = x[o : o + n]
+    x1 = x[o + d : o + d + n]
+    x2 = x[o + 2 * d : o + 2 * d + n]
+    x3 = x[o + 3 * d : o + 3 * d + n]
+    x4 = x[o + 4 * d : o + 4 * d + n]
+    for p in range(n):
+        a[p] += w0 * x0[p] + w1 * x1[p] + w2 * x2[p] + w3 * x3[p] + w4 * x4[p]
+
+
+@njit(cache=True, inline="always")
+def _kernel_row(a, x, o, d, wr):
+    """a += sum_j wr[j] * x[o + j*d : o + j*d + len(a)], five taps per pass."""
+    kw = wr.shape[0]
+    j = 0
+    while j < kw:
+        r = kw - j
+        oj = o + j * d
+        if r >= 5:
+            _tap5(a, x, oj, d, wr[j], wr[j + 1], wr[j + 2], wr[j + 3], wr[j + 4])
+            j += 5
+        elif r == 4:
+            _tap4(a, x, oj, d, wr[j], wr[j + 1], wr[j + 2], wr[j + 3])
+            j += 4
+        elif r == 3:
+            _tap3(a, x, oj, d, wr[j], wr[j + 1], wr[j + 2])
+            j += 3
+        elif r == 2:
+            _tap2(a, x, oj, d, wr[j], wr[j + 1])
+            j += 2
+        else:
+            _tap1(a, x, oj, wr[j])
+            j += 1
+
+
+@njit(parallel=True, cache=True)
+def pad_flat(x, xf, top, left, hp, wp):
+    """Copy x (N, C, H, W) into the flat (hp, wp) planes of xf (N, C, >= hp*wp) at row offset
+    ``top`` and column offset ``left``; what falls outside the plane is cropped, everything
+    else in xf (borders and the tail past hp*wp) is zeroed."""
+    n_, c_, h, w = x.shape
+    c0 = max(0, -left)
+    c1 = min(w, wp - left)
+    r0 = max(0, -top)
+    r1 = max(r0, min(h, hp - top))
+    for t in prange(n_ * c_):
+        n = t // c_
+        c = t % c_
+        dst = xf[n, c]
+        dst[: (r0 + top) * wp] = 0
+        for r in range(r0, r1):
+            row = dst[(r + top) * wp : (r + top + 1) * wp]
+            src = x[n, c, r]
+            row[: c0 + left] = 0
+            for s in range(c0, c1):
+                row[s + left] = src[s]
+            row[max(0, c1 + left) :] = 0
+        dst[(r1 + top) * wp :] = 0
+
+
+@njit(parallel=True, cache=True)
+def direct_forward(xf, wp, w, b, out, dh, dw, groups, kb, nrb):
+    """out (N, K, OH, OW) = stride-1 conv of the flat padded input xf (N, C, >= Hp*wp) with
+    w (K, C//groups, KH, KW), plus b (K,) unless b is empty.
+
+    Work items are (image, group, block of ``kb`` output channels, one of ``nrb`` row blocks),
+    so a batch of one still spreads over the threads.
+    """
+    n_ = xf.shape[0]
+    k_, cg, kh, kw = w.shape
+    oh_, ow_ = out.shape[2], out.shape[3]
+    kg = k_ // groups
+    nkb = (kg + kb - 1) // kb
+    rows = (oh_ + nrb - 1) // nrb
+    has_b = b.shape[0] > 0
+    for t in prange(n_ * groups * nkb * nrb):
+        rb = t % nrb
+        q = t // nrb
+        kbi = q % nkb
+        q = q // nkb
+        g = q % groups
+        n = q // groups
+        r0 = rb * rows
+        r1 = min(oh_, r0 + rows)
+        k0 = g * kg + kbi * kb
+        k1 = min(g * kg + kg, k0 + kb)
+        if r0 < r1:
+            span = (r1 - r0 - 1) * wp + ow_
+            acc = np.zeros((k1 - k0, span), dtype=xf.dtype)
+            for c in range(cg):
+                xr = xf[n, g * cg + c]
+                for i in range(kh):
+                    o = (r0 + i * dh) * wp
+                    for k in range(k0, k1):
+                        _kernel_row(acc[k - k0], xr, o, dw, w[k, c, i])
+            for k in range(k0, k1):
+                for r in range(r0, r1):
+                    src = acc[k - k0, (r - r0) * wp : (r - r0) * wp + ow_]
+                    dst = out[n, k, r]
+                    if has_b:
+                        bk = b[k]
+                        for s in range(ow_):
+                            dst[s] = src[s] + bk
+                    else:
+                        for s in range(ow_):
+                            dst[s] = src[s]
+
+
+@njit(cache=True)
+def flip_transpose(w, wt, groups):
+    """wt (C, K//groups, KH, KW) = w (K, C//groups, KH, KW) with channels swapped per group and
+    the kernel rotated by 180 degrees: the weights of the stride-1 backward-input conv."""
+    k_, cg, kh, kw = w.shape
+    kg = k_ // groups
+    for g in range(groups):
+        for k in range(kg):
+            for c in range(cg):
+                for i in range(kh):
+                    for j in range(kw):
+                        wt[g * cg + c, k, i, j] = w[g * kg + k, c, kh - 1 - i, kw - 1 - j]
+
+
+@njit(cache=True)
+def _aligned_zeros(size, like):
+    """Zeroed 1-d array of like's dtype starting on a 64-byte boundary (unaligned vector
+    accumulators measured up to 25% slower)."""
+    buf = np.zeros(size + 64 // like.itemsize, dtype=like.dtype)
+    off = ((64 - buf.ctypes.data % 64) % 64) // like.itemsize
+    return buf[off : off + size]
+
+
+@njit(cache=True, inline="always")
+def _lanes_mac(acc, g, x):
+    for v in range(LANES):
+        acc[v] += g[v] * x[v]
+
+
+@njit(parallel=True, cache=True)
+def direct_weight_grad(xf, wp, gy, gw, dh, dw, groups, lp):
+    """gw (K, C//groups, KH, KW) = dL/dw of a stride-1 conv, from the flat padded input
+    xf (N, C, >= max_tap_offset + lp) and gy (N, K, OH, OW); lp % LANES == 0 and
+    lp >= (OH-1)*wp + OW.
+
+    One work item per (output channel, input channel). Each image's gy plane is first spread
+    to row pitch ``wp`` in a private buffer (zeros between rows, so the wasted positions add
+    nothing), then the sum over pixels runs as LANES elementwise partial sums per tap, folded
+    at the end.
+    """
+    n_ = xf.shape[0]
+    k_, cg, kh, kw = gw.shape
+    oh_, ow_ = gy.shape[2], gy.shape[3]
+    kg = k_ // groups
+    for t in prange(k_ * cg):
+        k = t // cg
+        c = t % cg
+        ci = (k // kg) * cg + c
+        acc = _aligned_zeros(kh * kw * LANES, xf).reshape(kh, kw, LANES)
+        g = _aligned_zeros(lp, xf)
+        for n in range(n_):
+            for r in range(oh_):
+                src = gy[n, k, r]
+                row = g[r * wp : r * wp + ow_]
+                for s in range(ow_):
+                    row[s] = src[s]
+            xr = xf[n, ci]
+            for p0 in range(0, lp, LANES):
+                gs = g[p0 : p0 + LANES]
+                for i in range(kh):
+                    for j in range(kw):
+                        o = i * dh * wp + j * dw + p0
+                        _lanes_mac(acc[i, j], gs, xr[o : o + LANES])
+        for i in range(kh):
+            for j in range(kw):
+                a = acc[i, j]
+                # pairwise fold of the lanes: deterministic and accurate
+                h = LANES // 2
+                while h >= 1:
+                    for v in range(h):
+                        a[v] += a[v + h]
+                    h //= 2
+                gw[k, c, i, j] = a[0]

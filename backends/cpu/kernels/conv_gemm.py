@@ -1,0 +1,202 @@
+"""Convolution as im2col + BLAS GEMM, for any stride, padding, dilation and groups.
+
+im2col writes cols (C*KH*KW, m*P) for a chunk of m images (P = OH*OW output pixels), so each
+group's GEMM is W_g (K/g, C/g*KH*KW) @ cols_g with a wide N dimension even when P is small
+(LeNet), and the chunk bounds the scratch memory. The GEMM result (K/g, m*P) is scattered back
+to NCHW (cheap next to im2col when C*KH*KW > K/g). The backward-input pass runs the transposed
+GEMM and col2im; the weight gradient accumulates gy_g (K/g, m*P) @ cols_g^T over the chunks.
+(The 1x1 and "full window" convs need no im2col: conv.py calls linalg directly for them.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .linalg import matmul, matmul_accumulate
+
+
+@njit(cache=True, inline="always")
+def _valid_cols(j, w, sw, pw, dw, ow_):
+    """The range [lo, hi) of output columns whose tap j lands inside a row of width w."""
+    shift = pw - j * dw
+    lo = max(0, -((-shift) // sw))
+    hi = min(ow_, (w - 1 + shift) // sw + 1)
+    return lo, max(lo, hi)
+
+
+@njit(parallel=True, cache=True)
+def im2col(x, cols, n0, m, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_):
+    """cols[(c*kh + i)*kw + j, b*P + oh*OW + ow] = x[n0+b, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]
+    (zero outside the input), for b < m."""
+    c_, h, w = x.shape[1], x.shape[2], x.shape[3]
+    p_ = oh_ * ow_
+    for r in prange(c_ * kh * kw):
+        c = r // (kh * kw)
+        i = (r // kw) % kh
+        j = r % kw
+        lo, hi = _valid_cols(j, w, sw, pw, dw, ow_)
+        row = cols[r]
+        for b in range(m):
+            for oh in range(oh_):
+                dst = row[b * p_ + oh * ow_ : b * p_ + oh * ow_ + ow_]
+                ih = oh * sh - ph + i * dh
+                if ih < 0 or ih >= h:
+                    dst[:] = 0
+                else:
+                    src = x[n0 + b, c, ih]
+                    dst[:lo] = 0
+                    dst[hi:] = 0
+                    base = j * dw - pw
+                    if sw == 1:
+                        s = src[lo + base : hi + base]
+                        for q in range(hi - lo):
+                            dst[lo + q] = s[q]
+                    else:
+                        for ow in range(lo, hi):
+                            dst[ow] = src[ow * sw + base]
+
+
+@njit(parallel=True, cache=True)
+def col2im(cols, gx, n0, m, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_):
+    """The adjoint of im2col: gx[n0:n0+m] (overwritten) = sum of cols scattered to the input
+    positions they were read from. One work item per (image, channel) plane: no write races."""
+    c_, h, w = gx.shape[1], gx.shape[2], gx.shape[3]
+    p_ = oh_ * ow_
+    for t in prange(m * c_):
+        b = t // c_
+        c = t % c_
+        plane = gx[n0 + b, c]
+        plane[:, :] = 0
+        for i in range(kh):
+            for j in range(kw):
+                lo, hi = _valid_cols(j, w, sw, pw, dw, ow_)
+                base = j * dw - pw
+                row = cols[(c * kh + i) * kw + j]
+                for oh in range(oh_):
+                    ih = oh * sh - ph + i * dh
+                    if 0 <= ih < h:
+                        src = row[b * p_ + oh * ow_ : b * p_ + oh * ow_ + ow_]
+                        dst = plane[ih]
+                        if sw == 1:
+                            d = dst[lo + base : hi + base]
+                            for q in range(hi - lo):
+                                d[q] += src[lo + q]
+                        else:
+                            for ow in range(lo, hi):
+                                dst[ow * sw + base] += src[ow]
+
+
+@njit(parallel=True, cache=True)
+def gather_channels(src, dst, n0, m, k0):
+    """dst (kc, m*P) <- src[n0:n0+m, k0:k0+kc, :] from src (N, K, P)."""
+    kc = dst.shape[0]
+    p_ = src.shape[2]
+    for t in prange(kc * m):
+        k = t // m
+        b = t % m
+        s = src[n0 + b, k0 + k]
+        d = dst[k, b * p_ : (b + 1) * p_]
+        for p in range(p_):
+            d[p] = s[p]
+
+
+@njit(parallel=True, cache=True)
+def scatter_channels(src, out, n0, m, k0, bias):
+    """out[n0:n0+m, k0:k0+kc, :] <- src (kc, m*P) + bias[k0:k0+kc] (bias may be empty)."""
+    kc = src.shape[0]
+    p_ = out.shape[2]
+    has_b = bias.shape[0] > 0
+    for t in prange(kc * m):
+        k = t // m
+        b = t % m
+        s = src[k, b * p_ : (b + 1) * p_]
+        d = out[n0 + b, k0 + k]
+        if has_b:
+            bk = bias[k0 + k]
+            for p in range(p_):
+                d[p] = s[p] + bk
+        else:
+            for p in range(p_):
+                d[p] = s[p]
+
+
+@njit(parallel=True, cache=True)
+def add_bias(out, bias):
+    """out (N, K, P) += bias (K,)."""
+    n_, k_, p_ = out.shape
+    for t in prange(n_ * k_):
+        d = out[t // k_, t % k_]
+        bk = bias[t % k_]
+        for p in range(p_):
+            d[p] += bk
+
+
+def chunk_images(n, rows, p, itemsize, budget):
+    """How many images' im2col columns (rows x p each) fit in ``budget`` bytes (at least 1)."""
+    return max(1, min(n, budget // max(1, rows * p * itemsize)))
+
+
+def gemm_forward(x, w, b, out, sh, sw, ph, pw, dh, dw, groups, budget):
+    n_, c_ = x.shape[:2]
+    k_, cg, kh, kw = w.shape
+    oh_, ow_ = out.shape[2:]
+    p_, kg, r_ = oh_ * ow_, k_ // groups, cg * kh * kw
+    w2 = w.reshape(k_, r_)
+    out3 = out.reshape(n_, k_, p_)
+    m = chunk_images(n_, c_ * kh * kw, p_, x.itemsize, budget)
+    cols = np.empty(c_ * kh * kw * m * p_, dtype=x.dtype)
+    y = np.empty(kg * m * p_, dtype=x.dtype)
+    for n0 in range(0, n_, m):
+        mm = min(m, n_ - n0)
+        cv = cols[: c_ * kh * kw * mm * p_].reshape(c_ * kh * kw, mm * p_)
+        yv = y[: kg * mm * p_].reshape(kg, mm * p_)
+        im2col(x, cv, n0, mm, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_)
+        for g in range(groups):
+            matmul(w2[g * kg : (g + 1) * kg], cv[g * r_ : (g + 1) * r_], yv, False, False)
+            scatter_channels(yv, out3, n0, mm, g * kg, b)
+
+
+def gemm_backward_input(gy, w, gx, sh, sw, ph, pw, dh, dw, groups, budget):
+    n_, c_ = gx.shape[:2]
+    k_, cg, kh, kw = w.shape
+    oh_, ow_ = gy.shape[2:]
+    p_, kg, r_ = oh_ * ow_, k_ // groups, cg * kh * kw
+    w2 = w.reshape(k_, r_)
+    gy3 = gy.reshape(n_, k_, p_)
+    m = chunk_images(n_, c_ * kh * kw, p_, gy.itemsize, budget)
+    cols = np.empty(c_ * kh * kw * m * p_, dtype=gy.dtype)
+    gyg = np.empty(kg * m * p_, dtype=gy.dtype)
+    for n0 in range(0, n_, m):
+        mm = min(m, n_ - n0)
+        cv = cols[: c_ * kh * kw * mm * p_].reshape(c_ * kh * kw, mm * p_)
+        gv = gyg[: kg * mm * p_].reshape(kg, mm * p_)
+        for g in range(groups):
+            gather_channels(gy3, gv, n0, mm, g * kg)
+            matmul(w2[g * kg : (g + 1) * kg], gv, cv[g * r_ : (g + 1) * r_], True, False)
+        col2im(cv, gx, n0, mm, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_)
+
+
+def gemm_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, budget):
+    n_, c_ = x.shape[:2]
+    k_, cg, kh, kw = gw.shape
+    oh_, ow_ = gy.shape[2:]
+    p_, kg, r_ = oh_ * ow_, k_ // groups, cg * kh * kw
+    gw2 = gw.reshape(k_, r_)
+    gy3 = gy.reshape(n_, k_, p_)
+    m = chunk_images(n_, c_ * kh * kw, p_, x.itemsize, budget)
+    cols = np.empty(c_ * kh * kw * m * p_, dtype=x.dtype)
+    gyg = np.empty(kg * m * p_, dtype=x.dtype)
+    tmp = np.empty((kg, r_), dtype=x.dtype)
+    for n0 in range(0, n_, m):
+        mm = min(m, n_ - n0)
+        cv = cols[: c_ * kh * kw * mm * p_].reshape(c_ * kh * kw, mm * p_)
+        gv = gyg[: kg * mm * p_].reshape(kg, mm * p_)
+        im2col(x, cv, n0, mm, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_)
+        for g in range(groups):
+            gather_channels(gy3, gv, n0, mm, g * kg)
+            dst = gw2[g * kg : (g + 1) * kg]
+            if n0 == 0:
+                matmul(gv, cv[g * r_ : (g + 1) * r_], dst, False, True)
+            else:
+                matmul_accumulate(gv, cv[g * r_ : (g + 1) * r_], dst, tmp, False, True)

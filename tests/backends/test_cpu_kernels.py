@@ -1,0 +1,340 @@
+"""The hand-written Numba CPU kernels against PyTorch (forward with torch.nn.functional, backward
+with autograd)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+from numbagrad.backends.cpu.kernels import conv, linalg, pool, reduce  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: 2e-5, np.float64: 1e-12}
+
+
+def _close(got, ref, dtype):
+    ref = np.asarray(ref)
+    scale = max(1.0, float(np.abs(ref).max())) if ref.size else 1.0
+    np.testing.assert_allclose(got, ref, rtol=0, atol=TOL[dtype] * scale)
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+# ---------------------------------------------------------------------------- conv
+
+
+def _conv_case(n, c, h, w, k, kh, kw, stride, pad, dil, groups, bias, dtype, seed=0):
+    rng = _rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((k, c // groups, kh, kw)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype) if bias else np.empty(0, dtype)
+    xt = torch.from_numpy(x).requires_grad_()
+    wtt = torch.from_numpy(wt).requires_grad_()
+    y = F.conv2d(xt, wtt, torch.from_numpy(b) if bias else None, stride, pad, dil, groups)
+    gy = torch.from_numpy(rng.standard_normal(tuple(y.shape)).astype(dtype))
+    y.backward(gy)
+    return x, wt, b, y.detach().numpy(), gy.numpy(), xt.grad.numpy(), wtt.grad.numpy()
+
+
+def _run_conv(case, stride, pad, dil, groups, dtype, algorithm=None, kinds=None):
+    x, w, b, y, gy, gx_ref, gw_ref = case
+    args = (*stride, *pad, *dil, groups)
+    kinds = kinds or ("forward", "backward_input", "backward_weight")
+    if "forward" in kinds:
+        out = np.full(y.shape, np.nan, dtype)
+        conv.conv2d_forward(x, w, b, out, *args, algorithm=algorithm)
+        _close(out, y, dtype)
+    if "backward_input" in kinds:
+        gx = np.full(x.shape, np.nan, dtype)
+        conv.conv2d_backward_input(gy, w, gx, *args, algorithm=algorithm)
+        _close(gx, gx_ref, dtype)
+    if "backward_weight" in kinds:
+        gw = np.full(w.shape, np.nan, dtype)
+        conv.conv2d_backward_weight(x, gy, gw, *args, algorithm=algorithm)
+        _close(gw, gw_ref, dtype)
+
+
+# (n, c, h, w, k, kh, kw, stride, padding, dilation, groups)
+CONV_CASES = [
+    (2, 3, 9, 7, 4, 3, 2, (1, 1), (1, 0), (1, 1), 1),  # non-square input and kernel, padding
+    (1, 4, 8, 10, 6, 2, 3, (2, 1), (0, 1), (2, 1), 2),  # batch 1, stride 2, dilation 2, groups 2
+    (3, 2, 11, 11, 4, 5, 5, (1, 1), (2, 2), (2, 2), 2),  # dilation 2 both ways, groups 2
+    (2, 6, 5, 5, 8, 5, 5, (1, 1), (0, 0), (1, 1), 1),  # full window (LeNet C5 style)
+    (2, 4, 6, 5, 6, 1, 1, (1, 1), (0, 0), (1, 1), 2),  # 1x1 as GEMM, groups
+    (2, 4, 6, 5, 6, 1, 1, (2, 2), (1, 0), (1, 1), 1),  # strided, padded 1x1
+    (1, 3, 7, 7, 5, 3, 3, (3, 2), (1, 1), (1, 1), 1),  # stride 3x2
+    (2, 2, 5, 6, 3, 3, 3, (1, 1), (2, 1), (1, 1), 1),  # padding as large as the kernel extent
+    (2, 1, 4, 4, 3, 1, 1, (1, 1), (1, 1), (1, 1), 1),  # padded 1x1: backward crops the padding
+    (2, 1, 12, 12, 6, 5, 5, (1, 1), (0, 0), (1, 1), 1),  # LeNet C1 style
+    (2, 6, 7, 7, 16, 5, 5, (1, 1), (0, 0), (1, 1), 1),  # LeNet C3 style
+    (1, 2, 9, 9, 2, 7, 7, (1, 1), (3, 3), (1, 1), 1),  # 7 taps: five + two fused
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", CONV_CASES)
+def test_conv_dispatch(shape, bias, dtype):
+    *dims, stride, pad, dil, groups = shape
+    case = _conv_case(*dims, stride, pad, dil, groups, bias, dtype)
+    _run_conv(case, stride, pad, dil, groups, dtype)
+
+
+def _applicable(algo, kind, shape):
+    n, c, h, w, k, kh, kw, stride, pad, dil, groups = shape
+    return algo in conv.applicable_algorithms(
+        kind, (n, c, h, w), (k, c // groups, kh, kw), stride, pad, dil, groups
+    )
+
+
+@pytest.mark.parametrize("algo", conv.ALGORITHMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv_every_algorithm(algo, dtype):
+    """Each algorithm on every case it applies to, whatever the dispatch would pick."""
+    ran = 0
+    for i, shape in enumerate(CONV_CASES):
+        *dims, stride, pad, dil, groups = shape
+        kinds = [
+            kd
+            for kd in ("forward", "backward_input", "backward_weight")
+            if _applicable(algo, kd, shape)
+        ]
+        if kinds:
+            case = _conv_case(*dims, stride, pad, dil, groups, i % 2 == 0, dtype, seed=i)
+            _run_conv(case, stride, pad, dil, groups, dtype, algorithm=algo, kinds=kinds)
+            ran += 1
+    assert ran >= 1
+
+
+def test_conv_rejects_bad_input():
+    x = np.zeros((1, 2, 5, 5), np.float32)
+    w = np.zeros((3, 2, 3, 3), np.float32)
+    out = np.zeros((1, 3, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="does not apply"):
+        conv.conv2d_forward(
+            x, w, np.empty(0, np.float32), out, 2, 2, 0, 0, 1, 1, 1, algorithm="direct"
+        )
+    with pytest.raises(ValueError, match="one dtype"):
+        conv.conv2d_forward(
+            x, w.astype(np.float64), np.empty(0, np.float32), out, 1, 1, 0, 0, 1, 1, 1
+        )
+    with pytest.raises(ValueError, match="C-contiguous"):
+        conv.conv2d_forward(
+            x, w, np.empty(0, np.float32), out.transpose(0, 1, 3, 2), 1, 1, 0, 0, 1, 1, 1
+        )
+
+
+def test_conv_dispatch_choices():
+    ch = conv.choose_algorithm
+    lenet = [((64, 1, 32, 32), (6, 1, 5, 5)), ((64, 6, 14, 14), (16, 6, 5, 5))]
+    for xs, ws in lenet:
+        assert ch("forward", xs, ws, (1, 1), (0, 0), (1, 1), 1) == "direct"
+    c5 = ((64, 16, 5, 5), (120, 16, 5, 5))
+    for kind in ("forward", "backward_input", "backward_weight"):
+        assert ch(kind, *c5, (1, 1), (0, 0), (1, 1), 1) == "full_window"
+    one = ((8, 64, 8, 8), (32, 64, 1, 1))
+    assert ch("forward", *one, (1, 1), (0, 0), (1, 1), 1) == "gemm1x1"
+    assert ch("forward", *one, (2, 2), (0, 0), (1, 1), 1) == "im2col"
+    assert ch("forward", (8, 256, 8, 8), (256, 256, 3, 3), (1, 1), (1, 1), (1, 1), 1) == "im2col"
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    n=st.integers(1, 3),
+    cg=st.integers(1, 3),
+    kg=st.integers(1, 3),
+    groups=st.integers(1, 2),
+    h=st.integers(3, 9),
+    w=st.integers(3, 9),
+    kh=st.integers(1, 4),
+    kw=st.integers(1, 4),
+    stride=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    pad=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+    dil=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    bias=st.booleans(),
+)
+def test_conv_hypothesis(n, cg, kg, groups, h, w, kh, kw, stride, pad, dil, bias):
+    if dil[0] * (kh - 1) + 1 > h + 2 * pad[0] or dil[1] * (kw - 1) + 1 > w + 2 * pad[1]:
+        return
+    dtype = np.float64
+    case = _conv_case(
+        n, cg * groups, h, w, kg * groups, kh, kw, stride, pad, dil, groups, bias, dtype
+    )
+    _run_conv(case, stride, pad, dil, groups, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv_backward_bias(dtype):
+    gy = _rng(1).standard_normal((3, 5, 7, 6)).astype(dtype)
+    gb = np.empty(5, dtype)
+    conv.conv2d_backward_bias(gy, gb)
+    _close(gb, gy.sum(axis=(0, 2, 3), dtype=np.float64), dtype)
+
+
+# ---------------------------------------------------------------------------- pooling
+
+# (n, c, h, w, kernel, stride, padding, dilation)
+POOL_CASES = [
+    (2, 3, 8, 8, (2, 2), (2, 2), (0, 0), (1, 1)),  # LeNet
+    (1, 2, 9, 7, (3, 3), (2, 2), (1, 1), (1, 1)),  # overlapping 3x3 stride 2, padded, batch 1
+    (2, 2, 10, 9, (3, 2), (1, 2), (1, 0), (2, 1)),  # non-square, dilation 2, stride 1
+    (1, 1, 7, 7, (3, 3), (2, 2), (0, 0), (1, 1)),  # AlexNet-style
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", POOL_CASES)
+@pytest.mark.parametrize("ties", [False, True])
+def test_max_pool(shape, ties, dtype):
+    n, c, h, w, k, s, p, d = shape
+    rng = _rng(2)
+    x = rng.integers(0, 3, (n, c, h, w)) if ties else rng.standard_normal((n, c, h, w))
+    x = x.astype(dtype)
+    xt = torch.from_numpy(x).requires_grad_()
+    y = F.max_pool2d(xt, k, s, p, d)
+    gy = torch.from_numpy(rng.standard_normal(tuple(y.shape)).astype(dtype))
+    y.backward(gy)
+    out = np.full(y.shape, np.nan, dtype)
+    pool.max_pool2d_forward(x, out, *k, *s, *p, *d)
+    _close(out, y.detach().numpy(), dtype)
+    gx = np.full(x.shape, np.nan, dtype)
+    pool.max_pool2d_backward(gy.numpy(), x, gx, *k, *s, *p, *d)
+    _close(gx, xt.grad.numpy(), dtype)  # with ties: the first maximum gets the gradient
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", POOL_CASES)
+@pytest.mark.parametrize("include_pad", [True, False])
+def test_avg_pool(shape, include_pad, dtype):
+    n, c, h, w, k, s, p, _ = shape
+    rng = _rng(3)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    xt = torch.from_numpy(x).requires_grad_()
+    y = F.avg_pool2d(xt, k, s, p, count_include_pad=include_pad)
+    gy = torch.from_numpy(rng.standard_normal(tuple(y.shape)).astype(dtype))
+    y.backward(gy)
+    out = np.full(y.shape, np.nan, dtype)
+    pool.avg_pool2d_forward(x, out, *k, *s, *p, include_pad)
+    _close(out, y.detach().numpy(), dtype)
+    gx = np.full(x.shape, np.nan, dtype)
+    pool.avg_pool2d_backward(gy.numpy(), gx, *k, *s, *p, include_pad)
+    _close(gx, xt.grad.numpy(), dtype)
+
+
+# ---------------------------------------------------------------------------- linalg
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+def test_matmul(ta, tb, dtype):
+    rng = _rng(4)
+    m, k, n = 7, 5, 3
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
+    out = np.full((m, n), np.nan, dtype)
+    linalg.matmul(a, b, out, ta, tb)
+    at, bt = torch.from_numpy(a), torch.from_numpy(b)
+    _close(out, ((at.T if ta else at) @ (bt.T if tb else bt)).numpy(), dtype)
+    a3 = np.stack([a, 2 * a, -a])
+    b3 = np.stack([b, b, 3 * b])
+    out3 = np.full((3, m, n), np.nan, dtype)
+    linalg.batched_matmul(a3, b3, out3, ta, tb)
+    ref = torch.from_numpy(a3).transpose(1, 2) if ta else torch.from_numpy(a3)
+    ref = ref @ (torch.from_numpy(b3).transpose(1, 2) if tb else torch.from_numpy(b3))
+    _close(out3, ref.numpy(), dtype)
+
+
+def test_matmul_empty_inner():
+    out = np.full((2, 3), np.nan, np.float32)
+    linalg.matmul(np.empty((2, 0), np.float32), np.empty((0, 3), np.float32), out, False, False)
+    assert (out == 0).all()
+
+
+# ---------------------------------------------------------------------------- reductions
+
+MIDDLE_SHAPES = [(3, 7, 1), (1, 37, 1), (2, 5, 4), (2, 3, 600), (1, 1, 1)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", MIDDLE_SHAPES)
+def test_sum_max_middle(shape, dtype):
+    x = _rng(5).standard_normal(shape).astype(dtype)
+    out = np.full((shape[0], shape[2]), np.nan, dtype)
+    reduce.sum_middle(x, out)
+    _close(out, torch.from_numpy(x).sum(1).numpy(), dtype)
+    reduce.max_middle(x, out)
+    _close(out, torch.from_numpy(x).amax(1).numpy(), dtype)
+
+
+def test_max_middle_nan():
+    x = np.array([[[1.0], [np.nan], [2.0]]], np.float32)
+    out = np.zeros((1, 1), np.float32)
+    reduce.max_middle(x, out)
+    assert np.isnan(out[0, 0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", MIDDLE_SHAPES)
+@pytest.mark.parametrize("log", [False, True])
+def test_softmax_middle(shape, log, dtype):
+    rng = _rng(6)
+    x = (5 * rng.standard_normal(shape)).astype(dtype)
+    xt = torch.from_numpy(x).requires_grad_()
+    y = F.log_softmax(xt, dim=1) if log else F.softmax(xt, dim=1)
+    gy = torch.from_numpy(rng.standard_normal(shape).astype(dtype))
+    y.backward(gy)
+    out = np.full(shape, np.nan, dtype)
+    (reduce.log_softmax_middle if log else reduce.softmax_middle)(x, out)
+    _close(out, y.detach().numpy(), dtype)
+    gx = np.full(shape, np.nan, dtype)
+    backward = reduce.log_softmax_backward_middle if log else reduce.softmax_backward_middle
+    backward(gy.numpy(), out, gx)
+    _close(gx, xt.grad.numpy(), dtype)
+
+
+def test_softmax_large_logits_stable():
+    x = np.array([[[1000.0], [1001.0], [-1000.0]]], np.float32)
+    out = np.empty_like(x)
+    reduce.softmax_middle(x, out)
+    assert np.isfinite(out).all()
+    reduce.log_softmax_middle(x, out)
+    assert np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,c", [(5, 10), (1, 3), (33, 17)])
+def test_cross_entropy(n, c, dtype):
+    rng = _rng(7)
+    logits = (3 * rng.standard_normal((n, c))).astype(dtype)
+    targets = rng.integers(0, c, n).astype(np.int64)
+    lt = torch.from_numpy(logits).requires_grad_()
+    loss = F.cross_entropy(lt, torch.from_numpy(targets))
+    loss.backward(torch.tensor(0.5, dtype=lt.dtype))
+    out = np.full((), np.nan, dtype)
+    reduce.cross_entropy_forward(logits, targets, out)
+    _close(out, loss.detach().numpy(), dtype)
+    gx = np.full((n, c), np.nan, dtype)
+    reduce.cross_entropy_backward(logits, targets, np.array(0.5, dtype), gx)
+    _close(gx, lt.grad.numpy(), dtype)
+
+
+@pytest.mark.parametrize("bad", [-1, 4])
+def test_cross_entropy_rejects_bad_targets(bad):
+    logits = np.zeros((2, 4), np.float32)
+    targets = np.array([0, bad], np.int64)
+    with pytest.raises(ValueError, match="class index"):
+        reduce.cross_entropy_forward(logits, targets, np.empty((), np.float32))
+    with pytest.raises(ValueError, match="class index"):
+        reduce.cross_entropy_backward(
+            logits, targets, np.ones((), np.float32), np.empty_like(logits)
+        )
