@@ -1,0 +1,156 @@
+"""The pass pipeline: run passes in order, measure each, plan memory, report.
+
+``optimize(graph) -> (graph, report)`` for one graph; ``optimize_training(forward, backward)``
+for a training step, where the forward graph must keep every value the backward graph reads
+(its leaves with ``attrs["saved_from"]``) under the same id.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from .ir import Graph, format_type
+from .memory import plan_memory
+from .passes import PASSES
+from .passes.report import GraphSummary, PassRecord, PassReport, graph_stats
+
+Pass = Callable[..., Graph]
+
+DEFAULT_PASSES: tuple[str, ...] = (
+    "dce",
+    "constant_folding",
+    "simplify",
+    "cse",
+    "dce",  # what simplification and merging left unread
+    "fuse_elementwise",
+)
+PLAN = "plan_memory"
+"""The name of the memory-planning step (``disable=("plan_memory",)`` skips it)."""
+
+__all__ = [
+    "DEFAULT_PASSES",
+    "PassReport",
+    "optimize",
+    "optimize_training",
+    "saved_ids",
+    "to_dot",
+]
+
+
+def _resolve(p: str | Pass) -> tuple[str, Pass]:
+    if isinstance(p, str):
+        if p not in PASSES:
+            raise KeyError(f"unknown pass {p!r}; passes: {', '.join(PASSES)}")
+        return p, PASSES[p]
+    return getattr(p, "__name__", type(p).__name__), p
+
+
+def optimize(
+    graph: Graph,
+    passes: Sequence[str | Pass] = DEFAULT_PASSES,
+    keep: Iterable[int] = frozenset(),
+    disable: Iterable[str] = (),
+    plan: bool = True,
+    dump_dir: str | Path | None = None,
+    label: str | None = None,
+) -> tuple[Graph, PassReport]:
+    """Run ``passes`` (names from ``graph.passes.PASSES`` or functions) on ``graph``, skipping
+    those named in ``disable``; then plan memory with ``keep`` pinned (unless ``plan`` is
+    False or ``"plan_memory"`` is disabled). ``dump_dir`` receives the graph as text and dot
+    after every step. Returns the optimized graph and its report (``report.plan`` is the
+    MemoryPlan)."""
+    keep = frozenset(keep)
+    disable = set(disable)
+    label = label or graph.name or "graph"
+    report = PassReport()
+    before = stats = graph_stats(graph)
+    _dump(dump_dir, label, 0, "input", graph)
+    for step, p in enumerate(passes, start=1):
+        name, fn = _resolve(p)
+        if name in disable:
+            continue
+        t0 = time.perf_counter()
+        result = fn(graph, keep)
+        ms = (time.perf_counter() - t0) * 1e3
+        missing = sorted(k for k in keep if k in graph and k not in result)
+        if missing:
+            raise AssertionError(f"pass {name} dropped kept node(s) {missing}")
+        graph, new_stats = result, graph_stats(result)
+        report.passes.append(PassRecord.measure(name, label, ms, stats, new_stats))
+        stats = new_stats
+        _dump(dump_dir, label, step, name, graph)
+    summary = GraphSummary(before=before, after=stats)
+    if plan and PLAN not in disable:
+        t0 = time.perf_counter()
+        memory_plan = plan_memory(graph, keep)
+        ms = (time.perf_counter() - t0) * 1e3
+        summary.naive_bytes = memory_plan.naive_bytes
+        summary.planned_bytes = memory_plan.arena_bytes
+        summary.peak_live_bytes = memory_plan.peak_live_bytes
+        report.plans[label] = memory_plan
+        report.passes.append(
+            PassRecord.measure(PLAN, label, ms, stats, stats, planned_bytes=memory_plan.arena_bytes)
+        )
+    report.graphs[label] = summary
+    return graph, report
+
+
+def saved_ids(backward: Graph) -> frozenset[int]:
+    """The forward node ids a backward graph reads (its leaves' ``saved_from``)."""
+    return frozenset(n.attrs["saved_from"] for n in backward.leaves() if "saved_from" in n.attrs)
+
+
+def optimize_training(
+    forward: Graph,
+    backward: Graph,
+    passes: Sequence[str | Pass] = DEFAULT_PASSES,
+    disable: Iterable[str] = (),
+    plan: bool = True,
+    dump_dir: str | Path | None = None,
+) -> tuple[Graph, Graph, PassReport]:
+    """Optimize a training step's two graphs. The forward graph keeps (and its plan pins)
+    the saved values and its outputs; the backward graph is optimized on its own. The
+    report's totals add both graphs (their arenas exist together)."""
+    keep = saved_ids(backward) | frozenset(forward.outputs)
+    fwd, fwd_report = optimize(forward, passes, keep, disable, plan, dump_dir, "forward")
+    bwd, bwd_report = optimize(backward, passes, frozenset(), disable, plan, dump_dir, "backward")
+    return fwd, bwd, PassReport.merge(fwd_report, bwd_report)
+
+
+def _dump(dump_dir: str | Path | None, label: str, step: int, name: str, graph: Graph) -> None:
+    if dump_dir is None:
+        return
+    path = Path(dump_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    stem = f"{label}.{step:02d}.{name}"
+    (path / f"{stem}.txt").write_text(str(graph) + "\n")
+    (path / f"{stem}.dot").write_text(to_dot(graph))
+
+
+def _quote(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def to_dot(graph: Graph) -> str:
+    """Graphviz source for ``graph``: leaves as ellipses, ops as boxes (a fused node lists
+    its steps), outputs and update values drawn with a double border."""
+    roots = set(graph.roots())
+    lines = [f"digraph {_quote(graph.name or 'graph')} {{", '  node [fontname="monospace"];']
+    for n in graph.nodes:
+        head = n.role if n.is_leaf else n.op
+        if n.op == "fused_elementwise":
+            head += "\n" + " -> ".join(op for op, _, _ in n.attrs["body"])
+        label = f"%{n.id} {head}\n{format_type(n.shape, n.dtype)}"
+        if n.name:
+            label += f"\n{n.name}"
+        shape = "ellipse" if n.is_leaf else "box"
+        extra = ", peripheries=2" if n.id in roots else ""
+        lines.append(f"  n{n.id} [label={_quote(label)}, shape={shape}{extra}];")
+    for n in graph.nodes:
+        lines += [f"  n{i} -> n{n.id};" for i in dict.fromkeys(n.inputs)]
+    lines += [f"  n{v} -> n{s} [style=dashed];" for s, v in graph.updates]
+    lines.append("}")
+    return "\n".join(lines) + "\n"

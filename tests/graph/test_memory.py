@@ -1,0 +1,150 @@
+"""Memory planning: liveness, in-place reuse, best-fit offsets, the verifier, arena views."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+import numbagrad as ng
+from numbagrad import nn
+from numbagrad.backends import interp
+from numbagrad.backends.executable import Executable
+from numbagrad.graph import Builder
+from numbagrad.graph import ops as O
+from numbagrad.graph.memory import (
+    ALIGNMENT,
+    MemoryPlan,
+    MemoryPlanError,
+    arena_views,
+    liveness,
+    plan_memory,
+    verify_plan,
+)
+from numbagrad.graph.pipeline import optimize_training, saved_ids
+from numbagrad.models import lenet5
+
+
+class ArenaExecutable(Executable):
+    """The proposed Executable change, as a test double: planned buffers are arena views."""
+
+    def __init__(self, graph, lower, plan, bindings=None):
+        self._views = arena_views(plan, graph)
+        super().__init__(graph, lower, bindings)
+
+    def _buffer_for(self, node, bindings):
+        if node.id in self._views and node.id not in bindings:
+            return self._views[node.id]
+        return super()._buffer_for(node, bindings)
+
+
+def _chain():
+    b = Builder()
+    x = b.leaf("input", (4, 8), "float32", "x")
+    w = b.leaf("param", (8, 8), "float32", "w")
+    m = O.matmul(x, w)  # read only at the end: lives across the chain
+    h = O.matmul(x, w * 0.5)  # dies at exp: exp may write over it
+    e = O.exp(h)
+    t = O.tanh(e)  # e dies here: in place again
+    r = O.reshape(t, (32,))  # alias: t lives as long as r is read
+    s = O.sum(r * 2.0)
+    g = b.build([s + O.sum(m)])
+    return g, dict(h=h.id, e=e.id, t=t.id, r=r.id, m=m.id, s=s.id)
+
+
+def test_liveness_intervals_aliases_and_pinned():
+    g, ids = _chain()
+    live = liveness(g, pinned={ids["e"]})
+    assert ids["r"] not in live.intervals and live.aliases[ids["r"]] == ids["t"]
+    assert live.intervals[ids["t"]][1] > live.schedule.index(ids["r"])  # read through r
+    assert live.intervals[ids["e"]][1] == len(live.schedule)  # pinned: to the end
+    assert live.intervals[g.outputs[0]][1] == len(live.schedule)
+
+
+def test_inplace_reuse_and_best_fit():
+    g, ids = _chain()
+    plan = plan_memory(g)
+    verify_plan(g, plan)
+    assert plan.inplace[ids["e"]] == ids["h"] and plan.inplace[ids["t"]] == ids["e"]
+    assert plan.offsets[ids["h"]] == plan.offsets[ids["e"]] == plan.offsets[ids["t"]]
+    assert all(off % ALIGNMENT == 0 for off in plan.offsets.values())
+    assert plan.peak_live_bytes <= plan.arena_bytes <= plan.naive_bytes
+    restored = MemoryPlan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert restored == plan
+    pinned = plan_memory(g, pinned={ids["e"]})
+    verify_plan(g, pinned)
+    assert ids["e"] not in pinned.inplace.values()  # a pinned value is never overwritten
+
+
+def _lenet_training(batch=2):
+    model = lenet5()
+    fwd = ng.trace(
+        model,
+        ng.Spec((batch, 1, 32, 32)),
+        ng.Spec((batch,), "int64"),
+        fn=lambda x, y: nn.CrossEntropyLoss()(model(x), y),
+        input_names=["input", "target"],
+    )
+    return fwd, ng.backward(fwd)
+
+
+def _overlapping_pair(graph, plan):
+    live = liveness(graph, plan.pinned)
+    ids = sorted(live.intervals)
+    for a in ids:
+        for b in ids:
+            (sa, ea), (sb, eb) = live.intervals[a], live.intervals[b]
+            if a < b and sa <= eb and sb <= ea and plan.offsets[a] != plan.offsets[b]:
+                return a, b
+    raise AssertionError("no two values live together")
+
+
+def test_lenet_plans_verify_and_broken_plans_are_caught():
+    fwd, bwd = _lenet_training()
+    f2, b2, report = optimize_training(fwd, bwd)
+    for graph, plan in ((f2, report.plans["forward"]), (b2, report.plans["backward"])):
+        verify_plan(graph, plan)
+        assert plan.arena_bytes <= plan.naive_bytes
+        a, b = _overlapping_pair(graph, plan)
+        broken = dataclasses.replace(plan, offsets={**plan.offsets, b: plan.offsets[a]})
+        with pytest.raises(MemoryPlanError, match="live together"):
+            verify_plan(graph, broken)
+        with pytest.raises(MemoryPlanError, match="no offset"):
+            verify_plan(graph, dataclasses.replace(plan, offsets={}))
+        with pytest.raises(MemoryPlanError, match="misaligned or outside"):
+            verify_plan(graph, dataclasses.replace(plan, offsets={**plan.offsets, a: 8}))
+    # the forward plan pins every saved value: none shares bytes with a later value
+    plan = report.plans["forward"]
+    assert saved_ids(b2) <= {n.id for n in f2}
+    for s in saved_ids(b2):
+        if s in plan.intervals:
+            assert plan.intervals[s][1] == len(plan.schedule)
+
+
+def test_arena_views_are_aligned_typed_views_of_one_buffer():
+    g, ids = _chain()
+    plan = plan_memory(g)
+    views = arena_views(plan, g)
+    assert set(views) == set(plan.offsets)
+    base = views[ids["h"]].base
+    while base.base is not None:
+        base = base.base
+    for i, v in views.items():
+        assert v.shape == g[i].shape and str(v.dtype) == g[i].dtype and v.flags.c_contiguous
+        assert v.ctypes.data % ALIGNMENT == 0
+    assert np.shares_memory(views[ids["h"]], views[ids["t"]])  # in place
+    assert not np.shares_memory(views[ids["h"]], views[ids["m"]])  # live together
+
+
+def test_an_executable_on_the_arena_computes_the_same():
+    g, ids = _chain()
+    rng = np.random.default_rng(0)
+    feeds = {n.id: rng.standard_normal(n.shape).astype(n.dtype) * 0.3 for n in g.leaves("input")}
+    feeds |= {n.id: rng.standard_normal(n.shape).astype(n.dtype) * 0.3 for n in g.leaves("param")}
+    expected = interp.evaluate(g, feeds)
+    exe = ArenaExecutable(g, interp.lower, plan_memory(g), bindings=feeds)
+    exe.run()
+    exe.run()  # buffers reused across runs
+    np.testing.assert_allclose(exe.output_arrays()[0], expected[0], rtol=1e-6)
