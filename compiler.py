@@ -1,4 +1,5 @@
-"""The convenience chains: trace -> backward -> optimizer -> backend, bound to a model."""
+"""The convenience chains: trace -> backward -> optimizer -> optimize -> backend, bound to a
+model. Every compiled object keeps its (optimized) graphs, the pass report and a profiler."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from .backends import get_backend
 from .backends.executable import Executable, check_array
+from .backends.profile import KernelProfile, profile_runs
 from .engine.autodiff import SEED_NAME, build_backward
 from .engine.nn import Module
 from .engine.optim import LR_NAME, Optimizer
@@ -16,6 +18,10 @@ from .engine.tensor import Spec
 from .engine.trace import trace
 from .errors import NumbagradError, ShapeError
 from .graph import Graph
+from .graph.pipeline import DEFAULT_PASSES, optimize, optimize_training
+
+Passes = Sequence[str] | None
+"""Pass names in order (``graph.passes.PASSES``); None is the default pipeline."""
 
 
 @contextmanager
@@ -57,20 +63,35 @@ def _feed(exe: Executable, names: Sequence[str], arrays: Sequence[np.ndarray], w
             check_array(array, node, f"{what} input")
         except ShapeError as e:
             raise ShapeError(f"{e}; compile again with a new ng.Spec for other shapes") from None
-        np.copyto(exe.buffers[node.id], array)
+        exe.set_input(node.id, array)
 
 
 class CompiledModel:
     """``ng.compile``: inference. ``predict(x) -> ndarray`` (a tuple for several outputs)."""
 
-    def __init__(self, model: Module, specs: Sequence[Spec], backend: str) -> None:
+    def __init__(
+        self,
+        model: Module,
+        specs: Sequence[Spec],
+        backend: str,
+        passes: Passes = None,
+        disable: Sequence[str] = (),
+    ) -> None:
         names = ["input"] if len(specs) == 1 else [f"input{i}" for i in range(len(specs))]
         with _mode(model, training=False):
-            self.forward_graph = trace(model, *specs, input_names=names)
+            self.traced_graph = trace(model, *specs, input_names=names)
+        self.forward_graph, self.report = optimize(
+            self.traced_graph,
+            DEFAULT_PASSES if passes is None else passes,
+            disable=disable,
+            label="forward",
+        )
         self.input_names = names
         self.backend = get_backend(backend).NAME
         self.executable = get_backend(backend).compile(
-            self.forward_graph, _param_bindings(model, self.forward_graph)
+            self.forward_graph,
+            _param_bindings(model, self.forward_graph),
+            self.report.plans.get("forward"),
         )
 
     def __call__(self, *inputs: np.ndarray):
@@ -79,13 +100,22 @@ class CompiledModel:
         outs = [a.copy() for a in self.executable.output_arrays()]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
+    def profile(self, *inputs: np.ndarray, n_runs: int = 20) -> KernelProfile:
+        """Time every kernel over ``n_runs`` calls on ``inputs``."""
+        _feed(self.executable, self.input_names, inputs, "compiled model")
+        return profile_runs([self.executable], n_runs)
 
-class _LossGraphs:
-    """The forward graph of ``loss(model(input), target)`` and its compiled executable."""
 
-    def __init__(self, model, loss, inputs: Spec, targets: Spec, backend: str) -> None:
+class _LossStep:
+    """Shared by compile_grad and compile_training: trace ``loss(model(input), target)``,
+    differentiate it with respect to the trainable parameters (``requires_grad``), let
+    ``finish_backward`` complete the backward graph, optimize both graphs, compile them."""
+
+    what = "compiled step"
+
+    def __init__(self, model, loss, inputs: Spec, targets: Spec, backend, passes, disable):
         with _mode(model, training=True):
-            self.forward_graph = trace(
+            traced = trace(
                 model,
                 inputs,
                 targets,
@@ -93,92 +123,151 @@ class _LossGraphs:
                 input_names=["input", "target"],
                 name=f"{type(model).__name__}.loss",
             )
-        loss_node = self.forward_graph[self.forward_graph.outputs[0]]
+        loss_node = traced[traced.outputs[0]]
         if loss_node.shape != ():
             raise ShapeError(f"the loss must be a scalar, got shape {loss_node.shape}")
+        params = dict(model.named_parameters())
+        self.trainable = [
+            leaf.name for leaf in traced.leaves("param") if params[leaf.name].requires_grad
+        ]
+        if not self.trainable:
+            raise NumbagradError(
+                f"{self.what}: {type(model).__name__} has no trainable parameter that "
+                "forward() uses (all are unused or requires_grad=False)"
+            )
+        builder, values, grads = build_backward(traced, wrt=self.trainable)
+        traced_backward = self.finish_backward(builder, values, grads)
+        self.traced_graphs = (traced, traced_backward)
+        self.forward_graph, self.backward_graph, self.report = optimize_training(
+            traced, traced_backward, DEFAULT_PASSES if passes is None else passes, disable=disable
+        )
         self.model = model
         self.backend = get_backend(backend)
         self.forward = self.backend.compile(
-            self.forward_graph, _param_bindings(model, self.forward_graph)
+            self.forward_graph,
+            _param_bindings(model, self.forward_graph),
+            self.report.plans.get("forward"),
         )
+        bindings = _param_bindings(model, self.backward_graph)
+        bindings.update(_saved_bindings(self.backward_graph, self.forward))
+        self.backward = self.backend.compile(
+            self.backward_graph, bindings, self.report.plans.get("backward")
+        )
+        for seed in self.backward_graph.leaves("input"):
+            if seed.name == SEED_NAME:  # absent when the loss does not depend on a parameter
+                self.backward.set_input(seed.id, 1.0)
 
-    def compile_backward(self, backward_graph: Graph) -> Executable:
-        bindings = {**_param_bindings(self.model, backward_graph)}
-        bindings.update(_saved_bindings(backward_graph, self.forward))
-        exe = self.backend.compile(backward_graph, bindings)
-        seed = backward_graph.by_name(SEED_NAME, role="input")
-        exe.buffers[seed.id][...] = 1.0
-        return exe
+    def finish_backward(self, builder, values, grads) -> Graph:
+        raise NotImplementedError
 
-    def run_forward(self, x, y, what: str) -> float:
-        _feed(self.forward, ["input", "target"], [x, y], what)
+    def run_forward(self, x, y) -> float:
+        _feed(self.forward, ["input", "target"], [x, y], self.what)
         self.forward.run()
         return float(self.forward.output_arrays()[0])
 
+    def profile(self, x: np.ndarray, y: np.ndarray, n_steps: int = 20) -> KernelProfile:
+        """Run ``n_steps`` steps on one batch, timing every kernel of both graphs (this
+        trains: a training step's parameters move)."""
+        _feed(self.forward, ["input", "target"], [x, y], self.what)
+        return profile_runs([self.forward, self.backward], n_steps)
 
-class GradFunction(_LossGraphs):
-    """``ng.compile_grad``: ``loss, grads = fn(x, y)`` with grads keyed like ``state_dict``."""
 
-    def __init__(self, model, loss, inputs, targets, backend) -> None:
-        super().__init__(model, loss, inputs, targets, backend)
-        builder, _, grads = build_backward(self.forward_graph)
-        self.backward_graph = builder.build(list(grads.values()), output_names=list(grads))
-        self.backward = self.compile_backward(self.backward_graph)
+class GradFunction(_LossStep):
+    """``ng.compile_grad``: ``loss, grads = fn(x, y)`` with grads keyed like ``state_dict``
+    (zeros for a trainable parameter that forward() does not use)."""
+
+    what = "compiled grad"
+
+    def __init__(self, model, loss, inputs, targets, backend, passes=None, disable=()) -> None:
+        super().__init__(model, loss, inputs, targets, backend, passes, disable)
+        self._unused = {
+            name: np.zeros_like(p.data)
+            for name, p in model.named_parameters()
+            if p.requires_grad and name not in self.trainable
+        }
+
+    def finish_backward(self, builder, values, grads) -> Graph:
+        return builder.build(list(grads.values()), output_names=list(grads))
 
     def __call__(self, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
-        loss = self.run_forward(x, y, "compiled grad")
+        loss = self.run_forward(x, y)
         self.backward.run()
         grads = self.backward.output_arrays()
-        return loss, {k: g.copy() for k, g in zip(self.backward_graph.output_names, grads)}
+        result = {k: g.copy() for k, g in zip(self.backward_graph.output_names, grads)}
+        result.update((k, z.copy()) for k, z in self._unused.items())
+        return loss, result
 
 
-class TrainingStep(_LossGraphs):
+class TrainingStep(_LossStep):
     """``ng.compile_training``: ``loss = step(x, y)`` runs forward, backward and the optimizer
     update; parameters are updated in place in the model. ``step.lr`` may change any time."""
 
-    def __init__(self, model, loss, optimizer: Optimizer, inputs, targets, backend) -> None:
-        super().__init__(model, loss, inputs, targets, backend)
-        builder, values, grads = build_backward(self.forward_graph)
-        params = {name: values.param(name) for name in grads}
-        dtype = next(iter(params.values())).dtype if params else "float32"
-        lr = builder.leaf("input", (), dtype, LR_NAME)
-        updates = optimizer.build(builder, params, grads, lr)
+    what = "training step"
+
+    def __init__(
+        self, model, loss, optimizer: Optimizer, inputs, targets, backend, passes=None, disable=()
+    ) -> None:
         self.optimizer = optimizer
-        self.backward_graph = builder.build([], updates=updates)
-        self.backward = self.compile_backward(self.backward_graph)
-        self._lr_buffer = self.backward.buffers[lr.id]
+        super().__init__(model, loss, inputs, targets, backend, passes, disable)
+        self._lr_id = self.backward_graph.by_name(LR_NAME, role="input").id
         self.lr = optimizer.lr
+
+    def finish_backward(self, builder, values, grads) -> Graph:
+        params = {name: values.param(name) for name in grads}
+        dtype = next(iter(params.values())).dtype
+        lr = builder.leaf("input", (), dtype, LR_NAME)
+        return builder.build([], updates=self.optimizer.build(builder, params, grads, lr))
 
     @property
     def lr(self) -> float:
-        return float(self._lr_buffer)
+        return float(self.backward.read(self._lr_id))
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self._lr_buffer[...] = value
+        self.backward.set_input(self._lr_id, value)
 
     @property
     def optimizer_state(self) -> dict[str, np.ndarray]:
-        return {n.name: self.backward.buffers[n.id] for n in self.backward_graph.leaves("state")}
+        return {n.name: self.backward.read(n.id) for n in self.backward_graph.leaves("state")}
+
+    def sync(self) -> None:
+        """Write the trained parameters into the model (``state_dict()`` reads them there).
+        Needed on backend="cuda", where they live on the device; a no-op on the CPU."""
+        self.backward.sync_bindings_to_host()
 
     def __call__(self, x: np.ndarray, y: np.ndarray, lr: float | None = None) -> float:
         if lr is not None:
             self.lr = lr
-        loss = self.run_forward(x, y, "training step")
+        loss = self.run_forward(x, y)
         self.backward.run()
         return loss
 
 
-def compile(model: Module, *inputs: Spec, backend: str = "cpu") -> CompiledModel:  # noqa: A001
-    """Compile ``model`` for inference on inputs of the given specs."""
-    return CompiledModel(model, inputs, backend)
+def compile(  # noqa: A001
+    model: Module,
+    *inputs: Spec,
+    backend: str = "cpu",
+    passes: Passes = None,
+    disable: Sequence[str] = (),
+) -> CompiledModel:
+    """Compile ``model`` for inference on inputs of the given specs. ``passes`` (names, in
+    order) replaces the default pass pipeline; ``disable`` drops passes from it by name
+    (``"plan_memory"`` included)."""
+    return CompiledModel(model, inputs, backend, passes, disable)
 
 
 def compile_grad(
-    model: Module, loss: Callable, inputs: Spec, targets: Spec, backend: str = "cpu"
+    model: Module,
+    loss: Callable,
+    inputs: Spec,
+    targets: Spec,
+    backend: str = "cpu",
+    passes: Passes = None,
+    disable: Sequence[str] = (),
 ) -> GradFunction:
-    """Compile ``loss(model(x), y)`` and its gradient with respect to every parameter."""
-    return GradFunction(model, loss, inputs, targets, backend)
+    """Compile ``loss(model(x), y)`` and its gradient with respect to every trainable
+    parameter. ``passes``/``disable`` as in ``compile``."""
+    return GradFunction(model, loss, inputs, targets, backend, passes, disable)
 
 
 def compile_training(
@@ -188,6 +277,9 @@ def compile_training(
     inputs: Spec,
     targets: Spec,
     backend: str = "cpu",
+    passes: Passes = None,
+    disable: Sequence[str] = (),
 ) -> TrainingStep:
-    """Compile one optimizer step of ``loss(model(x), y)``."""
-    return TrainingStep(model, loss, optimizer, inputs, targets, backend)
+    """Compile one optimizer step of ``loss(model(x), y)``. ``passes``/``disable`` as in
+    ``compile``."""
+    return TrainingStep(model, loss, optimizer, inputs, targets, backend, passes, disable)
