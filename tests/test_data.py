@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from numbagrad import data
 from numbagrad.errors import DataError
 

@@ -1,0 +1,230 @@
+"""Lowering graph nodes to CUDA kernels: one entry per op (or op family), as on the CPU.
+
+A lowering returns a ``Launch(inputs, out)`` over device arrays; plans (tiles, splits,
+workspaces, offset tables) are made here, once, at compile time. Elementwise ops (and
+``fused_elementwise`` groups, whose template is per node) need no entry: their scalar
+template becomes a generated kernel. An op with no lowering runs its NumPy reference on the
+host, its operands copied down and its result up (the profile says "reference").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from ...graph import Graph, Node
+from ...graph.ops import get_op, scalar_expression
+from ...graph.ops.loss import check_class_indices
+from ..executable import Launch
+from . import conv, pool, reduce
+from .codegen import elementwise_launch, prepared, reduction_launch, transpose_launch
+from .gemm import matmul_gemm
+from .runtime import blocks_for, flat, launcher, load_cuda, pow2_threads, sm_count
+
+LOWERINGS: dict[str, Callable[[Node, Graph], Launch]] = {}
+THREADS = 256
+ROW_PER_BLOCK = 32  # rows longer than this get a block each, shorter ones a thread
+
+
+def lowers(*ops: str):
+    """Register a lowering for the named ops."""
+
+    def register(fn):
+        for op in ops:
+            LOWERINGS[op] = fn
+        return fn
+
+    return register
+
+
+def lower(node: Node, graph: Graph) -> tuple[Launch, str]:
+    if node.op in LOWERINGS:
+        return LOWERINGS[node.op](node, graph), "cuda"
+    if get_op(node.op).category == "elementwise":
+        expr = scalar_expression(node.op, node.attrs, len(node.inputs))
+        return elementwise_launch(expr, [graph[i].shape for i in node.inputs], node.shape), "cuda"
+    return host_reference_launch(node), "reference"
+
+
+def host_reference_launch(node: Node) -> Launch:
+    """Run the op's NumPy reference on the host: operands down, result up."""
+    reference, attrs = get_op(node.op).reference, dict(node.attrs)
+
+    def launch(inputs, out) -> None:
+        result = reference(*[a.copy_to_host() for a in inputs], **attrs)
+        out.copy_to_device(np.ascontiguousarray(result, dtype=out.dtype).reshape(out.shape))
+
+    return launch
+
+
+def _flat_launch(run: Callable) -> Launch:
+    """A launch over 1-d views of its buffers: ``run(flat_inputs, flat_out)``."""
+
+    def prepare(inputs, out):
+        ins, o = [flat(a) for a in inputs], flat(out)
+        return lambda: run(ins, o)
+
+    return prepared(prepare)
+
+
+# --- GEMM and convolution ------------------------------------------------------------------
+
+
+def _planned(launch: Launch, gemm) -> Launch:
+    launch.plan = gemm  # tile, splits, flops: for profiles and benchmarks
+    return launch
+
+
+@lowers("matmul")
+def _matmul(node, graph):
+    a, b = (graph[i].shape for i in node.inputs)
+    gemm = matmul_gemm(a, b, node.attrs["trans_a"], node.attrs["trans_b"], node.dtype)
+    return _planned(_flat_launch(lambda ins, out: gemm(ins[0], ins[1], out)), gemm)
+
+
+@lowers("conv2d")
+def _conv2d(node, graph):
+    x, w = (graph[i].shape for i in node.inputs[:2])
+    bias = len(node.inputs) == 3
+    gemm = conv.forward_gemm(x, w, node.shape, node.attrs, node.dtype, bias)
+    launch = _flat_launch(lambda ins, out: gemm(ins[0], ins[1], out, ins[2] if bias else None))
+    return _planned(launch, gemm)
+
+
+@lowers("conv2d_grad_input")
+def _conv2d_grad_input(node, graph):
+    g, w = (graph[i].shape for i in node.inputs)
+    gemm = conv.grad_input_gemm(g, w, node.shape, node.attrs, node.dtype)
+    return _planned(_flat_launch(lambda ins, out: gemm(ins[0], ins[1], out)), gemm)
+
+
+@lowers("conv2d_grad_weight")
+def _conv2d_grad_weight(node, graph):
+    x, g = (graph[i].shape for i in node.inputs)
+    gemm = conv.grad_weight_gemm(x, g, node.shape, node.attrs, node.dtype)
+    return _planned(_flat_launch(lambda ins, out: gemm(ins[0], ins[1], out)), gemm)
+
+
+# --- pooling -------------------------------------------------------------------------------
+
+
+def _pool_launch(kernel, node, x_shape, out_shape, gy_shape, extra) -> Launch:
+    n, c, h, w = x_shape
+    oh, ow = gy_shape[2:]
+    a = node.attrs
+    args = (n * c, h, w, oh, ow, *a["kernel"], *a["stride"], *a["padding"], *extra)
+    configured = launcher(
+        kernel, blocks_for(math.prod(out_shape), THREADS, 32 * sm_count()), THREADS
+    )
+    return _flat_launch(lambda ins, out: configured(*ins, out, *args))
+
+
+@lowers("max_pool2d")
+def _max_pool2d(node, graph):
+    x = graph[node.inputs[0]].shape
+    dil = node.attrs["dilation"]
+    return _pool_launch(pool.max_pool_forward, node, x, node.shape, node.shape, dil)
+
+
+@lowers("max_pool2d_grad")
+def _max_pool2d_grad(node, graph):
+    g = graph[node.inputs[0]].shape
+    dil = node.attrs["dilation"]
+    return _pool_launch(pool.max_pool_backward, node, node.shape, node.shape, g, dil)
+
+
+@lowers("avg_pool2d")
+def _avg_pool2d(node, graph):
+    x = graph[node.inputs[0]].shape
+    extra = (node.attrs["count_include_pad"],)
+    return _pool_launch(pool.avg_pool_forward, node, x, node.shape, node.shape, extra)
+
+
+@lowers("avg_pool2d_grad")
+def _avg_pool2d_grad(node, graph):
+    g = graph[node.inputs[0]].shape
+    extra = (node.attrs["count_include_pad"],)
+    return _pool_launch(pool.avg_pool_backward, node, node.shape, node.shape, g, extra)
+
+
+# --- reductions ----------------------------------------------------------------------------
+
+
+@lowers("sum", "mean")
+def _sum_mean(node, graph):
+    x = graph[node.inputs[0]]
+    return reduction_launch("a0", 1, x.shape, node.attrs["axes"], node.op == "mean")
+
+
+@lowers("mse_loss")
+def _mse_loss(node, graph):
+    shape = graph[node.inputs[0]].shape
+    return reduction_launch("(a0 - a1) * (a0 - a1)", 2, shape, range(len(shape)), mean=True)
+
+
+def _rows_launcher(kernel, lines: int, r_len: int, inner: int = 1):
+    """A block per line for long contiguous rows, else a thread per line; returns the
+    configured kernel and the ``per_block`` flag it takes."""
+    if inner == 1 and r_len > ROW_PER_BLOCK:
+        return launcher(kernel, max(1, min(lines, 32 * sm_count())), pow2_threads(r_len)), True
+    return launcher(kernel, blocks_for(lines, 128), 128), False
+
+
+@lowers(*reduce.MODES)
+def _along_axis(node, graph):
+    shape, axis = node.shape, node.attrs["axis"]
+    outer, r_len, inner = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1 :])
+    lines, mode = outer * inner, reduce.MODES[node.op]
+    kernel, per_block = _rows_launcher(reduce.along_axis, lines, r_len, inner)
+
+    def run(ins, out):
+        if lines and r_len:
+            kernel(ins[0], ins[-1], out, lines, r_len, inner, mode, per_block)
+
+    return _flat_launch(run)
+
+
+def _check_targets(node: Node, graph: Graph):
+    classes = graph[node.inputs[0]].shape[1]
+    return {1: lambda targets: check_class_indices(targets, classes)}
+
+
+@lowers("cross_entropy")
+def _cross_entropy(node, graph):
+    n, c = graph[node.inputs[0]].shape
+    rows = load_cuda().device_array(max(n, 1), dtype=np.float64)
+    per_row, per_block = _rows_launcher(reduce.cross_entropy_rows, n, c)
+    mean = launcher(reduce.mean_rows, 1, 1 if n <= 256 else pow2_threads(n))
+
+    def run(ins, out):
+        per_row(ins[0], ins[1], rows, n, c, per_block)
+        mean(rows, out, n)
+
+    launch = _flat_launch(run)
+    launch.host_checks = _check_targets(node, graph)
+    return launch
+
+
+@lowers("cross_entropy_grad")
+def _cross_entropy_grad(node, graph):
+    n, c = graph[node.inputs[0]].shape
+    kernel, per_block = _rows_launcher(reduce.cross_entropy_grad_rows, n, c)
+    launch = _flat_launch(lambda ins, out: kernel(ins[0], ins[1], ins[2], out, n, c, per_block))
+    launch.host_checks = _check_targets(node, graph)
+    return launch
+
+
+# --- data movement -------------------------------------------------------------------------
+
+
+@lowers("transpose")
+def _transpose(node, graph):
+    return transpose_launch(node.attrs["perm"], graph[node.inputs[0]].shape)
+
+
+@lowers("reshape")
+def _reshape(node, graph):
+    # Only used when the executable cannot alias (it always can for its own buffers).
+    return elementwise_launch("a0", [(math.prod(node.shape),)], (math.prod(node.shape),))

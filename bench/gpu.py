@@ -1,0 +1,285 @@
+"""numbagrad on backend="cuda" against PyTorch CUDA, in one run: training-step medians, their
+ratio, and the achieved TFLOP/s of every convolution kernel (forward and both gradients).
+
+    python bench/gpu.py                              # LeNet-5 at batch 256, ResNet-18 at 128
+    python bench/gpu.py --models lenet5 --repeat 50  # one model, more samples
+    python bench/gpu.py --no-torch --json out.json   # numbagrad only, results saved
+    python bench/gpu.py --sim --models lenet5 --lenet-batch 1 --repeat 1 --warmup 0
+                                                     # a smoke test on the CUDA simulator
+
+A step is what a training loop does: copy the batch in, forward, backward, SGD-momentum update,
+and bring the loss scalar back (``float(loss)`` / ``loss.item()``, which waits for the GPU), so
+both sides are timed the same way, wall clock, median of --repeat steps after --warmup steps.
+
+ResNet-18 is the CIFAR variant (3x3 stem, no max-pool, [2, 2, 2, 2] basic blocks, 64..512
+channels) defined here with numbagrad.nn, **without BatchNorm** (numbagrad has none yet); the
+PyTorch twin is built the same way, so both run the same convolutions.
+
+Conv TFLOP/s: each conv kernel of the compiled step re-launched --repeat times on its own
+buffers between ``cuda.synchronize()`` calls; FLOPs are 2*N*K*OH*OW*C/groups*KH*KW.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+MODELS = ("lenet5", "resnet18")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    p.add_argument("--lenet-batch", type=int, default=256)
+    p.add_argument("--resnet-batch", type=int, default=128)
+    p.add_argument("--repeat", type=int, default=20, help="timed steps (median reported)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps (compilation, caches)")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch side")
+    p.add_argument("--no-conv", action="store_true", help="skip the per-conv-kernel table")
+    p.add_argument("--sim", action="store_true", help="run on the CUDA simulator (tiny only)")
+    p.add_argument("--json", help="also write the results to this file")
+    return p.parse_args(argv)
+
+
+# --- the models ----------------------------------------------------------------------------
+
+
+def resnet18_numbagrad(num_classes: int = 10):
+    """CIFAR ResNet-18 from numbagrad.nn (no BatchNorm; see the module docstring)."""
+    from numbagrad import nn
+
+    class BasicBlock(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+            self.relu1 = nn.ReLU()
+            self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+            self.relu2 = nn.ReLU()
+            if stride != 1 or cin != cout:
+                self.shortcut = nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+            else:
+                self.shortcut = None
+
+        def forward(self, x):
+            y = self.conv2(self.relu1(self.conv1(x)))
+            return self.relu2(y + (self.shortcut(x) if self.shortcut is not None else x))
+
+    layers = [nn.Conv2d(3, 64, 3, padding=1, bias=False), nn.ReLU()]
+    cin = 64
+    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
+        cin = cout
+    layers += [nn.AvgPool2d(4), nn.Flatten(), nn.Linear(512, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def resnet18_torch(num_classes: int = 10):
+    import torch.nn as tnn
+
+    class BasicBlock(tnn.Module):
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.conv1 = tnn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+            self.conv2 = tnn.Conv2d(cout, cout, 3, padding=1, bias=False)
+            self.shortcut = (
+                tnn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+                if stride != 1 or cin != cout
+                else tnn.Identity()
+            )
+
+        def forward(self, x):
+            y = self.conv2(self.conv1(x).relu())
+            return (y + self.shortcut(x)).relu()
+
+    layers = [tnn.Conv2d(3, 64, 3, padding=1, bias=False), tnn.ReLU()]
+    cin = 64
+    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
+        cin = cout
+    layers += [tnn.AvgPool2d(4), tnn.Flatten(), tnn.Linear(512, num_classes)]
+    return tnn.Sequential(*layers)
+
+
+def lenet5_torch(num_classes: int = 10):
+    import torch.nn as tnn
+
+    return tnn.Sequential(
+        tnn.Conv2d(1, 6, 5), tnn.ReLU(), tnn.MaxPool2d(2),
+        tnn.Conv2d(6, 16, 5), tnn.ReLU(), tnn.MaxPool2d(2),
+        tnn.Conv2d(16, 120, 5), tnn.ReLU(), tnn.Flatten(),
+        tnn.Linear(120, 84), tnn.ReLU(), tnn.Linear(84, num_classes),
+    )  # fmt: skip
+
+
+def _setup(name: str, args):
+    """(numbagrad model, torch model factory, input shape, batch)."""
+    from numbagrad.models.lenet import lenet5
+
+    if name == "lenet5":
+        return lenet5(), lenet5_torch, (1, 32, 32), args.lenet_batch
+    return resnet18_numbagrad(), resnet18_torch, (3, 32, 32), args.resnet_batch
+
+
+# --- timing --------------------------------------------------------------------------------
+
+
+def _median_ms(fn, repeat: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(max(1, repeat)):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def bench_numbagrad(name: str, args) -> tuple[dict, object]:
+    import numpy as np
+
+    import numbagrad as ng
+    from numbagrad import nn, optim
+
+    model, _, shape, batch = _setup(name, args)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, *shape)).astype(np.float32)
+    y = rng.integers(0, 10, batch).astype(np.int64)
+    t0 = time.perf_counter()
+    step = ng.compile_training(
+        model,
+        nn.CrossEntropyLoss(),
+        optim.SGD(0.01, momentum=0.9),
+        ng.Spec(x.shape),
+        ng.Spec(y.shape, "int64"),
+        backend="cuda",
+    )
+    compile_s = time.perf_counter() - t0
+    ms = _median_ms(lambda: step(x, y), args.repeat, args.warmup)
+    result = {"model": name, "batch": batch, "numbagrad_ms": ms, "compile_s": compile_s}
+    return result, step
+
+
+def bench_torch(name: str, args) -> float:
+    import numpy as np
+    import torch
+
+    _, factory, shape, batch = _setup(name, args)
+    torch.manual_seed(0)
+    model = factory().cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((batch, *shape)).astype(np.float32)).pin_memory()
+    y = torch.from_numpy(rng.integers(0, 10, batch).astype(np.int64)).pin_memory()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x.cuda(non_blocking=True)), y.cuda(non_blocking=True))
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return _median_ms(step, args.repeat, args.warmup)
+
+
+def conv_kernel_table(step, args) -> list[dict]:
+    """Each conv kernel of the compiled step, timed alone on its own buffers."""
+    from numba import cuda
+
+    from numbagrad.graph.ops import TensorType, get_op
+
+    rows = []
+    for exe in (step.forward, step.backward):
+        for k in exe.kernels:
+            if not k.node.op.startswith("conv2d"):
+                continue
+            graph, node = exe.graph, k.node
+            ins = [TensorType(graph[i].shape, graph[i].dtype) for i in node.inputs]
+            flops = get_op(node.op).flops(ins, TensorType(node.shape, node.dtype), node.attrs)
+
+            def launch(k=k):
+                k.launch(k.inputs, k.out)
+                cuda.synchronize()
+
+            ms = _median_ms(launch, args.repeat, 1)
+            plan = getattr(k.launch, "plan", None)
+            rows.append(
+                {
+                    "layer": node.name,
+                    "op": node.op,
+                    "shape": "x".join(map(str, node.shape)),
+                    "tile": "x".join(map(str, plan.tile[:3])) if plan is not None else "-",
+                    "splits": plan.splits if plan is not None else 0,
+                    "ms": ms,
+                    "tflops": flops / (ms * 1e-3) / 1e12,
+                }
+            )
+    return rows
+
+
+def _print_table(rows: list[dict], columns: list[tuple[str, str]]) -> None:
+    widths = [max(len(h), *(len(fmt.format(r[key])) for r in rows)) for key, (h, fmt) in columns]
+    print("  ".join(h.ljust(w) for (_, (h, _)), w in zip(columns, widths)))
+    for r in rows:
+        print("  ".join(fmt.format(r[key]).ljust(w) for (key, (_, fmt)), w in zip(columns, widths)))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.sim:
+        os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+        args.no_torch = True
+    from numbagrad.backends import get_backend
+    from numbagrad.errors import BackendError
+
+    try:
+        get_backend("cuda")
+    except BackendError as e:
+        print(f"bench/gpu.py: {e}", file=sys.stderr)
+        return 2
+    results, conv_rows = [], []
+    for name in args.models:
+        result, step = bench_numbagrad(name, args)
+        if not args.no_torch:
+            result["torch_ms"] = bench_torch(name, args)
+            result["ratio"] = result["numbagrad_ms"] / result["torch_ms"]
+        results.append(result)
+        if not args.no_conv:
+            conv_rows += [{"model": name, **row} for row in conv_kernel_table(step, args)]
+    columns = [
+        ("model", ("model", "{}")),
+        ("batch", ("batch", "{}")),
+        ("numbagrad_ms", ("numbagrad ms/step", "{:.2f}")),
+        ("compile_s", ("compile s", "{:.1f}")),
+    ]
+    if not args.no_torch:
+        columns += [("torch_ms", ("torch ms/step", "{:.2f}")), ("ratio", ("ratio", "{:.2f}x"))]
+    print("\ntraining step (median)")
+    _print_table(results, columns)
+    if conv_rows:
+        print("\nconv kernels (numbagrad, each alone)")
+        _print_table(
+            conv_rows,
+            [
+                ("model", ("model", "{}")),
+                ("layer", ("layer", "{}")),
+                ("op", ("op", "{}")),
+                ("shape", ("output", "{}")),
+                ("tile", ("tile", "{}")),
+                ("splits", ("splits", "{}")),
+                ("ms", ("ms", "{:.3f}")),
+                ("tflops", ("TFLOP/s", "{:.2f}")),
+            ],
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"steps": results, "convs": conv_rows}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
