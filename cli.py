@@ -1,0 +1,207 @@
+"""The command line: ``numbagrad train lenet5 [--epochs N] [--backend cpu|interp] ...``.
+
+Every error a user can cause (bad arguments, missing or malformed data, an unfinished backend)
+ends with one line ``numbagrad: error: ...`` on stderr and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from . import data, models
+from .backends import BACKENDS
+from .compiler import compile as compile_model
+from .compiler import compile_training
+from .engine import Spec, nn, optim
+from .engine.nn.init import manual_seed
+from .errors import NumbagradError
+
+PROG = "numbagrad"
+
+# Model name -> zoo constructor taking no arguments (10 classes, 1 channel, 32x32 inputs).
+MODELS: dict[str, Callable[[], nn.Module]] = {
+    "lenet5": models.lenet5,
+}
+
+
+class UsageError(NumbagradError):
+    """A command-line argument that argparse or our checks refuse."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage block
+        raise UsageError(message)
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="numbagrad: a deep-learning compiler on Numba.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    train = sub.add_parser(
+        "train",
+        help="train a zoo model on Fashion-MNIST",
+        description="Train a zoo model on Fashion-MNIST with SGD; print loss, test accuracy and "
+        "throughput per epoch. Data: --data DIR, else /usr/share/datasets/fashion-mnist, else "
+        "the subset bundled with numbagrad.",
+    )
+    train.add_argument("model", help=f"model name: {', '.join(MODELS)}")
+    add = train.add_argument
+    add("--epochs", type=_int_at_least(1), default=5, metavar="N", help="epochs (default 5)")
+    add("--batch-size", type=_int_at_least(1), default=64, metavar="B", help="(default 64)")
+    add("--eval-batch-size", type=_int_at_least(1), default=256, metavar="B", help="(default 256)")
+    add("--lr", type=_non_negative, default=0.05, metavar="X", help="learning rate (default 0.05)")
+    add("--momentum", type=_non_negative, default=0.9, metavar="X", help="(default 0.9)")
+    add("--weight-decay", type=_non_negative, default=5e-4, metavar="X", help="(default 5e-4)")
+    add("--data", metavar="DIR", help="directory with the four Fashion-MNIST IDX files")
+    add("--backend", choices=BACKENDS, default="cpu", help="(default cpu)")
+    add("--seed", type=int, default=0, metavar="S", help="weights and shuffling (default 0)")
+    add("--limit", type=_int_at_least(1), metavar="N", help="train on the first N images only")
+    # Hidden: force the bundled subset even where the full data set is installed (tests).
+    train.add_argument("--bundled", action="store_true", help=argparse.SUPPRESS)
+    train.set_defaults(run=train_command)
+    return parser
+
+
+def evaluate(predict, x: np.ndarray, y: np.ndarray, batch: int) -> float:
+    """Accuracy over every row of ``x``: the last partial batch is zero-padded to ``batch``
+    rows (the compiled model has a static shape) and the padded rows are ignored."""
+    correct = 0
+    buf = np.zeros((batch, *x.shape[1:]), dtype=x.dtype)
+    for start in range(0, len(x), batch):
+        rows = min(batch, len(x) - start)
+        buf[:rows] = x[start : start + rows]
+        buf[rows:] = 0
+        logits = predict(buf)
+        correct += int(np.sum(np.argmax(logits[:rows], axis=1) == y[start : start + rows]))
+    return correct / len(x)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    if args.model not in MODELS:
+        raise UsageError(f"unknown model {args.model!r}; known models: {', '.join(MODELS)}")
+    bundled = True if args.bundled else None
+    print(f"data: {data.describe_source(args.data, bundled)}", flush=True)
+    x_train, y_train = data.load_fashion_mnist("train", args.data, bundled=bundled)
+    x_test, y_test = data.load_fashion_mnist("test", args.data, bundled=bundled)
+    if args.limit is not None:
+        x_train, y_train = x_train[: args.limit], y_train[: args.limit]
+    b = args.batch_size
+    if len(x_train) < b:
+        raise UsageError(f"{len(x_train)} training images make no full batch of {b}")
+    eval_b = min(args.eval_batch_size, len(x_test))
+
+    manual_seed(args.seed)
+    model = MODELS[args.model]()
+    print(
+        f"model: {args.model}, {model.num_parameters():,} parameters; "
+        f"{len(x_train)} train / {len(x_test)} test images",
+        flush=True,
+    )
+    t0 = time.perf_counter()
+    step = compile_training(
+        model,
+        loss=nn.CrossEntropyLoss(),
+        optimizer=optim.SGD(args.lr, args.momentum, weight_decay=args.weight_decay),
+        inputs=Spec((b, *x_train.shape[1:])),
+        targets=Spec((b,), "int64"),
+        backend=args.backend,
+    )
+    predict = compile_model(model, Spec((eval_b, *x_test.shape[1:])), backend=args.backend)
+    print(f"compiled on backend {args.backend} in {time.perf_counter() - t0:.2f} s", flush=True)
+
+    rng = np.random.default_rng(args.seed)
+    n_batches = len(x_train) // b
+    for epoch in range(1, args.epochs + 1):
+        t_epoch = time.perf_counter()
+        batches = data.iterate_minibatches(x_train, y_train, b, rng=rng)
+        bar = tqdm(
+            batches,
+            total=n_batches,
+            desc=f"epoch {epoch}/{args.epochs}",
+            unit="batch",
+            file=sys.stderr,
+            leave=False,
+            disable=not sys.stderr.isatty(),
+        )
+        losses = []
+        for xb, yb in bar:
+            losses.append(step(xb, yb))
+            if len(losses) == 1:
+                t_first = time.perf_counter()
+            if len(losses) % 10 == 0:
+                bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
+        bar.close()
+        train_s, counted = time.perf_counter() - t_epoch, n_batches
+        if epoch == 1:  # the first step runs the lazy JIT compilation: report it apart
+            first_s = t_first - t_epoch
+            print(
+                f"first training step: {first_s:.2f} s (includes any JIT compilation)", flush=True
+            )
+            if n_batches > 1:
+                train_s, counted = train_s - first_s, n_batches - 1
+        step.sync()
+        acc = evaluate(predict, x_test, y_test, eval_b)
+        print(
+            f"epoch {epoch}/{args.epochs}: train loss {np.mean(losses):.4f}, "
+            f"test accuracy {acc:.4f}, {counted * b / train_s:.1f} images/s, "
+            f"{time.perf_counter() - t_epoch:.2f} s",
+            flush=True,
+        )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 a numbagrad error, 2 usage)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return args.run(args)
+    except SystemExit as e:  # --help (0); argparse never exits otherwise, see _Parser
+        return e.code if isinstance(e.code, int) else 0
+    except UsageError as e:
+        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except NumbagradError as e:
+        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

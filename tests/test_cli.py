@@ -1,0 +1,96 @@
+"""Tests of the command line (numbagrad.cli): a short training run and its error handling."""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from numbagrad import cli, data, models
+
+# Forces the bundled subset (--bundled) so the run is the same where the full data is installed.
+QUICK = ["train", "lenet5", "--backend", "interp", "--bundled", "--limit", "256", "--epochs", "1"]
+EPOCH_LINE = re.compile(
+    r"^epoch (\d+)/(\d+): train loss (\S+), test accuracy (\S+), ([\d.]+) images/s, ([\d.]+) s$"
+)
+
+
+def test_train_quick_run_prints_source_compile_time_and_epoch_lines(capsys):
+    assert cli.main([*QUICK, "--batch-size", "32"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("data: bundled Fashion-MNIST subset")
+    assert any(line.startswith("compiled on backend interp in ") for line in out)
+    assert any(line.startswith("first training step: ") for line in out)
+    epochs = [m for m in map(EPOCH_LINE.match, out) if m]
+    assert [(m[1], m[2]) for m in epochs] == [("1", "1")]
+    for m in epochs:
+        loss, acc, speed, seconds = (float(m[i]) for i in (3, 4, 5, 6))
+        assert math.isfinite(loss) and loss > 0
+        assert 0.0 <= acc <= 1.0
+        assert speed > 0 and seconds > 0
+
+
+def test_evaluate_counts_every_row_of_a_partial_last_batch():
+    x = np.arange(10, dtype=np.float32).reshape(10, 1)
+    y = np.array([0, 1] * 5)
+    seen = []
+
+    def predict(batch):  # class 1 for odd values; padded rows are zeros, i.e. "class 0"
+        seen.append(batch.shape)
+        return np.stack([batch[:, 0] % 2 == 0, batch[:, 0] % 2 == 1], axis=1).astype(np.float32)
+
+    assert cli.evaluate(predict, x, y, batch=4) == 1.0
+    assert seen == [(4, 1)] * 3
+    y[-1] = 0  # one wrong label in the padded last batch is counted
+    assert cli.evaluate(predict, x, y, batch=4) == 0.9
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "lenet5", "--epochs", "-1"], "--epochs: must be >= 1"),
+        (["train", "lenet5", "--batch-size", "0"], "--batch-size: must be >= 1"),
+        (["train", "lenet5", "--lr", "-0.1"], "--lr: must be a finite number >= 0"),
+        (["train", "lenet5", "--backend", "tpu"], "invalid choice: 'tpu'"),
+        (["train", "resnet999"], "unknown model 'resnet999'; known models: lenet5"),
+        (["train", "lenet5", "--data", "/no/such/dir"], "/no/such/dir does not exist"),
+        (["train", "lenet5", "--bundled", "--limit", "10"], "make no full batch of 64"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        ([], "required: COMMAND"),
+    ],
+)
+def test_bad_arguments_give_one_error_line_and_nonzero_exit(capsys, args, message):
+    assert cli.main(args) != 0
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("numbagrad: error: ")
+    assert message in lines[0]
+    assert "Traceback" not in captured.err
+
+
+def test_unreadable_data_is_one_error_line(tmp_path, capsys):
+    for name in data.REQUIRED_FILES:
+        (tmp_path / name).write_bytes(b"\x00\x00\x08")  # a truncated IDX header
+    assert cli.main(["train", "lenet5", "--backend", "interp", "--data", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("numbagrad: error: IDX file ")
+
+
+def test_every_registered_model_is_a_zoo_constructor():
+    for name, build in cli.MODELS.items():
+        assert getattr(models, build.__name__) is build, name
+
+
+def test_python_dash_m_help_works():
+    for argv in (["--help"], ["train", "--help"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "numbagrad", *argv], capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("usage: numbagrad")
+    assert "--batch-size" in result.stdout and "lenet5" in result.stdout
