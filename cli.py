@@ -1,4 +1,5 @@
-"""The command line: ``numbagrad train lenet5 [--epochs N] [--backend cpu|interp] ...``.
+"""The command line: ``numbagrad train lenet5 [--epochs N] [--backend cpu|interp] ...`` and
+``numbagrad profile lenet5 [--training] [--dump DIR] [--json FILE] [--disable PASS ...]``.
 
 Every error a user can cause (bad arguments, missing or malformed data, an unfinished backend)
 ends with one line ``numbagrad: error: ...`` on stderr and a non-zero exit status.
@@ -22,6 +23,8 @@ from .compiler import compile_training
 from .engine import Spec, nn, optim
 from .engine.nn.init import manual_seed
 from .errors import NumbagradError
+from .graph.passes import PASSES
+from .graph.pipeline import PLAN
 
 PROG = "numbagrad"
 
@@ -79,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--epochs", type=_int_at_least(1), default=5, metavar="N", help="epochs (default 5)")
     add("--batch-size", type=_int_at_least(1), default=64, metavar="B", help="(default 64)")
     add("--eval-batch-size", type=_int_at_least(1), default=256, metavar="B", help="(default 256)")
-    add("--lr", type=_non_negative, default=0.05, metavar="X", help="learning rate (default 0.05)")
+    add("--lr", type=_non_negative, default=0.01, metavar="X", help="learning rate (default 0.01)")
     add("--momentum", type=_non_negative, default=0.9, metavar="X", help="(default 0.9)")
     add("--weight-decay", type=_non_negative, default=5e-4, metavar="X", help="(default 5e-4)")
     add("--data", metavar="DIR", help="directory with the four Fashion-MNIST IDX files")
@@ -89,7 +92,36 @@ def build_parser() -> argparse.ArgumentParser:
     # Hidden: force the bundled subset even where the full data set is installed (tests).
     train.add_argument("--bundled", action="store_true", help=argparse.SUPPRESS)
     train.set_defaults(run=train_command)
+    _add_profile_parser(sub)
     return parser
+
+
+def _add_profile_parser(sub) -> None:
+    profile = sub.add_parser(
+        "profile",
+        help="show what each graph pass does to a zoo model, and where the time goes",
+        description="Compile a zoo model (inference, or with --training a whole SGD step) and "
+        "print the pass report: per pass, wall time, nodes, kernels, FLOPs and intermediate "
+        "bytes, then the planned arena; then time every kernel on random data.",
+    )
+    profile.add_argument("model", help=f"model name: {', '.join(MODELS)}")
+    add = profile.add_argument
+    add("--batch-size", type=_int_at_least(1), default=64, metavar="B", help="(default 64)")
+    add("--training", action="store_true", help="profile a training step (forward + backward)")
+    add("--dump", metavar="DIR", help="write the graph after every pass (.txt and .dot) here")
+    add("--json", metavar="FILE", help="save the pass report as JSON")
+    add(
+        "--disable",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="PASS",
+        help=f"switch passes off by name: {', '.join([*PASSES, PLAN])}",
+    )
+    add("--backend", choices=BACKENDS, default="cpu", help="(default cpu)")
+    add("--steps", type=_int_at_least(1), default=20, metavar="N", help="timed runs (default 20)")
+    add("--seed", type=int, default=0, metavar="S", help="weights and data (default 0)")
+    profile.set_defaults(run=profile_command)
 
 
 def evaluate(predict, x: np.ndarray, y: np.ndarray, batch: int) -> float:
@@ -177,6 +209,52 @@ def train_command(args: argparse.Namespace) -> int:
             f"{time.perf_counter() - t_epoch:.2f} s",
             flush=True,
         )
+    return 0
+
+
+def profile_command(args: argparse.Namespace) -> int:
+    if args.model not in MODELS:
+        raise UsageError(f"unknown model {args.model!r}; known models: {', '.join(MODELS)}")
+    known = [*PASSES, PLAN]
+    for name in args.disable:
+        if name not in known:
+            raise UsageError(f"unknown pass {name!r} for --disable; passes: {', '.join(known)}")
+    manual_seed(args.seed)
+    model = MODELS[args.model]()
+    b = args.batch_size
+    what = "training step" if args.training else "inference"
+    off = f"; disabled: {', '.join(args.disable)}" if args.disable else ""
+    print(f"model: {args.model}, {what} at batch {b} on backend {args.backend}{off}", flush=True)
+    t0 = time.perf_counter()
+    x_spec = Spec((b, 1, 32, 32))
+    common = {"backend": args.backend, "disable": args.disable, "dump_dir": args.dump}
+    if args.training:
+        compiled = compile_training(
+            model,
+            loss=nn.CrossEntropyLoss(),
+            optimizer=optim.SGD(0.01, 0.9, weight_decay=5e-4),
+            inputs=x_spec,
+            targets=Spec((b,), "int64"),
+            **common,
+        )
+    else:
+        compiled = compile_model(model, x_spec, **common)
+    print(f"compiled in {time.perf_counter() - t0:.2f} s", flush=True)
+    print()
+    print(compiled.report)
+    if args.dump:
+        print(f"graphs after every pass: {args.dump}")
+    if args.json:
+        compiled.report.to_json(args.json)
+        print(f"pass report: {args.json}")
+    rng = np.random.default_rng(args.seed)
+    x = rng.standard_normal(x_spec.shape).astype(np.float32)
+    if args.training:
+        profile = compiled.profile(x, rng.integers(0, 10, b), n_steps=args.steps)
+    else:
+        profile = compiled.profile(x, n_runs=args.steps)
+    print()
+    print(profile)
     return 0
 
 
