@@ -27,9 +27,9 @@ def compile(  # noqa: A001
     graph: Graph, bindings: Mapping[int, object] | None = None, plan: MemoryPlan | None = None
 ) -> DeviceExecutable:
     """Lower ``graph``; ``bindings`` map leaf ids to host arrays (uploaded once, shared) or
-    device arrays (used in place). ``plan`` is not used yet: every device value gets its own
-    buffer (a device arena following the plan is open work, see issue 5)."""
-    return DeviceExecutable(graph, lower, bindings, backend=NAME)
+    device arrays (used in place). With a memory ``plan`` the intermediates are views into one
+    device arena."""
+    return DeviceExecutable(graph, lower, bindings, backend=NAME, plan=plan)
 
 
 __all__ = ["LOWERINGS", "NAME", "DeviceExecutable", "compile", "lower", "simulated"]

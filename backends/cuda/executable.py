@@ -32,6 +32,7 @@ import numpy as np
 
 from ...errors import ShapeError
 from ...graph import Graph, Node
+from ...graph.memory import MemoryPlan
 from ..executable import Launch, Lowering, check_array
 from .runtime import load_cuda
 
@@ -79,15 +80,20 @@ class DeviceExecutable:
         lower: Lowering,
         bindings: Mapping[int, object] | None = None,
         backend: str = "cuda",
+        plan: MemoryPlan | None = None,
     ) -> None:
         self._cuda = load_cuda()
         self.graph = graph
         self.backend = backend
+        self.plan = plan
         self.buffers: dict[int, object] = {}
         self.host_bindings: dict[int, np.ndarray] = {}
         bindings = dict(bindings or {})
+        planned = self._arena_views(plan) if plan is not None else {}
         for node in graph.nodes:
-            self.buffers[node.id] = self._buffer_for(node, bindings)
+            self.buffers[node.id] = planned.get(node.id)
+            if self.buffers[node.id] is None:
+                self.buffers[node.id] = self._buffer_for(node, bindings)
         self.kernels: list[DeviceKernel] = []
         self._checks: dict[int, list] = {}
         for node in graph.ops():
@@ -108,6 +114,20 @@ class DeviceExecutable:
         self._dirty = False
 
     # --- building ---------------------------------------------------------------------------
+
+    def _arena_views(self, plan: MemoryPlan) -> dict[int, object]:
+        """One zeroed device arena for every planned value (device allocations are aligned
+        far beyond ``plan.alignment``); each value is a typed, shaped view of its bytes.
+        Scalars keep buffers of their own: DeviceNDArray cannot reshape a view to 0-d."""
+        arena = self._cuda.to_device(np.zeros(max(plan.arena_bytes, 1), dtype=np.uint8))
+        views = {}
+        for i, offset in plan.offsets.items():
+            node = self.graph[i]
+            if node.shape == ():
+                continue
+            raw = arena[offset : offset + node.nbytes]
+            views[i] = raw.view(np.dtype(node.dtype)).reshape(node.shape)
+        return views
 
     def _is_alias(self, node: Node) -> bool:
         return node.op == "reshape"  # device buffers are always C-contiguous

@@ -137,3 +137,21 @@ def test_lenet5_inference_matches_interp():
     x = np.random.default_rng(0).standard_normal((1, 1, 32, 32)).astype(np.float32)
     spec = ng.Spec(x.shape)
     _close(ng.compile(model, spec, backend="cuda")(x), ng.compile(model, spec, backend="interp")(x))
+
+
+def test_training_step_intermediates_live_in_one_device_arena():
+    step = ng.compile_training(
+        small_lenet(), nn.CrossEntropyLoss(), optim.SGD(lr=0.1), X_SPEC, Y_SPEC, backend="cuda"
+    )
+    exe = step.backward
+    plan = exe.plan
+    assert plan is not None and plan.arena_bytes < plan.naive_bytes
+    by_offset: dict[int, list[int]] = {}
+    for i, offset in plan.offsets.items():
+        if exe.graph[i].shape != ():
+            by_offset.setdefault(offset, []).append(i)
+    a, b = next(ids for ids in by_offset.values() if len(ids) > 1)[:2]
+    value = np.full(exe.graph[a].shape, 7, exe.graph[a].dtype)
+    exe.buffers[a].copy_to_device(value)
+    shared = exe.buffers[b].copy_to_host().reshape(-1).view(np.uint8)
+    assert shared[:4].tolist() == value.reshape(-1).view(np.uint8)[:4].tolist()
