@@ -30,7 +30,8 @@ def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
 
 def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     """The gains of PyTorch's ``nn.init.calculate_gain``."""
-    if nonlinearity in ("linear", "conv2d", "sigmoid"):
+    linear = ("linear", "conv1d", "conv2d", "conv3d", "sigmoid")
+    if nonlinearity in linear or nonlinearity.startswith("conv_transpose"):
         return 1.0
     if nonlinearity == "tanh":
         return 5.0 / 3
@@ -45,7 +46,9 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
 
 
 def _fill(param, values: np.ndarray):
-    param.data[...] = values.astype(param.data.dtype)
+    """Write into a Parameter's ``data`` or into an ndarray, in place, keeping its dtype."""
+    target = param if isinstance(param, np.ndarray) else param.data
+    target[...] = values.astype(target.dtype)
     return param
 
 
@@ -63,6 +66,10 @@ def constant_(param, value: float):
 
 def zeros_(param):
     return constant_(param, 0.0)
+
+
+def ones_(param):
+    return constant_(param, 1.0)
 
 
 def xavier_uniform_(param, gain: float = 1.0, generator=None):
