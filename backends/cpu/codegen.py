@@ -21,7 +21,10 @@ _HEADER = "import math\n\nfrom numba import njit, prange\n\n\n"
 
 
 def _decorator(parallel: bool) -> str:
-    return f"@njit(cache=True, nogil=True{', parallel=True' if parallel else ''})"
+    # error_model="numpy": x / 0 is inf or nan as in the NumPy reference (and on CUDA), not a
+    # ZeroDivisionError; it also drops the zero checks from every division.
+    extra = ", parallel=True" if parallel else ""
+    return f'@njit(cache=True, nogil=True, error_model="numpy"{extra})'
 
 
 def _loop(depth: int, var: str, extent: str, parallel: bool) -> str:

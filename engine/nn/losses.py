@@ -1,4 +1,5 @@
-"""Loss modules: called as ``loss(prediction, target)`` inside a trace."""
+"""Loss modules: called as ``loss(prediction, target)`` inside a trace, with PyTorch's names,
+arguments and defaults (``reduction`` is ``"mean"``, ``"sum"`` or ``"none"``)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,97 @@ from .. import functional as F
 from .module import Module
 
 
-class CrossEntropyLoss(Module):
-    """Mean cross-entropy of (N, C) logits against int64 class indices (N,)."""
+class _Loss(Module):
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        self.reduction = reduction
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"
+
+
+class CrossEntropyLoss(_Loss):
+    """Cross-entropy of (N, C, *d) logits against int64 class indices (N, *d), with optional
+    label smoothing. The default (2-d logits, mean, no smoothing) is one fused op."""
+
+    def __init__(self, reduction: str = "mean", label_smoothing: float = 0.0) -> None:
+        super().__init__(reduction)
+        self.label_smoothing = label_smoothing
 
     def forward(self, logits, target):
-        return F.cross_entropy(logits, target)
+        return F.cross_entropy(logits, target, self.reduction, self.label_smoothing)
 
 
-class MSELoss(Module):
-    """Mean squared error."""
+class NLLLoss(_Loss):
+    """Negative log-likelihood of (N, C, *d) log-probabilities at int64 targets (N, *d)."""
+
+    def forward(self, log_probs, target):
+        return F.nll_loss(log_probs, target, self.reduction)
+
+
+class MSELoss(_Loss):
+    """Squared error."""
 
     def forward(self, prediction, target):
-        return F.mse_loss(prediction, target)
+        return F.mse_loss(prediction, target, self.reduction)
+
+
+class L1Loss(_Loss):
+    """Absolute error (MAE)."""
+
+    def forward(self, prediction, target):
+        return F.l1_loss(prediction, target, self.reduction)
+
+
+MAELoss = L1Loss
+
+
+class BCELoss(_Loss):
+    """Binary cross-entropy of probabilities in [0, 1] (logs clamped at -100, as torch)."""
+
+    def forward(self, probabilities, target):
+        return F.binary_cross_entropy(probabilities, target, self.reduction)
+
+
+class BCEWithLogitsLoss(_Loss):
+    """Binary cross-entropy of sigmoid(logits), computed stably from the logits."""
+
+    def forward(self, logits, target):
+        return F.binary_cross_entropy_with_logits(logits, target, self.reduction)
+
+
+class MarginRankingLoss(_Loss):
+    """``max(0, -y (x1 - x2) + margin)`` for y in {1, -1}; called as ``loss(x1, x2, y)``."""
+
+    def __init__(self, margin: float = 0.0, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.margin = margin
+
+    def forward(self, x1, x2, target):
+        return F.margin_ranking_loss(x1, x2, target, self.margin, self.reduction)
+
+
+class KLDivLoss(_Loss):
+    """KL divergence of log-probabilities ``input`` from probabilities ``target``
+    (log-probabilities with ``log_target``); ``reduction="batchmean"`` is the true KL per
+    sample, ``"mean"`` (the default, as torch) averages over every element."""
+
+    def __init__(self, reduction: str = "mean", log_target: bool = False) -> None:
+        super().__init__(reduction)
+        self.log_target = log_target
+
+    def forward(self, input, target):  # noqa: A002 - torch's name
+        return F.kl_div(input, target, self.reduction, self.log_target)
+
+
+__all__ = [
+    "BCELoss",
+    "BCEWithLogitsLoss",
+    "CrossEntropyLoss",
+    "KLDivLoss",
+    "L1Loss",
+    "MAELoss",
+    "MSELoss",
+    "MarginRankingLoss",
+    "NLLLoss",
+]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
 from scipy.special import expit
 
+from ...errors import DTypeError, OpError
 from ..builder import Value, as_values
-from .common import broadcast_shapes, require_float, same_dtype, unbroadcast
+from .common import FLOAT_DTYPES, broadcast_shapes, require_float, same_dtype, unbroadcast
 from .registry import OpDef, TensorType, register
 
 
@@ -19,15 +21,48 @@ def _infer_same(types, attrs) -> TensorType:
     return TensorType(broadcast_shapes(*(t.shape for t in types)), dtype)
 
 
-def _elementwise(name: str, arity: int, scalar: str, reference: Callable, vjp=None, doc=""):
+def float_attrs(**defaults: float) -> dict:
+    """``attrs`` and ``normalize`` for an elementwise op whose template names float
+    attributes: they are written into generated kernels as literals, so must be finite."""
+
+    def normalize(attrs: dict) -> dict:
+        out = {}
+        for key, value in attrs.items():
+            if key not in defaults:
+                out[key] = value
+                continue
+            try:
+                out[key] = float(value)
+            except (TypeError, ValueError):
+                raise OpError(f"{key} must be a number, got {value!r}") from None
+            if not math.isfinite(out[key]):
+                raise OpError(f"{key} must be finite, got {value!r}")
+        return out
+
+    return {"attrs": dict(defaults), "normalize": normalize}
+
+
+def _elementwise(
+    name: str,
+    arity: int,
+    scalar: str,
+    reference: Callable,
+    vjp=None,
+    doc="",
+    infer=_infer_same,
+    attrs=None,
+    normalize=None,
+):
     return register(
         OpDef(
             name=name,
             arity=(arity, arity),
-            infer=_infer_same,
+            infer=infer,
             reference=reference,
             vjp=vjp,
             category="elementwise",
+            attrs=attrs or {},
+            normalize=normalize,
             scalar=scalar,
             doc=doc,
         )
@@ -109,6 +144,117 @@ _elementwise(
     lambda ctx, g: [g * ctx.output * (1.0 - ctx.output)],
 )
 
+# --- comparisons and selection ------------------------------------------------------------
+
+
+def _max_min_vjp(toward: float):
+    """maximum (toward=+1) / minimum (-1): the gradient goes to the operand that won, split
+    in half on ties (as PyTorch does)."""
+
+    def vjp(ctx, g):
+        ga = g * (0.5 + (0.5 * toward) * sign(ctx.input(0) - ctx.input(1)))
+        return [
+            unbroadcast(ga, ctx.shape(0)) if ctx.needs(0) else None,
+            unbroadcast(g - ga, ctx.shape(1)) if ctx.needs(1) else None,
+        ]
+
+    return vjp
+
+
+_elementwise("maximum", 2, "({0} if {0} >= {1} else {1})", np.maximum, _max_min_vjp(1.0))
+_elementwise("minimum", 2, "({0} if {0} <= {1} else {1})", np.minimum, _max_min_vjp(-1.0))
+
+
+def _select_vjp(ctx, g):
+    c = ctx.input(0)
+    return [
+        None,
+        unbroadcast(select(c, g, 0.0), ctx.shape(1)) if ctx.needs(1) else None,
+        unbroadcast(select(c, 0.0, g), ctx.shape(2)) if ctx.needs(2) else None,
+    ]
+
+
+_elementwise(
+    "select",
+    3,
+    "({1} if {0} > 0 else {2})",
+    lambda c, a, b: np.where(c > 0, a, b),
+    _select_vjp,
+    doc="select(c, a, b): a where c > 0, else b (a float condition, e.g. x itself or a mask)",
+)
+
+
+def _equal_dtype(operand_dtype: str, dtype) -> str:
+    return dtype or (operand_dtype if operand_dtype in FLOAT_DTYPES else "float32")
+
+
+def _infer_equal(types, attrs) -> TensorType:
+    dtypes = {t.dtype for t in types}
+    if len(dtypes) != 1:
+        raise DTypeError(f"equal: operands have different dtypes {sorted(dtypes)}")
+    dtype = _equal_dtype(types[0].dtype, attrs["dtype"])
+    if dtype not in FLOAT_DTYPES:
+        raise DTypeError(f"equal: dtype must be float32 or float64, not {dtype}")
+    return TensorType(broadcast_shapes(*(t.shape for t in types)), dtype)
+
+
+_elementwise(
+    "equal",
+    2,
+    "(1.0 if {0} == {1} else 0.0)",
+    lambda a, b, dtype: (a == b).astype(_equal_dtype(str(a.dtype), dtype)),
+    lambda ctx, g: [None, None],
+    infer=_infer_equal,
+    attrs={"dtype": None},
+    doc="1.0 where a == b, else 0.0 (operands may be int64, e.g. class indices: one-hot)",
+)
+
+# --- powers and logs ----------------------------------------------------------------------
+
+
+def _pow_vjp(ctx, g):
+    e = ctx.attrs["exponent"]
+    if e == 0:
+        return [None]
+    x = ctx.input(0)
+    return [g if e == 1 else g * (x * 2.0 if e == 2 else pow(x, e - 1) * e)]
+
+
+_elementwise(
+    "pow",
+    1,
+    "({0} ** ({exponent}))",
+    lambda x, exponent: np.power(x, np.asarray(exponent, x.dtype)),
+    _pow_vjp,
+    doc="x ** exponent, for a constant (float attribute) exponent",
+    **float_attrs(exponent=2.0),
+)
+
+
+def _xlogy_ref(x, y):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(x == 0, np.zeros((), x.dtype), x * np.log(y))
+
+
+def _xlogy_vjp(ctx, g):
+    x, y = ctx.input(0), ctx.input(1)
+    # As torch: d/dx = log(y), except 0 where x == 0 and y <= 0 (where log(y) is not finite).
+    defined = abs(x) + relu(y)
+    return [
+        unbroadcast(select(defined, g * log(y), 0.0), ctx.shape(0)) if ctx.needs(0) else None,
+        unbroadcast(g * x / y, ctx.shape(1)) if ctx.needs(1) else None,
+    ]
+
+
+_elementwise(
+    "xlogy",
+    2,
+    "(0.0 if {0} == 0 else {0} * math.log({1}))",
+    _xlogy_ref,
+    _xlogy_vjp,
+    doc="x * log(y), and 0 where x == 0 (as torch.xlogy): KL divergence, entropies",
+)
+
 
 def add(a, b) -> Value:
     return _emit("add", a, b)
@@ -164,3 +310,34 @@ def tanh(x) -> Value:
 
 def sigmoid(x) -> Value:
     return _emit("sigmoid", x)
+
+
+def maximum(a, b) -> Value:
+    return _emit("maximum", a, b)
+
+
+def minimum(a, b) -> Value:
+    return _emit("minimum", a, b)
+
+
+def select(c, a, b) -> Value:
+    """``a`` where ``c > 0``, else ``b`` (broadcasting all three)."""
+    return _emit("select", c, a, b)
+
+
+def equal(a, b, dtype: str | None = None) -> Value:
+    """1.0 where ``a == b`` else 0.0, as ``dtype`` (default: the operands' float dtype, or
+    float32 for int operands)."""
+    values = as_values(a, b)
+    return values[0].builder.emit("equal", values, dtype=dtype)
+
+
+def pow(x, exponent: float) -> Value:  # noqa: A001 - mirrors torch.pow
+    """``x ** exponent`` for a constant exponent."""
+    values = as_values(x)
+    return values[0].builder.emit("pow", values, exponent=exponent)
+
+
+def xlogy(x, y) -> Value:
+    """``x * log(y)``, 0 where ``x == 0``."""
+    return _emit("xlogy", x, y)

@@ -1,4 +1,6 @@
-"""Losses that are single ops (so they fuse and have exact, stable backward rules)."""
+"""Losses: the fused single ops (cross_entropy, mse_loss: exact, stable backward rules), the
+elementwise BCE terms, and every loss function of the op API with reductions none/mean/sum,
+composed from ops (elementwise chains fuse into one kernel before the reduction)."""
 
 from __future__ import annotations
 
@@ -6,11 +8,12 @@ import math
 
 import numpy as np
 
-from ...errors import DTypeError, ShapeError
+from ...errors import DTypeError, OpError, ShapeError
 from ..builder import Value, as_value, as_values
-from .common import require_float, same_dtype
+from .common import require_float, same_dtype, unbroadcast
+from .elementwise import _elementwise, abs, equal, exp, log, maximum, relu, sigmoid, xlogy
 from .registry import OpDef, TensorType, register
-from .softmax import _log_softmax_ref, _softmax_ref
+from .softmax import _log_softmax_ref, _softmax_ref, log_softmax
 
 
 def _check_targets(logits, targets) -> None:
@@ -112,12 +115,180 @@ register(
 )
 
 
-def cross_entropy(logits, targets) -> Value:
-    """Mean cross-entropy of (N, C) logits against int64 class indices (N,)."""
-    logits = as_value(logits)
-    return logits.builder.emit("cross_entropy", [logits, as_value(targets)])
+# --- elementwise loss terms (fused with their neighbours; reductions are composed) -----------
 
 
-def mse_loss(prediction, target) -> Value:
+def _bce_ref(p, y):
+    with np.errstate(divide="ignore"):
+        log_p, log_q = np.log(p), np.log(1 - p)
+    return -(y * np.maximum(log_p, -100) + (1 - y) * np.maximum(log_q, -100))
+
+
+def _bce_vjp(ctx, g):
+    p, y = ctx.input(0), ctx.input(1)
+    # PyTorch's rule: (p - y) / max(p (1 - p), 1e-12) stays finite at p = 0 or 1.
+    return [
+        unbroadcast(g * (p - y) / maximum(p * (1.0 - p), 1e-12), ctx.shape(0))
+        if ctx.needs(0)
+        else None,
+        unbroadcast(g * (maximum(log(1.0 - p), -100.0) - maximum(log(p), -100.0)), ctx.shape(1))
+        if ctx.needs(1)
+        else None,
+    ]
+
+
+_elementwise(
+    "binary_cross_entropy",
+    2,
+    "(-({1} * max(math.log({0}), -100.0) + (1.0 - {1}) * max(math.log(1.0 - {0}), -100.0)))",
+    _bce_ref,
+    _bce_vjp,
+    doc="-(y log p + (1 - y) log(1 - p)) per element, logs clamped at -100 (as torch)",
+)
+
+
+def _bce_logits_vjp(ctx, g):
+    x, y = ctx.input(0), ctx.input(1)
+    return [
+        unbroadcast(g * (sigmoid(x) - y), ctx.shape(0)) if ctx.needs(0) else None,
+        unbroadcast(-(g * x), ctx.shape(1)) if ctx.needs(1) else None,
+    ]
+
+
+_elementwise(
+    "binary_cross_entropy_with_logits",
+    2,
+    "(({0} if {0} > 0 else 0.0) - {0} * {1} + math.log1p(math.exp(-abs({0}))))",
+    lambda x, y: np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x))),
+    _bce_logits_vjp,
+    doc="BCE of sigmoid(x) against y per element, stably: max(x, 0) - x y + log1p(e^-|x|)",
+)
+
+# --- the loss functions (the op API; nn losses and F call these) ----------------------------
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def _reduce(loss: Value, reduction: str, what: str, batch: int | None = None) -> Value:
+    if reduction == "none":
+        return loss
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "batchmean" and batch is not None:
+        return loss.sum() * (1.0 / batch)
+    allowed = (*REDUCTIONS, "batchmean") if batch is not None else REDUCTIONS
+    raise OpError(f"{what}: reduction must be one of {allowed}, not {reduction!r}")
+
+
+def _where(what: str, value: Value) -> str:
+    """``what`` with the layer being traced, as the builder names ops in its errors."""
+    scope = value.builder.current_scope
+    return f"{what} in layer '{scope}'" if scope else what
+
+
+def _same_shape(what: str, *values: Value) -> None:
+    shapes = {v.shape for v in values}
+    if len(shapes) != 1:
+        raise ShapeError(
+            f"{_where(what, values[0])}: input and target shapes differ: "
+            f"{[v.shape for v in values]}"
+        )
+
+
+def one_hot(targets, num_classes: int, dtype: str = "float32", axis: int = 1) -> Value:
+    """Int64 class indices (N, *d) -> one-hot (N, C, *d) (classes along ``axis`` = 1), as
+    ``equal(targets, arange(C))`` with broadcasting: elementwise, so it fuses."""
+    t = as_value(targets)
+    if t.dtype != "int64":
+        raise DTypeError(f"one_hot: targets must be int64 class indices, not {t.dtype}")
+    shape = (*t.shape[:axis], 1, *t.shape[axis:])
+    classes = np.arange(num_classes).reshape((num_classes,) + (1,) * (len(shape) - axis - 1))
+    return equal(t.reshape(shape), t.builder.const(classes, "int64"), dtype=dtype)
+
+
+def _class_targets(what: str, scores: Value, targets: Value) -> None:
+    what = _where(what, scores)
+    if scores.ndim < 2:
+        raise ShapeError(f"{what}: input must be (N, C, ...), got shape {scores.shape}")
+    expected = scores.shape[:1] + scores.shape[2:]
+    if targets.dtype != "int64":
+        raise DTypeError(f"{what}: targets must be int64 class indices, not {targets.dtype}")
+    if targets.shape != expected:
+        raise ShapeError(f"{what}: targets {targets.shape} must have shape {expected}")
+
+
+def nll_loss(log_probs, targets, reduction: str = "mean") -> Value:
+    """Negative log-likelihood of (N, C, *d) log-probabilities at int64 targets (N, *d)."""
+    logp, t = as_value(log_probs), as_value(targets)
+    _class_targets("nll_loss", logp, t)
+    picked = -(one_hot(t, logp.shape[1], logp.dtype) * logp).sum(1)
+    return _reduce(picked, reduction, "nll_loss")
+
+
+def cross_entropy(logits, targets, reduction: str = "mean", label_smoothing: float = 0.0):
+    """Cross-entropy of (N, C, *d) logits against int64 class indices (N, *d). With label
+    smoothing the target distribution is (1 - e) one_hot + e / C (as torch). The default
+    (2-d, mean, no smoothing) is the fused ``cross_entropy`` op."""
+    logits, t = as_value(logits), as_value(targets)
+    _class_targets("cross_entropy", logits, t)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise OpError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if reduction == "mean" and not label_smoothing and logits.ndim == 2:
+        return logits.builder.emit("cross_entropy", [logits, t])
+    c = logits.shape[1]
+    q = one_hot(t, c, logits.dtype)
+    if label_smoothing:
+        q = q * (1.0 - label_smoothing) + label_smoothing / c
+    return _reduce(-(q * log_softmax(logits, 1)).sum(1), reduction, "cross_entropy")
+
+
+def mse_loss(prediction, target, reduction: str = "mean") -> Value:
     prediction, target = as_values(prediction, target)
-    return prediction.builder.emit("mse_loss", [prediction, target])
+    if reduction == "mean":
+        return prediction.builder.emit("mse_loss", [prediction, target])
+    _same_shape("mse_loss", prediction, target)
+    d = prediction - target
+    return _reduce(d * d, reduction, "mse_loss")
+
+
+def l1_loss(prediction, target, reduction: str = "mean") -> Value:
+    """Mean absolute error (MAE)."""
+    prediction, target = as_values(prediction, target)
+    _same_shape("l1_loss", prediction, target)
+    return _reduce(abs(prediction - target), reduction, "l1_loss")
+
+
+def binary_cross_entropy(probabilities, target, reduction: str = "mean") -> Value:
+    """BCE of probabilities in [0, 1] against targets in [0, 1] (logs clamped at -100)."""
+    p, y = as_values(probabilities, target)
+    _same_shape("binary_cross_entropy", p, y)
+    loss = p.builder.emit("binary_cross_entropy", [p, y])
+    return _reduce(loss, reduction, "binary_cross_entropy")
+
+
+def binary_cross_entropy_with_logits(logits, target, reduction: str = "mean") -> Value:
+    """BCE of sigmoid(logits) against targets, computed stably from the logits."""
+    x, y = as_values(logits, target)
+    _same_shape("binary_cross_entropy_with_logits", x, y)
+    loss = x.builder.emit("binary_cross_entropy_with_logits", [x, y])
+    return _reduce(loss, reduction, "binary_cross_entropy_with_logits")
+
+
+def margin_ranking_loss(x1, x2, target, margin: float = 0.0, reduction: str = "mean"):
+    """max(0, -y (x1 - x2) + margin) for targets y in {1, -1}."""
+    x1, x2, y = as_values(x1, x2, target)
+    _same_shape("margin_ranking_loss", x1, x2, y)
+    return _reduce(relu(-(y * (x1 - x2)) + margin), reduction, "margin_ranking_loss")
+
+
+def kl_div(input, target, reduction: str = "mean", log_target: bool = False) -> Value:  # noqa: A002
+    """KL(target || exp(input)) pointwise, for log-probabilities ``input`` and probabilities
+    ``target`` (log-probabilities with ``log_target``). ``batchmean`` divides the sum by N
+    (the true KL divergence per sample); ``mean`` averages over all elements (as torch)."""
+    x, t = as_values(input, target)
+    _same_shape("kl_div", x, t)
+    pointwise = exp(t) * (t - x) if log_target else xlogy(t, t) - t * x
+    batch = x.shape[0] if x.ndim else 1
+    return _reduce(pointwise, reduction, "kl_div", batch=batch)

@@ -37,7 +37,8 @@ class OpDef:
     - ``reference``: the NumPy definition, ``reference(*arrays, **attrs) -> ndarray``.
     - ``vjp``: ``vjp(ctx, g) -> [grad or None per input]``, written with the op API.
     - ``scalar``: for elementwise ops, the per-element expression in Python syntax, with
-      ``{0}, {1}, ...`` for the operands; backends generate fused kernels from it.
+      ``{0}, {1}, ...`` for the operands and ``{name}`` for attributes (finite floats, written
+      in as literals); backends generate fused kernels from it.
     """
 
     name: str
@@ -91,9 +92,10 @@ def get_op(name: str) -> OpDef:
 
 def scalar_expression(op: str, attrs: Mapping[str, Any], arity: int) -> str:
     """An elementwise node's scalar expression over operands ``a0, a1, ...``. The template is
-    per node for fused groups (``attrs["scalar"]``), else the registry's."""
+    per node for fused groups (``attrs["scalar"]``), else the registry's; a template may name
+    the node's attributes (``{negative_slope}``), which are written in as literals."""
     template = attrs.get("scalar") or get_op(op).scalar
-    return template.format(*(f"a{k}" for k in range(arity)))
+    return template.format(*(f"a{k}" for k in range(arity)), **attrs)
 
 
 def all_ops() -> dict[str, OpDef]:

@@ -42,9 +42,9 @@ Step = tuple[str, tuple[int, ...], tuple[tuple[str, Any], ...]]
 def compose_scalar(body: Sequence[Step]) -> str:
     """The body as one scalar template over the fused node's inputs ``{0}, {1}, ...``."""
     exprs: list[str] = []
-    for op, refs, _ in body:
+    for op, refs, attrs in body:
         operands = [f"{{{r}}}" if r >= 0 else exprs[~r] for r in refs]
-        exprs.append(get_op(op).scalar.format(*operands))
+        exprs.append(get_op(op).scalar.format(*operands, **dict(attrs)))
     return exprs[-1]
 
 
