@@ -43,12 +43,33 @@ def _delegate(name: str):
     return method
 
 
+class Buffer:
+    """A non-trainable array a module keeps in its ``state_dict`` (BatchNorm's running
+    statistics). While tracing it stands for a ``state`` leaf named by its key; a layer may
+    give it a new value per run with ``current_tracer().update(buffer, value)``, which the
+    compiled step applies in place after the forward graph has run."""
+
+    requires_grad = False
+    shape = Parameter.shape
+    dtype = Parameter.dtype
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data = np.asarray(data, order="C")  # (ascontiguousarray would make 0-d 1-d)
+
+    def __graph_value__(self) -> Value:
+        return current_tracer().buffer_value(self)
+
+    def __repr__(self) -> str:
+        return f"Buffer(shape={self.shape}, dtype={self.dtype})"
+
+
 # Inside forward(), parameters take part in arithmetic like any traced tensor.
 for _name in (
     "__add__ __radd__ __sub__ __rsub__ __mul__ __rmul__ __truediv__ __rtruediv__ __neg__ "
     "__matmul__ __rmatmul__ reshape flatten transpose sum mean exp log relu tanh sigmoid"
 ).split():
     setattr(Parameter, _name, _delegate(_name))
+    setattr(Buffer, _name, _delegate(_name))
 
 
 class Module:
@@ -58,6 +79,7 @@ class Module:
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name: str, value) -> None:
@@ -65,7 +87,10 @@ class Module:
             raise NumbagradError(f"{type(self).__name__}.__init__ must call super().__init__()")
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
-        if isinstance(value, Parameter):
+        self.__dict__.get("_buffers", {}).pop(name, None)
+        if isinstance(value, Buffer):
+            self._buffers[name] = value
+        elif isinstance(value, Parameter):
             self._parameters[name] = value
         elif isinstance(value, Module):
             self._modules[name] = value
@@ -106,6 +131,20 @@ class Module:
                     seen.add(id(p))
                     yield (f"{path}.{name}" if path else name), p
 
+    def named_buffers(self) -> Iterator[tuple[str, Buffer]]:
+        """Dotted names of the buffers (``bn.running_mean``), in ``named_modules`` order."""
+        seen: set[int] = set()
+        for path, module in self.named_modules():
+            for name, b in module._buffers.items():
+                if id(b) not in seen:
+                    seen.add(id(b))
+                    yield (f"{path}.{name}" if path else name), b
+
+    def register_buffer(self, name: str, data: np.ndarray) -> Buffer:
+        """Keep ``data`` as a buffer called ``name`` (in ``state_dict``, not trained)."""
+        setattr(self, name, Buffer(data))
+        return self._buffers[name]
+
     def parameters(self) -> list[Parameter]:
         return [p for _, p in self.named_parameters()]
 
@@ -117,13 +156,26 @@ class Module:
 
     # --- state ----------------------------------------------------------------------------
 
+    def _named_state(self) -> Iterator[tuple[str, Parameter | Buffer]]:
+        """Parameters and buffers in PyTorch's ``state_dict`` order: per module (pre-order),
+        its parameters, then its buffers."""
+        params, buffers = dict(self.named_parameters()), dict(self.named_buffers())
+        for path, module in self.named_modules():
+            for table, source in ((params, module._parameters), (buffers, module._buffers)):
+                for name in source:
+                    key = f"{path}.{name}" if path else name
+                    if key in table:
+                        yield key, table[key]
+
     def state_dict(self) -> OrderedDict[str, np.ndarray]:
-        """Copies of the current parameter values, keyed like PyTorch (``features.0.weight``)."""
-        return OrderedDict((name, p.data.copy()) for name, p in self.named_parameters())
+        """Copies of the current parameter and buffer values, keyed like PyTorch
+        (``features.0.weight``, ``bn.running_mean``)."""
+        return OrderedDict((name, p.data.copy()) for name, p in self._named_state())
 
     def load_state_dict(self, state: Mapping[str, np.ndarray], strict: bool = True) -> None:
-        """Copy values into the parameters in place (compiled steps keep seeing them)."""
-        params = dict(self.named_parameters())
+        """Copy values into the parameters and buffers in place (compiled steps keep seeing
+        them)."""
+        params = dict(self._named_state())
         missing = [k for k in params if k not in state]
         unexpected = [k for k in state if k not in params]
         if strict and (missing or unexpected):

@@ -3,7 +3,8 @@
 Each entry point picks an algorithm per shape (see ``choose_algorithm``) and writes into its
 preallocated output:
 
-- ``gemm1x1``: a 1x1, stride-1, unpadded conv is a GEMM per image, no im2col;
+- ``gemm1x1``: a 1x1, stride-1, unpadded conv is a GEMM per image, no im2col (the weight
+  gradient accumulates one GEMM per image);
 - ``full_window``: the kernel covers the whole unpadded input (output 1x1, e.g. LeNet's C5): one
   GEMM over the batch, the input read as an (N, C*H*W) matrix;
 - ``direct``: stride-1 convs with few channels: vectorized direct loops on a flat padded layout
@@ -22,7 +23,7 @@ import numpy as np
 from . import _env  # noqa: F401
 from . import conv_direct as _d
 from . import conv_gemm as _g
-from .linalg import group_matmul_per_image, matmul
+from .linalg import group_matmul_per_image, matmul, matmul_accumulate
 from .reduce import sum_outer_inner
 
 ALGORITHMS = ("gemm1x1", "full_window", "direct", "im2col")
@@ -45,7 +46,7 @@ def applicable_algorithms(kind, x_shape, w_shape, stride, padding, dilation, gro
     kh, kw = w_shape[2:]
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     algos = []
-    if kh == kw == 1 and sh == sw == 1 and ph == pw == 0 and kind != "backward_weight":
+    if kh == kw == 1 and sh == sw == 1 and ph == pw == 0:
         algos.append("gemm1x1")
     if groups == 1 and ph == pw == 0 and dh == dw == 1 and (kh, kw) == (h, w):
         algos.append("full_window")
@@ -185,6 +186,24 @@ def conv2d_backward_input(gy, w, gx, sh, sw, ph, pw, dh, dw, groups, *, algorith
         _g.gemm_backward_input(gy, w, gx, sh, sw, ph, pw, dh, dw, groups, IM2COL_BYTES)
 
 
+def group_weight_grad_per_image(x3, gy3, gw, groups):
+    """The 1x1 stride-1 weight gradient as GEMMs: gw[group g] (K/g, C/g) = sum over images of
+    gy[n, g] (K/g, P) @ x[n, g]^T (P, C/g); no im2col gather."""
+    n, c = x3.shape[:2]
+    k = gy3.shape[1]
+    kg, cg = k // groups, c // groups
+    gw2 = gw.reshape(k, cg)
+    tmp = np.empty((kg, cg), dtype=gw.dtype)
+    for g in range(groups):
+        dst = gw2[g * kg : (g + 1) * kg]
+        for i in range(n):
+            src_y, src_x = gy3[i, g * kg : (g + 1) * kg], x3[i, g * cg : (g + 1) * cg]
+            if i == 0:
+                matmul(src_y, src_x, dst, False, True)
+            else:
+                matmul_accumulate(src_y, src_x, dst, tmp, False, True)
+
+
 def conv2d_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, *, algorithm=None):
     """gw (K, C//groups, KH, KW) = dL/dw of the conv, from x and gy = dL/dy; overwrites gw."""
     _check(x, gy, gw)
@@ -194,7 +213,9 @@ def conv2d_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, *, algorit
     n, c, h, wd = x.shape
     k, cg, kh, kw = gw.shape
     oh, ow = gy.shape[2:]
-    if algo == "full_window":
+    if algo == "gemm1x1":
+        group_weight_grad_per_image(x.reshape(n, c, h * wd), gy.reshape(n, k, h * wd), gw, groups)
+    elif algo == "full_window":
         matmul(gy.reshape(n, k), x.reshape(n, -1), gw.reshape(k, -1), True, False)
     elif algo == "direct":
         hp, wp = h + 2 * ph, wd + 2 * pw
