@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import DTypeError, ShapeError
 from ..graph import Graph, Node
 from ..graph.ir import format_type
-from ..graph.memory import MemoryPlan, arena_views
+from ..graph.memory import MemoryPlan, arena_views, new_arena
 
 Launch = Callable[[list[np.ndarray], np.ndarray], None]
 """A lowered node: reads the input arrays, writes the output array in place."""
@@ -43,7 +43,8 @@ def check_array(array: np.ndarray, node: Node, what: str) -> None:
 class Executable:
     """Runs one graph. ``bindings`` give external arrays for leaves (parameters, optimizer
     state, values saved by another executable). With a memory ``plan`` every planned value is
-    a view into one arena allocated here, once; without one, every other node gets a buffer of
+    a view into one arena, allocated here once or given (``arena``: another executable's, for
+    a training step's two graphs planned together); without one, every other node gets a buffer of
     its own. Reshapes alias their input. ``run`` allocates nothing."""
 
     def __init__(
@@ -53,16 +54,22 @@ class Executable:
         bindings: Mapping[int, np.ndarray] | None = None,
         backend: str = "",
         plan: MemoryPlan | None = None,
+        arena: np.ndarray | None = None,
     ) -> None:
         self.graph = graph
         self.backend = backend
         self.plan = plan
+        self.arena = new_arena(plan) if plan is not None and arena is None else arena
         self.buffers: dict[int, np.ndarray] = {}
         bindings = dict(bindings or {})
-        planned = arena_views(plan, graph) if plan is not None else {}
+        planned = arena_views(plan, graph, self.arena) if plan is not None else {}
+        into_state = plan.updates_inplace if plan is not None else {}
         for node in graph.nodes:
-            self.buffers[node.id] = planned.get(node.id)
-            if self.buffers[node.id] is None:
+            if node.id in into_state:  # an update computed straight into its state's buffer
+                self.buffers[node.id] = self.buffers[into_state[node.id]]
+            elif node.id in planned:
+                self.buffers[node.id] = planned[node.id]
+            else:
                 self.buffers[node.id] = self._buffer_for(node, bindings)
         self.kernels: list[Kernel] = []
         for node in graph.ops():
@@ -71,7 +78,9 @@ class Executable:
             launch, impl = lower(node, graph)
             ins = [self.buffers[i] for i in node.inputs]
             self.kernels.append(Kernel(node, launch, ins, self.buffers[node.id], impl))
-        self._updates = [(self.buffers[s], self.buffers[v]) for s, v in graph.updates]
+        self._updates = [
+            (self.buffers[s], self.buffers[v]) for s, v in graph.updates if v not in into_state
+        ]
 
     def _is_alias(self, node: Node) -> bool:
         return node.op == "reshape" and self.buffers[node.inputs[0]].flags.c_contiguous

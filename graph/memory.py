@@ -23,7 +23,7 @@ of this schedule needs.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -50,8 +50,10 @@ class Liveness:
     to_end: frozenset[int]  # planned ids that live to the end
 
 
-def liveness(graph: Graph, pinned: Iterable[int] = ()) -> Liveness:
-    """The schedule and the live interval of every planned value of ``graph``."""
+def liveness(graph: Graph, pinned: Iterable[int] = (), external: Iterable[int] = ()) -> Liveness:
+    """The schedule and the live interval of every planned value of ``graph``; ``external``
+    ids are not planned (their buffers come from elsewhere, see ``inplace_updates``)."""
+    external = frozenset(external)
     schedule = tuple(n.id for n in graph.ops())
     aliases: dict[int, int] = {}
     start: dict[int, int] = {}
@@ -64,7 +66,7 @@ def liveness(graph: Graph, pinned: Iterable[int] = ()) -> Liveness:
                 end[b] = t
         if node.op == "reshape":
             aliases[node_id] = aliases.get(node.inputs[0], node.inputs[0])
-        else:
+        elif node_id not in external:
             start[node_id] = end[node_id] = t
     last = len(schedule)
     to_end = set()
@@ -75,6 +77,40 @@ def liveness(graph: Graph, pinned: Iterable[int] = ()) -> Liveness:
             to_end.add(b)
     intervals = {i: (start[i], end[i]) for i in start}
     return Liveness(schedule, intervals, aliases, frozenset(to_end))
+
+
+def inplace_updates(graph: Graph) -> dict[int, int]:
+    """Update values computed straight into their state's buffer (value id -> state id), so
+    they take no arena bytes and need no copy after the run. Valid when no op after the
+    value's reads the state (through reshapes too), and the value's op either does not read
+    the state or is elementwise (each element read before it is written at the same index:
+    conv/GEMM epilogues write their output before reading the epilogue operands)."""
+    schedule = [n for n in graph.ops()]
+    position = {n.id: t for t, n in enumerate(schedule)}
+    base: dict[int, int] = {}
+    last_read: dict[int, int] = {}
+    reads_at: dict[int, set[int]] = {}
+    for t, node in enumerate(schedule):
+        if node.op == "reshape":
+            base[node.id] = base.get(node.inputs[0], node.inputs[0])
+            continue
+        for i in node.inputs:
+            b = base.get(i, i)
+            last_read[b] = t
+            reads_at.setdefault(t, set()).add(b)
+    result: dict[int, int] = {}
+    for state, value in graph.updates:
+        node = graph[value]
+        if node.op in ("leaf", "reshape") or value in result or state in result.values():
+            continue
+        t = position[value]
+        reads_state = state in reads_at.get(t, ())
+        if last_read.get(state, -1) > t:
+            continue
+        if reads_state and get_op(node.op).category != "elementwise":
+            continue
+        result[value] = state
+    return result
 
 
 def _inplace_sources(graph: Graph, live: Liveness, node_id: int) -> list[int]:
@@ -121,6 +157,7 @@ class MemoryPlan:
     naive_bytes: int
     peak_live_bytes: int
     alignment: int = ALIGNMENT
+    updates_inplace: dict[int, int] = field(default_factory=dict)  # value id -> state id
 
     def to_dict(self) -> dict:
         """JSON-ready (for ``Executable.save``); ``from_dict`` restores it."""
@@ -137,6 +174,7 @@ class MemoryPlan:
             "naive_bytes": self.naive_bytes,
             "peak_live_bytes": self.peak_live_bytes,
             "alignment": self.alignment,
+            "updates_inplace": ids(self.updates_inplace),
         }
 
     @classmethod
@@ -154,6 +192,7 @@ class MemoryPlan:
             naive_bytes=data["naive_bytes"],
             peak_live_bytes=data["peak_live_bytes"],
             alignment=data["alignment"],
+            updates_inplace=ids(data["updates_inplace"]),
         )
 
     def summary(self) -> dict:
@@ -179,12 +218,13 @@ def _peak(buffers: list[tuple[int, int, int, int]]) -> int:
     return peak
 
 
-def plan_memory(graph: Graph, pinned: Iterable[int] = ()) -> MemoryPlan:
-    """Plan one arena for ``graph``'s intermediates (see the module docstring)."""
-    pinned = frozenset(pinned)
-    live = liveness(graph, pinned)
-    sizes = {i: graph[i].nbytes for i in live.intervals}
-    # In-place chains: union of each output with the operand buffer it takes over.
+Buffer = tuple[int, int, int, int]
+"""(first step, last step, aligned bytes, head id): one block of the arena."""
+
+
+def _buffers(graph: Graph, live: Liveness, intervals: dict[int, tuple[int, int]]):
+    """In-place chains merged into buffers: each output joins the operand buffer it takes
+    over. Returns the buffers (over ``intervals``), the in-place map and each value's head."""
     group: dict[int, int] = {i: i for i in live.intervals}
     inplace: dict[int, int] = {}
     for node_id in live.schedule:
@@ -198,34 +238,166 @@ def plan_memory(graph: Graph, pinned: Iterable[int] = ()) -> MemoryPlan:
         members.setdefault(group[i], []).append(i)
     buffers = [
         (
-            min(live.intervals[m][0] for m in ms),
-            max(live.intervals[m][1] for m in ms),
-            _align(sizes[head]),
+            min(intervals[m][0] for m in ms),
+            max(intervals[m][1] for m in ms),
+            _align(graph[head].nbytes),
             head,
         )
         for head, ms in members.items()
     ]
-    buffers.sort(key=lambda b: (-b[2], b[0], b[3]))
+    return buffers, inplace, group
+
+
+def _place(buffers: list[Buffer]) -> dict[int, int]:
+    """Best-fit offsets, largest buffers first (ties: earliest first step, then id)."""
     placed: list[tuple[int, int, int, int]] = []  # (start, end, offset, aligned size)
     offset_of: dict[int, int] = {}
-    for start, end, size, head in buffers:
+    for start, end, size, head in sorted(buffers, key=lambda b: (-b[2], b[0], b[3])):
         offset_of[head] = _best_fit(placed, start, end, size)
         if size:
             placed.append((start, end, offset_of[head], size))
-    offsets = {i: offset_of[group[i]] for i in live.intervals}
-    arena = max((offsets[i] + sizes[i] for i in offsets), default=0)
+    return offset_of
+
+
+def _plan(graph, live, pinned, updates, inplace, group, offset_of, arena, peak) -> MemoryPlan:
+    sizes = {i: graph[i].nbytes for i in live.intervals}
     return MemoryPlan(
         schedule=live.schedule,
         intervals=live.intervals,
-        offsets=offsets,
+        offsets={i: offset_of[group[i]] for i in live.intervals},
         sizes=sizes,
         aliases=live.aliases,
         inplace=inplace,
         pinned=pinned,
         arena_bytes=arena,
         naive_bytes=sum(_align(s) for s in sizes.values()),
-        peak_live_bytes=_peak([(s, e, sizes[h], h) for s, e, _, h in buffers]),
+        peak_live_bytes=peak,
+        updates_inplace=updates,
     )
+
+
+def _arena_end(buffers: list[Buffer], offset_of: dict[int, int]) -> int:
+    return max((offset_of[h] + size for _, _, size, h in buffers), default=0)
+
+
+def plan_memory(graph: Graph, pinned: Iterable[int] = ()) -> MemoryPlan:
+    """Plan one arena for ``graph``'s intermediates (see the module docstring)."""
+    pinned = frozenset(pinned)
+    updates = inplace_updates(graph)
+    live = liveness(graph, pinned, updates)
+    buffers, inplace, group = _buffers(graph, live, live.intervals)
+    offset_of = _place(buffers)
+    return _plan(
+        graph,
+        live,
+        pinned,
+        updates,
+        inplace,
+        group,
+        offset_of,
+        _arena_end(buffers, offset_of),
+        _peak(buffers),
+    )
+
+
+def training_intervals(
+    forward: Graph, backward: Graph, keep: Iterable[int] = ()
+) -> tuple[Liveness, Liveness, dict[int, tuple[int, int]], dict[int, tuple[int, int]]]:
+    """Liveness of a training step on ONE time line: the forward graph's steps, then the
+    backward graph's (shifted past them). A value the backward graph reads (its leaves'
+    ``saved_from``) lives until that read, not to the end; forward outputs and ``keep`` live to
+    the very end. Returns both graphs' own liveness and their intervals on the joint line."""
+    saved = {n.id: n.attrs["saved_from"] for n in backward.leaves() if "saved_from" in n.attrs}
+    f_live = liveness(forward, set(saved.values()) | set(keep), inplace_updates(forward))
+    b_live = liveness(backward, (), inplace_updates(backward))
+    shift = len(f_live.schedule) + 1
+    end = shift + len(b_live.schedule)
+
+    def base(backward_id: int) -> int | None:
+        leaf = saved.get(b_live.aliases.get(backward_id, backward_id))
+        return None if leaf is None else f_live.aliases.get(leaf, leaf)
+
+    last_read: dict[int, int] = {}
+    for t, node_id in enumerate(b_live.schedule):
+        for i in backward[node_id].inputs:
+            if (b := base(i)) is not None:
+                last_read[b] = shift + t
+    for i in backward.roots():
+        if (b := base(i)) is not None:
+            last_read[b] = end
+    f_intervals = {
+        i: (s, last_read.get(i, end) if i in f_live.to_end else e)
+        for i, (s, e) in f_live.intervals.items()
+    }
+    b_intervals = {i: (s + shift, e + shift) for i, (s, e) in b_live.intervals.items()}
+    return f_live, b_live, f_intervals, b_intervals
+
+
+def plan_training_memory(
+    forward: Graph, backward: Graph, keep: Iterable[int] = ()
+) -> tuple[MemoryPlan, MemoryPlan]:
+    """One arena shared by a training step's two graphs (``training_intervals``): the
+    backward graph's values reuse the bytes of saved activations once it has read them. Both
+    plans carry the shared arena's size and joint peak; executables must share the arena."""
+    f_live, b_live, f_intervals, b_intervals = training_intervals(forward, backward, keep)
+    f_buffers, f_inplace, f_group = _buffers(forward, f_live, f_intervals)
+    b_buffers, b_inplace, b_group = _buffers(backward, b_live, b_intervals)
+    # Buffer heads are node ids of two graphs: tag them apart while placing.
+    tagged = [(s, e, z, ("f", h)) for s, e, z, h in f_buffers]
+    tagged += [(s, e, z, ("b", h)) for s, e, z, h in b_buffers]
+    offset_of = _place(tagged)
+    arena = max((offset_of[h] + z for _, _, z, h in tagged), default=0)
+    peak = _peak(tagged)
+    pinned = frozenset(f_live.to_end)
+    f_offsets = {h: offset_of[("f", h)] for *_, h in f_buffers}
+    b_offsets = {h: offset_of[("b", h)] for *_, h in b_buffers}
+    return (
+        _plan(
+            forward,
+            f_live,
+            pinned,
+            inplace_updates(forward),
+            f_inplace,
+            f_group,
+            f_offsets,
+            arena,
+            peak,
+        ),
+        _plan(
+            backward,
+            b_live,
+            frozenset(),
+            inplace_updates(backward),
+            b_inplace,
+            b_group,
+            b_offsets,
+            arena,
+            peak,
+        ),
+    )
+
+
+def verify_training_plan(
+    forward: Graph,
+    backward: Graph,
+    plans: tuple[MemoryPlan, MemoryPlan],
+    keep: Iterable[int] = (),
+) -> None:
+    """``verify_plan`` for each graph, then across them: no forward value shares bytes with
+    a backward value while both are live on the joint time line."""
+    for graph, plan in zip((forward, backward), plans):
+        verify_plan(graph, plan)
+    _, _, f_intervals, b_intervals = training_intervals(forward, backward, keep)
+    f_plan, b_plan = plans
+    for a, (a_start, a_end) in f_intervals.items():
+        a_lo, a_hi = f_plan.offsets[a], f_plan.offsets[a] + forward[a].nbytes
+        for b, (b_start, b_end) in b_intervals.items():
+            b_lo, b_hi = b_plan.offsets[b], b_plan.offsets[b] + backward[b].nbytes
+            if a_start <= b_end and b_start <= a_end and a_lo < b_hi and b_lo < a_hi:
+                raise MemoryPlanError(
+                    f"forward %{a} (bytes {a_lo}..{a_hi}, live to step {a_end}) and backward "
+                    f"%{b} (bytes {b_lo}..{b_hi}, from step {b_start}) share bytes"
+                )
 
 
 def _best_fit(placed, start: int, end: int, size: int) -> int:
@@ -247,7 +419,10 @@ def verify_plan(graph: Graph, plan: MemoryPlan) -> None:
     no other value live at the same time uses (an in-place pair may share: the output of an
     elementwise op and an operand buffer that dies at it). Liveness is recomputed from the
     graph, not taken from the plan."""
-    live = liveness(graph, plan.pinned)
+    wrong = {v: s for v, s in plan.updates_inplace.items() if inplace_updates(graph).get(v) != s}
+    if wrong:
+        raise MemoryPlanError(f"updates computed in place where that is not safe: {wrong}")
+    live = liveness(graph, plan.pinned, plan.updates_inplace)
     missing = set(live.intervals) - set(plan.offsets)
     if missing:
         raise MemoryPlanError(f"plan has no offset for %{sorted(missing)}")
@@ -273,12 +448,20 @@ def verify_plan(graph: Graph, plan: MemoryPlan) -> None:
                 )
 
 
-def arena_views(plan: MemoryPlan, graph: Graph) -> dict[int, np.ndarray]:
-    """Allocate one zeroed, ``plan.alignment``-aligned uint8 arena; return a C-contiguous view
-    of it, shaped and typed like the node, for every planned node id."""
+def new_arena(plan: MemoryPlan) -> np.ndarray:
+    """A zeroed, ``plan.alignment``-aligned uint8 arena of ``plan.arena_bytes``."""
     raw = np.zeros(plan.arena_bytes + plan.alignment, dtype=np.uint8)
     shift = -raw.ctypes.data % plan.alignment
-    arena = raw[shift : shift + plan.arena_bytes]
+    return raw[shift : shift + plan.arena_bytes]
+
+
+def arena_views(
+    plan: MemoryPlan, graph: Graph, arena: np.ndarray | None = None
+) -> dict[int, np.ndarray]:
+    """A C-contiguous view of ``arena`` (a new one if None), shaped and typed like the node,
+    for every planned node id."""
+    if arena is None:
+        arena = new_arena(plan)
     views = {}
     for i, off in plan.offsets.items():
         node = graph[i]

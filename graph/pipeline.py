@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from .ir import Graph, format_type
-from .memory import plan_memory
+from .memory import plan_memory, plan_training_memory
 from .passes import PASSES
 from .passes.report import GraphSummary, PassRecord, PassReport, graph_stats
 
@@ -23,8 +23,19 @@ DEFAULT_PASSES: tuple[str, ...] = (
     "constant_folding",
     "simplify",
     "cse",
-    "dce",  # what simplification and merging left unread
+    # 1x1-conv folding, after CSE (parallel convs must read one id) and before fusion (which
+    # would hide a BatchNorm or scale in a fused group, and a conv behind its epilogue). BN and
+    # scales fold first, so a BN between two 1x1 convs no longer separates them; chains merge
+    # before parallel convs, whose slices would otherwise stand between the convs of a chain.
+    "fold_conv_bn",
+    "merge_1x1_chain",
+    "merge_parallel",
+    "dce",  # what simplification, merging and folding left unread
     "fuse_elementwise",
+    # After elementwise fusion: that pass builds the maximal elementwise group reading a
+    # conv/GEMM result (bias, activation, residual add, in any arrangement), so this one only
+    # folds the producer into that group, one node; run first, it would need its own grouping.
+    "fuse_epilogue",
 )
 PLAN = "plan_memory"
 """The name of the memory-planning step (``disable=("plan_memory",)`` skips it)."""
@@ -110,13 +121,30 @@ def optimize_training(
     plan: bool = True,
     dump_dir: str | Path | None = None,
 ) -> tuple[Graph, Graph, PassReport]:
-    """Optimize a training step's two graphs. The forward graph keeps (and its plan pins)
-    the saved values and its outputs; the backward graph is optimized on its own. The
-    report's totals add both graphs (their arenas exist together)."""
+    """Optimize a training step's two graphs. The forward graph keeps the saved values and
+    its outputs; the backward graph is optimized on its own. Then ONE arena is planned for
+    both (``memory.plan_training_memory``): the backward graph reuses the bytes of each saved
+    activation after its last read. The report shows that arena once, on the forward graph's
+    summary (``report.plans`` holds both graphs' plans, which must share the arena)."""
     keep = saved_ids(backward) | frozenset(forward.outputs)
-    fwd, fwd_report = optimize(forward, passes, keep, disable, plan, dump_dir, "forward")
-    bwd, bwd_report = optimize(backward, passes, frozenset(), disable, plan, dump_dir, "backward")
-    return fwd, bwd, PassReport.merge(fwd_report, bwd_report)
+    fwd, fwd_report = optimize(forward, passes, keep, disable, False, dump_dir, "forward")
+    bwd, bwd_report = optimize(backward, passes, frozenset(), disable, False, dump_dir, "backward")
+    report = PassReport.merge(fwd_report, bwd_report)
+    if plan and PLAN not in disable:
+        t0 = time.perf_counter()
+        f_plan, b_plan = plan_training_memory(fwd, bwd, keep)
+        ms = (time.perf_counter() - t0) * 1e3
+        for label, p in (("forward", f_plan), ("backward", b_plan)):
+            report.plans[label] = p
+            report.graphs[label].naive_bytes = p.naive_bytes
+            report.graphs[label].peak_live_bytes = p.peak_live_bytes
+        report.graphs["forward"].planned_bytes = f_plan.arena_bytes  # shared: counted once
+        f_stats, b_stats = report.graphs["forward"].after, report.graphs["backward"].after
+        stats = {k: f_stats[k] + b_stats[k] for k in f_stats}
+        report.passes.append(
+            PassRecord.measure(PLAN, "both", ms, stats, stats, planned_bytes=f_plan.arena_bytes)
+        )
+    return fwd, bwd, report
 
 
 def _dump(dump_dir: str | Path | None, label: str, step: int, name: str, graph: Graph) -> None:
@@ -141,7 +169,7 @@ def to_dot(graph: Graph) -> str:
     lines = [f"digraph {_quote(graph.name or 'graph')} {{", '  node [fontname="monospace"];']
     for n in graph.nodes:
         head = n.role if n.is_leaf else n.op
-        if n.op == "fused_elementwise":
+        if "body" in n.attrs:  # fused_elementwise and the epilogue ops list their steps
             head += "\n" + " -> ".join(op for op, _, _ in n.attrs["body"])
         label = f"%{n.id} {head}\n{format_type(n.shape, n.dtype)}"
         if n.name:

@@ -81,15 +81,19 @@ class DeviceExecutable:
         bindings: Mapping[int, object] | None = None,
         backend: str = "cuda",
         plan: MemoryPlan | None = None,
+        arena=None,
     ) -> None:
         self._cuda = load_cuda()
         self.graph = graph
         self.backend = backend
         self.plan = plan
+        if plan is not None and arena is None:
+            arena = self._cuda.to_device(np.zeros(max(plan.arena_bytes, 1), dtype=np.uint8))
+        self.arena = arena
         self.buffers: dict[int, object] = {}
         self.host_bindings: dict[int, np.ndarray] = {}
         bindings = dict(bindings or {})
-        planned = self._arena_views(plan) if plan is not None else {}
+        planned = self._arena_views(plan, arena) if plan is not None else {}
         for node in graph.nodes:
             self.buffers[node.id] = planned.get(node.id)
             if self.buffers[node.id] is None:
@@ -115,11 +119,10 @@ class DeviceExecutable:
 
     # --- building ---------------------------------------------------------------------------
 
-    def _arena_views(self, plan: MemoryPlan) -> dict[int, object]:
-        """One zeroed device arena for every planned value (device allocations are aligned
-        far beyond ``plan.alignment``); each value is a typed, shaped view of its bytes.
-        Scalars keep buffers of their own: DeviceNDArray cannot reshape a view to 0-d."""
-        arena = self._cuda.to_device(np.zeros(max(plan.arena_bytes, 1), dtype=np.uint8))
+    def _arena_views(self, plan: MemoryPlan, arena) -> dict[int, object]:
+        """Every planned value as a typed, shaped view of its bytes in the device ``arena``
+        (device allocations are aligned far beyond ``plan.alignment``). Scalars keep buffers
+        of their own: DeviceNDArray cannot reshape a view to 0-d."""
         views = {}
         for i, offset in plan.offsets.items():
             node = self.graph[i]

@@ -21,23 +21,12 @@ from numbagrad.graph.memory import (
     arena_views,
     liveness,
     plan_memory,
+    training_intervals,
     verify_plan,
+    verify_training_plan,
 )
 from numbagrad.graph.pipeline import optimize_training, saved_ids
 from numbagrad.models import lenet5
-
-
-class ArenaExecutable(Executable):
-    """The proposed Executable change, as a test double: planned buffers are arena views."""
-
-    def __init__(self, graph, lower, plan, bindings=None):
-        self._views = arena_views(plan, graph)
-        super().__init__(graph, lower, bindings)
-
-    def _buffer_for(self, node, bindings):
-        if node.id in self._views and node.id not in bindings:
-            return self._views[node.id]
-        return super()._buffer_for(node, bindings)
 
 
 def _chain():
@@ -104,9 +93,14 @@ def _overlapping_pair(graph, plan):
 def test_lenet_plans_verify_and_broken_plans_are_caught():
     fwd, bwd = _lenet_training()
     f2, b2, report = optimize_training(fwd, bwd)
-    for graph, plan in ((f2, report.plans["forward"]), (b2, report.plans["backward"])):
+    plans = (report.plans["forward"], report.plans["backward"])
+    keep = saved_ids(b2) | frozenset(f2.outputs)
+    verify_training_plan(f2, b2, plans, keep)
+    assert plans[0].arena_bytes == plans[1].arena_bytes  # one arena for both graphs
+    separate = plan_memory(f2, keep).arena_bytes + plan_memory(b2).arena_bytes
+    assert plans[0].arena_bytes < separate  # backward values reuse dead activations' bytes
+    for graph, plan in zip((f2, b2), plans):
         verify_plan(graph, plan)
-        assert plan.arena_bytes <= plan.naive_bytes
         a, b = _overlapping_pair(graph, plan)
         broken = dataclasses.replace(plan, offsets={**plan.offsets, b: plan.offsets[a]})
         with pytest.raises(MemoryPlanError, match="live together"):
@@ -115,12 +109,24 @@ def test_lenet_plans_verify_and_broken_plans_are_caught():
             verify_plan(graph, dataclasses.replace(plan, offsets={}))
         with pytest.raises(MemoryPlanError, match="misaligned or outside"):
             verify_plan(graph, dataclasses.replace(plan, offsets={**plan.offsets, a: 8}))
-    # the forward plan pins every saved value: none shares bytes with a later value
-    plan = report.plans["forward"]
-    assert saved_ids(b2) <= {n.id for n in f2}
-    for s in saved_ids(b2):
-        if s in plan.intervals:
-            assert plan.intervals[s][1] == len(plan.schedule)
+
+
+def test_saved_values_live_until_the_backward_graph_reads_them():
+    fwd, bwd = _lenet_training()
+    f2, b2, report = optimize_training(fwd, bwd)
+    keep = saved_ids(b2) | frozenset(f2.outputs)
+    _, _, f_intervals, b_intervals = training_intervals(f2, b2, keep)
+    end = max(e for _, e in b_intervals.values())
+    backward_start = min(s for s, _ in b_intervals.values())
+    read_early = [i for i in saved_ids(b2) if i in f_intervals and f_intervals[i][1] < end]
+    assert read_early and all(f_intervals[i][1] >= backward_start for i in read_early)
+    # A backward value placed over a saved activation while that one is still live is caught.
+    f_plan, b_plan = report.plans["forward"], report.plans["backward"]
+    saved = max(read_early, key=lambda i: f_intervals[i][1])
+    late = next(b for b, (s, e) in b_intervals.items() if s <= f_intervals[saved][1])
+    broken = dataclasses.replace(b_plan, offsets={**b_plan.offsets, late: f_plan.offsets[saved]})
+    with pytest.raises(MemoryPlanError, match="share bytes"):
+        verify_training_plan(f2, b2, (f_plan, broken), keep)
 
 
 def test_arena_views_are_aligned_typed_views_of_one_buffer():
@@ -144,7 +150,7 @@ def test_an_executable_on_the_arena_computes_the_same():
     feeds = {n.id: rng.standard_normal(n.shape).astype(n.dtype) * 0.3 for n in g.leaves("input")}
     feeds |= {n.id: rng.standard_normal(n.shape).astype(n.dtype) * 0.3 for n in g.leaves("param")}
     expected = interp.evaluate(g, feeds)
-    exe = ArenaExecutable(g, interp.lower, plan_memory(g), bindings=feeds)
+    exe = Executable(g, interp.lower, bindings=feeds, plan=plan_memory(g))
     exe.run()
     exe.run()  # buffers reused across runs
     np.testing.assert_allclose(exe.output_arrays()[0], expected[0], rtol=1e-6)

@@ -15,7 +15,7 @@ from numbagrad.backends.executable import Executable
 from numbagrad.engine.autodiff import SEED_NAME, build_backward
 from numbagrad.graph.memory import arena_views, verify_plan
 from numbagrad.graph.passes import FUSED, PASSES
-from numbagrad.graph.pipeline import optimize, optimize_training, saved_ids
+from numbagrad.graph.pipeline import DEFAULT_PASSES, optimize, optimize_training, saved_ids
 from numbagrad.models import lenet5
 
 
@@ -102,7 +102,8 @@ def test_lenet_inference_graph_is_unchanged_and_fused():
     model = lenet5()
     g = ng.trace(model, ng.Spec((2, 1, 32, 32)))
     g2, report = optimize(g)
-    assert any(n.op == FUSED for n in g2.ops())  # the linear layer's bias add + relu
+    # the linear layer's bias add + relu: fused, then folded into its GEMM as the epilogue
+    assert any(n.op == "matmul_epilogue" and len(n.attrs["body"]) == 2 for n in g2.ops())
     params = dict(model.named_parameters())
     feeds = {n.id: params[n.name].data for n in g.leaves("param")}
     feeds[g.inputs[0]] = np.random.default_rng(0).standard_normal((2, 1, 32, 32), np.float32)
@@ -155,7 +156,11 @@ def test_lenet_batch32_memory_and_kernels():
     )
     print(summary)
     assert report.planned_bytes <= report.naive_bytes, summary
-    assert ratio < 0.6, summary
+    # Fusion removes intermediates before planning (naive_bytes counts what is left), and
+    # the arena is the same with or without the epilogue pass: hold it against the traced
+    # graphs' intermediates, what would be allocated without the pipeline.
+    unoptimized = sum(g.before["intermediate_bytes"] for g in report.graphs.values())
+    assert report.planned_bytes / unoptimized < 0.5, summary
     assert report.kernels_after < report.kernels_before, summary
 
 
@@ -166,15 +171,9 @@ def test_report_table_json_and_dumps(tmp_path):
     for key in ("kernels_before", "kernels_after", "naive_bytes", "planned_bytes", "passes"):
         assert key in data
     names = [p["name"] for p in data["passes"] if p["graph"] == "forward"]
-    assert names == [
-        "dce",
-        "constant_folding",
-        "simplify",
-        "cse",
-        "dce",
-        "fuse_elementwise",
-        "plan_memory",
-    ]
+    assert names == list(DEFAULT_PASSES)
+    assert [p["graph"] for p in data["passes"] if p["name"] == "plan_memory"] == ["both"]
+    fused_dot = f"backward.{DEFAULT_PASSES.index('fuse_elementwise') + 1:02d}.fuse_elementwise.dot"
     first = data["passes"][0]
     assert {
         "ms",
@@ -191,8 +190,8 @@ def test_report_table_json_and_dumps(tmp_path):
     table = str(report)
     assert "fuse_elementwise" in table and "planned" in table and "total:" in table
     dumps = sorted(p.name for p in (tmp_path / "dump").iterdir())
-    assert "forward.00.input.txt" in dumps and "backward.06.fuse_elementwise.dot" in dumps
-    dot = (tmp_path / "dump" / "backward.06.fuse_elementwise.dot").read_text()
+    assert "forward.00.input.txt" in dumps and fused_dot in dumps
+    dot = (tmp_path / "dump" / fused_dot).read_text()
     assert dot.startswith('digraph "lenet5.backward"') and "fused_elementwise" in dot
 
 
