@@ -17,6 +17,7 @@ from . import errors
 from .compiler import compile, compile_grad, compile_training
 from .engine import Spec, Tensor, backward, functional, nn, optim, trace
 from .engine.nn.init import manual_seed
+from .engine.nn.summary import summary
 from .graph import Graph, Node
 
 __version__ = "0.1.0"
@@ -35,5 +36,6 @@ __all__ = [
     "manual_seed",
     "nn",
     "optim",
+    "summary",
     "trace",
 ]

@@ -1,5 +1,6 @@
 """The command line: ``numbagrad train lenet5 [--epochs N] [--backend cpu|interp] ...`` and
-``numbagrad profile lenet5 [--training] [--dump DIR] [--json FILE] [--disable PASS ...]``.
+``numbagrad profile lenet5 [--training] [--dump DIR] [--json FILE] [--disable PASS ...]`` and
+``numbagrad summary lenet5_classic [--all]``.
 
 Every error a user can cause (bad arguments, missing or malformed data, an unfinished backend)
 ends with one line ``numbagrad: error: ...`` on stderr and a non-zero exit status.
@@ -22,16 +23,47 @@ from .compiler import compile as compile_model
 from .compiler import compile_training
 from .engine import Spec, nn, optim
 from .engine.nn.init import manual_seed
+from .engine.nn.summary import summary
 from .errors import NumbagradError
 from .graph.passes import PASSES
 from .graph.pipeline import PLAN
 
 PROG = "numbagrad"
 
-# Model name -> zoo constructor taking no arguments (10 classes, 1 channel, 32x32 inputs).
-MODELS: dict[str, Callable[[], nn.Module]] = {
+# Model name -> zoo constructor; built by build_model for 10 classes, 1 channel, 32x32 inputs
+# (MODEL_ARGS: the arguments that say so where the constructor's defaults differ).
+MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet5": models.lenet5,
+    "lenet5_classic": models.lenet5_classic,
+    "alexnet": models.alexnet,
+    "vgg11": models.vgg11,
+    "vgg16": models.vgg16,
+    "googlenet": models.googlenet,
+    "resnet18": models.resnet18,
+    "resnet34": models.resnet34,
+    "resnet50": models.resnet50,
+    "lstm_classifier": models.lstm_classifier,
+    "transformer_encoder": models.transformer_encoder,
 }
+_SMALL = {"num_classes": 10, "in_channels": 1}
+MODEL_ARGS: dict[str, dict] = {
+    "alexnet": {**_SMALL, "input_size": 32},
+    "vgg11": {**_SMALL, "input_size": 32},
+    "vgg16": {**_SMALL, "input_size": 32},
+    "googlenet": _SMALL,
+    "resnet18": _SMALL,
+    "resnet34": _SMALL,
+    "resnet50": _SMALL,
+    "lstm_classifier": {"input_size": 32},  # one step per image row
+    "transformer_encoder": {"input_size": 32, "seq_len": 32},  # one token per row
+}
+
+
+def build_model(name: str) -> nn.Module:
+    """The zoo model ``name`` for 1x32x32 inputs and 10 classes."""
+    if name not in MODELS:
+        raise UsageError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
+    return MODELS[name](**MODEL_ARGS.get(name, {}))
 
 
 class UsageError(NumbagradError):
@@ -93,7 +125,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--bundled", action="store_true", help=argparse.SUPPRESS)
     train.set_defaults(run=train_command)
     _add_profile_parser(sub)
+    _add_summary_parser(sub)
     return parser
+
+
+def _add_summary_parser(sub) -> None:
+    summary = sub.add_parser(
+        "summary",
+        help="print a zoo model's layer table (output shapes, connections, parameters)",
+        description="Trace a zoo model (10 classes) on one input and print one row per layer: "
+        "kind, kernels, kernel size, stride, output shape, connections (multiply-accumulates "
+        "per sample, bias included) and trainable parameters. Nothing is compiled.",
+    )
+    summary.add_argument("model", help=f"model name: {', '.join(MODELS)}")
+    summary.add_argument(
+        "--all", action="store_true", help="also list activations, dropout and flatten"
+    )
+    summary.set_defaults(run=summary_command)
+
+
+def summary_command(args: argparse.Namespace) -> int:
+    model = build_model(args.model)
+    print(summary(model, Spec((1, 1, 32, 32)), all_layers=args.all))
+    return 0
 
 
 def _add_profile_parser(sub) -> None:
@@ -153,7 +207,7 @@ def train_command(args: argparse.Namespace) -> int:
     eval_b = min(args.eval_batch_size, len(x_test))
 
     manual_seed(args.seed)
-    model = MODELS[args.model]()
+    model = build_model(args.model)
     print(
         f"model: {args.model}, {model.num_parameters():,} parameters; "
         f"{len(x_train)} train / {len(x_test)} test images",
@@ -220,7 +274,7 @@ def profile_command(args: argparse.Namespace) -> int:
         if name not in known:
             raise UsageError(f"unknown pass {name!r} for --disable; passes: {', '.join(known)}")
     manual_seed(args.seed)
-    model = MODELS[args.model]()
+    model = build_model(args.model)
     b = args.batch_size
     what = "training step" if args.training else "inference"
     off = f"; disabled: {', '.join(args.disable)}" if args.disable else ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
@@ -37,8 +38,13 @@ def _mode(model: Module, training: bool):
 
 
 def _param_bindings(model: Module, graph: Graph) -> dict[int, np.ndarray]:
+    """Params by name, and the state leaves that stand for module buffers (BatchNorm's
+    running statistics: updated in place by the forward graph's ``updates``)."""
     params = dict(model.named_parameters())
-    return {leaf.id: params[leaf.name].data for leaf in graph.leaves("param")}
+    bound = {leaf.id: params[leaf.name].data for leaf in graph.leaves("param")}
+    buffers = dict(model.named_buffers())
+    bound.update((n.id, buffers[n.name].data) for n in graph.leaves("state") if n.name in buffers)
+    return bound
 
 
 def _saved_bindings(backward: Graph, forward: Executable) -> dict[int, np.ndarray]:
@@ -76,6 +82,7 @@ class CompiledModel:
         backend: str,
         passes: Passes = None,
         disable: Sequence[str] = (),
+        dump_dir=None,
     ) -> None:
         names = ["input"] if len(specs) == 1 else [f"input{i}" for i in range(len(specs))]
         with _mode(model, training=False):
@@ -84,6 +91,7 @@ class CompiledModel:
             self.traced_graph,
             DEFAULT_PASSES if passes is None else passes,
             disable=disable,
+            dump_dir=dump_dir,
             label="forward",
         )
         self.input_names = names
@@ -113,7 +121,8 @@ class _LossStep:
 
     what = "compiled step"
 
-    def __init__(self, model, loss, inputs: Spec, targets: Spec, backend, passes, disable):
+    def __init__(self, model, loss, inputs: Spec, targets: Spec, backend, passes, disable, dump):
+        self._step_counters: list = []  # integer buffers to count steps in (host side)
         with _mode(model, training=True):
             traced = trace(
                 model,
@@ -122,6 +131,7 @@ class _LossStep:
                 fn=lambda x, y: loss(model(x), y),
                 input_names=["input", "target"],
                 name=f"{type(model).__name__}.loss",
+                step_counters=self._step_counters,
             )
         loss_node = traced[traced.outputs[0]]
         if loss_node.shape != ():
@@ -139,7 +149,11 @@ class _LossStep:
         traced_backward = self.finish_backward(builder, values, grads)
         self.traced_graphs = (traced, traced_backward)
         self.forward_graph, self.backward_graph, self.report = optimize_training(
-            traced, traced_backward, DEFAULT_PASSES if passes is None else passes, disable=disable
+            traced,
+            traced_backward,
+            DEFAULT_PASSES if passes is None else passes,
+            disable=disable,
+            dump_dir=dump,
         )
         self.model = model
         self.backend = get_backend(backend)
@@ -150,8 +164,8 @@ class _LossStep:
         )
         bindings = _param_bindings(model, self.backward_graph)
         bindings.update(_saved_bindings(self.backward_graph, self.forward))
-        self.backward = self.backend.compile(
-            self.backward_graph, bindings, self.report.plans.get("backward")
+        self.backward = self.backend.compile(  # one arena for both graphs (pipeline)
+            self.backward_graph, bindings, self.report.plans.get("backward"), self.forward.arena
         )
         for seed in self.backward_graph.leaves("input"):
             if seed.name == SEED_NAME:  # absent when the loss does not depend on a parameter
@@ -163,6 +177,8 @@ class _LossStep:
     def run_forward(self, x, y) -> float:
         _feed(self.forward, ["input", "target"], [x, y], self.what)
         self.forward.run()
+        for counter in self._step_counters:
+            counter.data += 1
         return float(self.forward.output_arrays()[0])
 
     def profile(self, x: np.ndarray, y: np.ndarray, n_steps: int = 20) -> KernelProfile:
@@ -178,8 +194,10 @@ class GradFunction(_LossStep):
 
     what = "compiled grad"
 
-    def __init__(self, model, loss, inputs, targets, backend, passes=None, disable=()) -> None:
-        super().__init__(model, loss, inputs, targets, backend, passes, disable)
+    def __init__(
+        self, model, loss, inputs, targets, backend, passes=None, disable=(), dump_dir=None
+    ) -> None:
+        super().__init__(model, loss, inputs, targets, backend, passes, disable, dump_dir)
         self._unused = {
             name: np.zeros_like(p.data)
             for name, p in model.named_parameters()
@@ -205,12 +223,28 @@ class TrainingStep(_LossStep):
     what = "training step"
 
     def __init__(
-        self, model, loss, optimizer: Optimizer, inputs, targets, backend, passes=None, disable=()
+        self,
+        model,
+        loss,
+        optimizer: Optimizer,
+        inputs,
+        targets,
+        backend,
+        passes=None,
+        disable=(),
+        dump_dir=None,
     ) -> None:
         self.optimizer = optimizer
-        super().__init__(model, loss, inputs, targets, backend, passes, disable)
+        super().__init__(model, loss, inputs, targets, backend, passes, disable, dump_dir)
         self._lr_id = self.backward_graph.by_name(LR_NAME, role="input").id
         self.lr = optimizer.lr
+        # Step-dependent scalars (Adam's bias corrections, ...) are host-fed inputs too.
+        wanted = optimizer.scalar_inputs(1)
+        self._scalar_ids = {
+            n.name: n.id for n in self.backward_graph.leaves("input") if n.name in wanted
+        }
+        self.step_count = 0  # optimizer steps taken (torch's state["step"])
+        self._feed_step_scalars(1)  # so profile() runs valid (step-1) steps too
 
     def finish_backward(self, builder, values, grads) -> Graph:
         params = {name: values.param(name) for name in grads}
@@ -234,13 +268,21 @@ class TrainingStep(_LossStep):
         """Write the trained parameters into the model (``state_dict()`` reads them there).
         Needed on backend="cuda", where they live on the device; a no-op on the CPU."""
         self.backward.sync_bindings_to_host()
+        self.forward.sync_bindings_to_host()  # buffers the forward graph updates
 
     def __call__(self, x: np.ndarray, y: np.ndarray, lr: float | None = None) -> float:
         if lr is not None:
             self.lr = lr
         loss = self.run_forward(x, y)
+        self.step_count += 1
+        self._feed_step_scalars(self.step_count)
         self.backward.run()
         return loss
+
+    def _feed_step_scalars(self, step: int) -> None:
+        for name, value in self.optimizer.scalar_inputs(step).items():
+            if name in self._scalar_ids:
+                self.backward.set_input(self._scalar_ids[name], value)
 
 
 def compile(  # noqa: A001
@@ -249,11 +291,13 @@ def compile(  # noqa: A001
     backend: str = "cpu",
     passes: Passes = None,
     disable: Sequence[str] = (),
+    dump_dir: str | Path | None = None,
 ) -> CompiledModel:
     """Compile ``model`` for inference on inputs of the given specs. ``passes`` (names, in
     order) replaces the default pass pipeline; ``disable`` drops passes from it by name
-    (``"plan_memory"`` included)."""
-    return CompiledModel(model, inputs, backend, passes, disable)
+    (``"plan_memory"`` included); ``dump_dir`` receives the graph after every pass (text and
+    Graphviz dot)."""
+    return CompiledModel(model, inputs, backend, passes, disable, dump_dir)
 
 
 def compile_grad(
@@ -264,10 +308,11 @@ def compile_grad(
     backend: str = "cpu",
     passes: Passes = None,
     disable: Sequence[str] = (),
+    dump_dir: str | Path | None = None,
 ) -> GradFunction:
     """Compile ``loss(model(x), y)`` and its gradient with respect to every trainable
-    parameter. ``passes``/``disable`` as in ``compile``."""
-    return GradFunction(model, loss, inputs, targets, backend, passes, disable)
+    parameter. ``passes``/``disable``/``dump_dir`` as in ``compile``."""
+    return GradFunction(model, loss, inputs, targets, backend, passes, disable, dump_dir)
 
 
 def compile_training(
@@ -279,7 +324,8 @@ def compile_training(
     backend: str = "cpu",
     passes: Passes = None,
     disable: Sequence[str] = (),
+    dump_dir: str | Path | None = None,
 ) -> TrainingStep:
-    """Compile one optimizer step of ``loss(model(x), y)``. ``passes``/``disable`` as in
-    ``compile``."""
-    return TrainingStep(model, loss, optimizer, inputs, targets, backend, passes, disable)
+    """Compile one optimizer step of ``loss(model(x), y)``. ``passes``/``disable``/
+    ``dump_dir`` as in ``compile``."""
+    return TrainingStep(model, loss, optimizer, inputs, targets, backend, passes, disable, dump_dir)

@@ -32,8 +32,9 @@ def compile(  # noqa: A001
     graph: Graph,
     bindings: Mapping[int, np.ndarray] | None = None,
     plan: MemoryPlan | None = None,
+    arena: np.ndarray | None = None,
 ) -> Executable:
-    return Executable(graph, lower, bindings, backend=NAME, plan=plan)
+    return Executable(graph, lower, bindings, backend=NAME, plan=plan, arena=arena)
 
 
 def evaluate(graph: Graph, feeds: Mapping[int, np.ndarray]) -> list[np.ndarray]:

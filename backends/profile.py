@@ -39,11 +39,12 @@ class KernelProfile:
 
     def __str__(self) -> str:
         total = self.total_ms or 1.0
-        head = f"{'ms/run':>9} {'%':>6}  {'op':<22}{'impl':<10}{'graph':<24}layer"
+        w = max([22, *(len(k.op) + 2 for k in self.kernels)])  # fused ops have long names
+        head = f"{'ms/run':>9} {'%':>6}  {'op':<{w}}{'impl':<10}{'graph':<24}layer"
         lines = [f"per kernel (mean of {self.runs} runs, {self.total_ms:.3f} ms total)", head]
         for k in self.kernels:
             lines.append(
-                f"{k.ms:>9.4f} {100 * k.ms / total:>5.1f}%  {k.op:<22}{k.impl:<10}"
+                f"{k.ms:>9.4f} {100 * k.ms / total:>5.1f}%  {k.op:<{w}}{k.impl:<10}"
                 f"{k.graph[:23]:<24}{k.layer}"
             )
         lines += ["", "per layer", f"{'ms/run':>9} {'%':>6}  {'kernels':>7}  layer"]

@@ -68,6 +68,33 @@ def torch_lenet5():
     return model
 
 
+def compile_train_step(model, b: int, **kw):
+    """The compiled training step of ``model`` at batch ``b``: cross-entropy, SGD(LR, MOMENTUM,
+    WEIGHT_DECAY); ``kw`` goes to ng.compile_training (backend, passes, ...)."""
+    return ng.compile_training(
+        model,
+        loss=nn.CrossEntropyLoss(),
+        optimizer=optim.SGD(LR, MOMENTUM, weight_decay=WEIGHT_DECAY),
+        inputs=ng.Spec((b, *SHAPE)),
+        targets=ng.Spec((b,), "int64"),
+        **kw,
+    )
+
+
+def torch_train_step(model, x, y):
+    """A PyTorch eager training step on the tensors x, y with the same loss and optimizer."""
+    opt = torch.optim.SGD(model.parameters(), LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+
+    def step():
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return step
+
+
 def measure(fn, repeat: int, warmup: int) -> dict:
     """Time the first call, run ``warmup`` more, then ``repeat`` timed calls (milliseconds)."""
     t0 = time.perf_counter()
@@ -96,14 +123,7 @@ def bench_numbagrad(backend: str, kind: str, b: int, repeat: int, warmup: int) -
     model = fresh_model()
     t0 = time.perf_counter()
     if kind == "train":
-        step = ng.compile_training(
-            model,
-            loss=nn.CrossEntropyLoss(),
-            optimizer=optim.SGD(LR, MOMENTUM, weight_decay=WEIGHT_DECAY),
-            inputs=ng.Spec((b, *SHAPE)),
-            targets=ng.Spec((b,), "int64"),
-            backend=backend,
-        )
+        step = compile_train_step(model, b, backend=backend)
         fn = lambda: step(x, y)  # noqa: E731
     else:
         predict = ng.compile(model, ng.Spec((b, *SHAPE)), backend=backend)
@@ -116,14 +136,7 @@ def bench_torch(kind: str, b: int, repeat: int, warmup: int) -> dict:
     x, y = (torch.from_numpy(a) for a in batch(b))
     model = torch_lenet5()
     if kind == "train":
-        opt = torch.optim.SGD(model.parameters(), LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-
-        def fn():
-            opt.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss.item()
+        fn = torch_train_step(model, x, y)
     else:
         model.eval()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import subprocess
@@ -60,6 +61,9 @@ def test_evaluate_counts_every_row_of_a_partial_last_batch():
         (["train", "lenet5", "--data", "/no/such/dir"], "/no/such/dir does not exist"),
         (["train", "lenet5", "--bundled", "--limit", "10"], "make no full batch of 64"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["profile", "lenet5", "--disable", "fuse_all"], "unknown pass 'fuse_all' for --disable"),
+        (["profile", "lenet9"], "unknown model 'lenet9'"),
+        (["profile", "lenet5", "--steps", "0"], "--steps: must be >= 1"),
         ([], "required: COMMAND"),
     ],
 )
@@ -87,10 +91,44 @@ def test_every_registered_model_is_a_zoo_constructor():
 
 
 def test_python_dash_m_help_works():
-    for argv in (["--help"], ["train", "--help"]):
+    for argv in (["--help"], ["train", "--help"], ["profile", "--help"]):
         result = subprocess.run(
             [sys.executable, "-m", "numbagrad", *argv], capture_output=True, text=True, timeout=120
         )
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("usage: numbagrad")
     assert "--batch-size" in result.stdout and "lenet5" in result.stdout
+
+
+def test_profile_training_prints_the_pass_table_dumps_and_saves_json(tmp_path, capsys):
+    dump, report = tmp_path / "dump", tmp_path / "report.json"
+    argv = ["profile", "lenet5", "--training", "--batch-size", "2", "--steps", "2"]
+    assert cli.main([*argv, "--dump", str(dump), "--json", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("model: lenet5, training step at batch 2 on backend cpu\n")
+    table = [line.split() for line in out.splitlines()]
+    assert ["fuse_epilogue", "forward"] in [row[:2] for row in table]
+    assert ["fuse_epilogue", "backward"] in [row[:2] for row in table]
+    assert re.search(r"^total: kernels (\d+) -> (\d+);", out, re.M)
+    assert "per kernel (mean of 2 runs" in out and "conv2d_epilogue" in out
+    data = json.loads(report.read_text())
+    assert {"kernels_before", "kernels_after", "naive_bytes", "planned_bytes", "passes"} <= set(
+        data
+    )
+    assert data["kernels_after"] < data["kernels_before"]
+    assert {p["graph"] for p in data["passes"]} == {"forward", "backward", "both"}  # one arena
+    names = {f.name for f in dump.iterdir()}
+    for graph in ("forward", "backward"):
+        assert f"{graph}.00.input.txt" in names
+        assert any(n.startswith(graph) and n.endswith(".fuse_epilogue.dot") for n in names)
+
+
+def test_profile_with_passes_disabled_on_interp(capsys):
+    argv = ["profile", "lenet5", "--batch-size", "1", "--steps", "1", "--backend", "interp"]
+    assert cli.main([*argv, "--disable", "fuse_epilogue", "plan_memory"]) == 0
+    out = capsys.readouterr().out
+    assert "disabled: fuse_epilogue, plan_memory" in out.splitlines()[0]
+    passes = [line.split()[0] for line in out.splitlines() if " -> " in line]
+    assert "fuse_elementwise" in passes and "fuse_epilogue" not in passes
+    assert "plan_memory" not in passes
+    assert "reference" in out  # the interp backend's kernels, in the runtime profile

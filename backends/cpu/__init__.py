@@ -10,6 +10,7 @@ import numpy as np
 from ...graph import Graph
 from ...graph.memory import MemoryPlan
 from ..executable import Executable
+from . import lower_epilogue, lower_join, lower_spatial  # noqa: F401  (register lowerings)
 from .lowering import lower
 
 NAME = "cpu"
@@ -19,5 +20,6 @@ def compile(  # noqa: A001
     graph: Graph,
     bindings: Mapping[int, np.ndarray] | None = None,
     plan: MemoryPlan | None = None,
+    arena: np.ndarray | None = None,
 ) -> Executable:
-    return Executable(graph, lower, bindings, backend=NAME, plan=plan)
+    return Executable(graph, lower, bindings, backend=NAME, plan=plan, arena=arena)

@@ -18,6 +18,7 @@ from ..executable import Launch
 from ..interp import reference_launch
 from .codegen import elementwise_launch, reduction_launch, transpose_launch
 from .kernels import conv, linalg, pool, reduce
+from .kernels.random import dropout_launch
 
 LOWERINGS: dict[str, Callable[[Node, Graph], Launch]] = {}
 
@@ -112,6 +113,11 @@ def _matmul(node, graph):
 def _sum_mean(node, graph):
     x = graph[node.inputs[0]]
     return reduction_launch("a0", 1, x.shape, node.attrs["axes"], node.op == "mean")
+
+
+@lowers("dropout")
+def _dropout(node, graph):
+    return dropout_launch(node)
 
 
 @lowers("mse_loss")

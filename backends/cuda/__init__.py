@@ -17,6 +17,7 @@ load_cuda()
 
 from ...graph import Graph  # noqa: E402
 from ...graph.memory import MemoryPlan  # noqa: E402
+from . import epilogue, join, spatial  # noqa: E402,F401  (register lowerings)
 from .executable import DeviceExecutable  # noqa: E402
 from .lowering import LOWERINGS, lower  # noqa: E402
 
@@ -24,12 +25,15 @@ NAME = "cuda"
 
 
 def compile(  # noqa: A001
-    graph: Graph, bindings: Mapping[int, object] | None = None, plan: MemoryPlan | None = None
+    graph: Graph,
+    bindings: Mapping[int, object] | None = None,
+    plan: MemoryPlan | None = None,
+    arena=None,
 ) -> DeviceExecutable:
     """Lower ``graph``; ``bindings`` map leaf ids to host arrays (uploaded once, shared) or
     device arrays (used in place). With a memory ``plan`` the intermediates are views into one
-    device arena."""
-    return DeviceExecutable(graph, lower, bindings, backend=NAME, plan=plan)
+    device arena (``arena``: another executable's, when two graphs were planned together)."""
+    return DeviceExecutable(graph, lower, bindings, backend=NAME, plan=plan, arena=arena)
 
 
 __all__ = ["LOWERINGS", "NAME", "DeviceExecutable", "compile", "lower", "simulated"]

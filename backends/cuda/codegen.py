@@ -17,9 +17,8 @@ import numpy as np
 
 from ..executable import Launch
 from .cache import load_kernel
-from .runtime import blocks_for, flat, launcher, load_cuda, pow2_threads, sm_count
+from .runtime import blocks_for, flat, grid_launcher, launcher, load_cuda, pow2_threads, sm_count
 
-THREADS = 256
 _HEADER = (
     "import math\n\nfrom numba import cuda, float64\n\n"
     "from numbagrad.backends.cuda.runtime import jit\n\n\n"
@@ -73,10 +72,6 @@ def elementwise_source(expr: str, masks: Sequence[Sequence[bool]]) -> str:
     return _HEADER + "\n".join(lines) + "\n"
 
 
-def _grid(n: int) -> tuple[int, int]:
-    return blocks_for(n, THREADS, cap=32 * sm_count()), THREADS
-
-
 def elementwise_launch(
     expr: str, in_shapes: Sequence[tuple[int, ...]], out_shape: tuple[int, ...]
 ) -> Launch:
@@ -90,7 +85,7 @@ def elementwise_launch(
     views = [tuple(n if m else 1 for n, m in zip(shape, mask)) for mask in masks]
     kernel = load_kernel(elementwise_source(expr, masks))
     size = math.prod(out_shape)
-    configured = launcher(kernel, *_grid(size))
+    configured = grid_launcher(kernel, size)
 
     def prepare(inputs, out):
         args = [a.reshape(v) for a, v in zip(inputs, views)] + [out.reshape(shape)]
@@ -258,7 +253,7 @@ def transpose_launch(perm: Sequence[int], in_shape: tuple[int, ...]) -> Launch:
     out_merged = tuple(in_merged[p] for p in new_perm)
     kernel = load_kernel(transpose_source(new_perm))
     size = math.prod(in_shape)
-    configured = launcher(kernel, *_grid(size))
+    configured = grid_launcher(kernel, size)
 
     def prepare(inputs, out):
         src, dst = inputs[0].reshape(in_merged), out.reshape(out_merged)

@@ -21,10 +21,10 @@ from ..executable import Launch
 from . import conv, pool, reduce
 from .codegen import elementwise_launch, prepared, reduction_launch, transpose_launch
 from .gemm import matmul_gemm
-from .runtime import blocks_for, flat, launcher, load_cuda, pow2_threads, sm_count
+from .random import dropout_launch
+from .runtime import blocks_for, flat, grid_launcher, launcher, load_cuda, pow2_threads, sm_count
 
 LOWERINGS: dict[str, Callable[[Node, Graph], Launch]] = {}
-THREADS = 256
 ROW_PER_BLOCK = 32  # rows longer than this get a block each, shorter ones a thread
 
 
@@ -69,6 +69,13 @@ def _flat_launch(run: Callable) -> Launch:
     return prepared(prepare)
 
 
+def per_output_launch(kernel, node: Node, args: tuple) -> Launch:
+    """``kernel(*inputs, out, *args)`` over flat views, a grid-stride loop over the node's
+    output elements."""
+    configured = grid_launcher(kernel, math.prod(node.shape))
+    return _flat_launch(lambda ins, out: configured(*ins, out, *args))
+
+
 # --- GEMM and convolution ------------------------------------------------------------------
 
 
@@ -110,43 +117,40 @@ def _conv2d_grad_weight(node, graph):
 # --- pooling -------------------------------------------------------------------------------
 
 
-def _pool_launch(kernel, node, x_shape, out_shape, gy_shape, extra) -> Launch:
+def pool_args(node: Node, x_shape, y_shape, extra) -> tuple:
+    """The pooling kernels' trailing arguments: planes, the input's H, W, the pooled OH, OW,
+    the window's kernel, stride and padding, then ``extra``."""
     n, c, h, w = x_shape
-    oh, ow = gy_shape[2:]
     a = node.attrs
-    args = (n * c, h, w, oh, ow, *a["kernel"], *a["stride"], *a["padding"], *extra)
-    configured = launcher(
-        kernel, blocks_for(math.prod(out_shape), THREADS, 32 * sm_count()), THREADS
-    )
-    return _flat_launch(lambda ins, out: configured(*ins, out, *args))
+    return (n * c, h, w, *y_shape[2:], *a["kernel"], *a["stride"], *a["padding"], *extra)
 
 
 @lowers("max_pool2d")
 def _max_pool2d(node, graph):
     x = graph[node.inputs[0]].shape
-    dil = node.attrs["dilation"]
-    return _pool_launch(pool.max_pool_forward, node, x, node.shape, node.shape, dil)
+    args = pool_args(node, x, node.shape, node.attrs["dilation"])
+    return per_output_launch(pool.max_pool_forward, node, args)
 
 
 @lowers("max_pool2d_grad")
 def _max_pool2d_grad(node, graph):
     g = graph[node.inputs[0]].shape
-    dil = node.attrs["dilation"]
-    return _pool_launch(pool.max_pool_backward, node, node.shape, node.shape, g, dil)
+    args = pool_args(node, node.shape, g, node.attrs["dilation"])
+    return per_output_launch(pool.max_pool_backward, node, args)
 
 
 @lowers("avg_pool2d")
 def _avg_pool2d(node, graph):
     x = graph[node.inputs[0]].shape
-    extra = (node.attrs["count_include_pad"],)
-    return _pool_launch(pool.avg_pool_forward, node, x, node.shape, node.shape, extra)
+    args = pool_args(node, x, node.shape, (node.attrs["count_include_pad"],))
+    return per_output_launch(pool.avg_pool_forward, node, args)
 
 
 @lowers("avg_pool2d_grad")
 def _avg_pool2d_grad(node, graph):
     g = graph[node.inputs[0]].shape
-    extra = (node.attrs["count_include_pad"],)
-    return _pool_launch(pool.avg_pool_backward, node, node.shape, node.shape, g, extra)
+    args = pool_args(node, node.shape, g, (node.attrs["count_include_pad"],))
+    return per_output_launch(pool.avg_pool_backward, node, args)
 
 
 # --- reductions ----------------------------------------------------------------------------
@@ -156,6 +160,11 @@ def _avg_pool2d_grad(node, graph):
 def _sum_mean(node, graph):
     x = graph[node.inputs[0]]
     return reduction_launch("a0", 1, x.shape, node.attrs["axes"], node.op == "mean")
+
+
+@lowers("dropout")
+def _dropout(node, graph):
+    return dropout_launch(node)
 
 
 @lowers("mse_loss")

@@ -16,6 +16,15 @@ cuda = load_cuda()  # a module global: the simulator swaps it for its fake insid
 
 
 @jit(device=True)
+def plane_position(t, rows, cols):
+    """Flat index t of a (planes, rows, cols) array as (plane, row, col)."""
+    plane = t // (rows * cols)
+    p = t - plane * (rows * cols)
+    row = p // cols
+    return plane, row, p - row * cols
+
+
+@jit(device=True)
 def _window_argmax(x, base, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw):
     """Flat index (within the plane at ``base``) of the first maximum of window (oh, ow)."""
     best_i = -1
@@ -40,10 +49,7 @@ def max_pool_forward(x, out, nc, h, w, oh_, ow_, kh, kw, sh, sw, ph, pw, dh, dw)
     step = cuda.gridsize(1)
     total = nc * oh_ * ow_
     while t < total:
-        plane = t // (oh_ * ow_)
-        p = t - plane * (oh_ * ow_)
-        oh = p // ow_
-        ow = p - oh * ow_
+        plane, oh, ow = plane_position(t, oh_, ow_)
         best = _window_argmax(x, plane * h * w, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw)
         out[t] = x[plane * h * w + best]
         t += step
@@ -68,10 +74,7 @@ def max_pool_backward(g, x, dx, nc, h, w, oh_, ow_, kh, kw, sh, sw, ph, pw, dh, 
     step = cuda.gridsize(1)
     total = nc * h * w
     while t < total:
-        plane = t // (h * w)
-        p = t - plane * (h * w)
-        ih = p // w
-        iw = p - ih * w
+        plane, ih, iw = plane_position(t, h, w)
         acc = 0.0
         for i in range(kh):
             oh = _first_window(ih, ph, kh, sh, dh, oh_, i)
@@ -82,7 +85,7 @@ def max_pool_backward(g, x, dx, nc, h, w, oh_, ow_, kh, kw, sh, sw, ph, pw, dh, 
                         best = _window_argmax(
                             x, plane * h * w, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw
                         )
-                        if best == p:
+                        if best == ih * w + iw:
                             acc += g[(plane * oh_ + oh) * ow_ + ow]
         dx[t] = acc
         t += step
@@ -104,10 +107,7 @@ def avg_pool_forward(x, out, nc, h, w, oh_, ow_, kh, kw, sh, sw, ph, pw, include
     step = cuda.gridsize(1)
     total = nc * oh_ * ow_
     while t < total:
-        plane = t // (oh_ * ow_)
-        p = t - plane * (oh_ * ow_)
-        oh = p // ow_
-        ow = p - oh * ow_
+        plane, oh, ow = plane_position(t, oh_, ow_)
         acc = 0.0
         for i in range(kh):
             ih = oh * sh - ph + i
@@ -127,10 +127,7 @@ def avg_pool_backward(g, dx, nc, h, w, oh_, ow_, kh, kw, sh, sw, ph, pw, include
     step = cuda.gridsize(1)
     total = nc * h * w
     while t < total:
-        plane = t // (h * w)
-        p = t - plane * (h * w)
-        ih = p // w
-        iw = p - ih * w
+        plane, ih, iw = plane_position(t, h, w)
         acc = 0.0
         for i in range(kh):
             oh = _first_window(ih, ph, kh, sh, 1, oh_, i)

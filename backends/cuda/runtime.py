@@ -22,6 +22,7 @@ _SIM_HINT = (
     "kernels on the CUDA simulator"
 )
 DEFAULT_SM_COUNT = 108  # when the device cannot say (the simulator): an A100's count
+THREADS = 256  # the block size of grid-stride kernels
 
 
 def load_cuda() -> ModuleType:
@@ -130,3 +131,9 @@ class launcher:
 
     def __call__(self, *args) -> None:
         self.kernel[self.grid, self.block](*args)
+
+
+def grid_launcher(kernel, n: int) -> launcher:
+    """``kernel`` configured for a grid-stride loop over ``n`` items: blocks of ``THREADS``,
+    enough to cover them once, at most 32 per multiprocessor."""
+    return launcher(kernel, blocks_for(n, THREADS, 32 * sm_count()), THREADS)

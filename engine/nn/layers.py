@@ -7,17 +7,61 @@ import numpy as np
 from ...errors import ShapeError
 from ...graph.ops.common import pair
 from .. import functional as F
-from ..trace import current_tracer
+from ..trace import layer_path
 from .init import default_init_
+from .lenet_layers import connection_table, expand_connected, pack_connected
 from .module import Module, Parameter
+from .pooling import max_pool2d_ceil
 
 
-def _layer_path() -> str:
-    return current_tracer().builder.current_scope or "<model>"
+class _ConvNd(Module):
+    """What Conv2d and ConvTranspose2d share: the channel, group and kernel attributes, a
+    weight (``weight_channels``, kh, kw) and a bias (out,) with PyTorch's default init, the
+    input check and the repr."""
+
+    def __init__(
+        self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+        dtype, transposed: bool,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ShapeError(
+                f"{type(self).__name__}: in_channels={in_channels} and "
+                f"out_channels={out_channels} must both be divisible by groups={groups}"
+            )
+        kh, kw = pair(kernel_size, "kernel_size", 1)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
+        self.dilation, self.groups = dilation, groups
+        if transposed:  # torch's layout: (in, out/groups, kh, kw)
+            channels = (in_channels, out_channels // groups)
+        else:
+            channels = (out_channels, in_channels // groups)
+        self.weight = Parameter(np.zeros((*channels, kh, kw), dtype))
+        self.bias = Parameter(np.zeros(out_channels, dtype)) if bias else None
+        default_init_(self.weight, self.bias)  # PyTorch's: fans from the weight's dims 1, 2.., 0
+
+    def _check_input(self, x) -> None:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ShapeError(
+                f"{type(self).__name__} layer '{layer_path()}' expects input "
+                f"(N, {self.in_channels}, H, W), got shape {x.shape}"
+            )
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}"
+        )
 
 
-class Conv2d(Module):
-    """2-d convolution; weight (out, in/groups, kh, kw) and bias (out,), as PyTorch."""
+class Conv2d(_ConvNd):
+    """2-d convolution; weight (out, in/groups, kh, kw) and bias (out,), as PyTorch.
+
+    ``connections``: a boolean (out_channels, in_channels) connection table (LeNet-5's
+    S2->C3): output map o sees input map i only where ``connections[o, i]``. Only connected
+    kernels are parameters: ``weight`` is then packed, (n_connections, kh, kw) in the
+    table's row-major order (see ``lenet_layers.pack_connected``)."""
 
     def __init__(
         self,
@@ -30,36 +74,25 @@ class Conv2d(Module):
         groups: int = 1,
         bias: bool = True,
         dtype: str = "float32",
+        connections=None,
     ) -> None:
-        super().__init__()
-        if in_channels % groups or out_channels % groups:
-            raise ShapeError(
-                f"Conv2d: in_channels={in_channels} and out_channels={out_channels} "
-                f"must both be divisible by groups={groups}"
-            )
-        kh, kw = pair(kernel_size, "kernel_size", 1)
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
-        self.dilation, self.groups = dilation, groups
-        self.weight = Parameter(np.zeros((out_channels, in_channels // groups, kh, kw), dtype))
-        self.bias = Parameter(np.zeros(out_channels, dtype)) if bias else None
-        default_init_(self.weight, self.bias)
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+            dtype, transposed=False,
+        )  # fmt: skip
+        self.connections = None
+        if connections is not None:  # keep only the connected kernels (init as if full)
+            if groups != 1:
+                raise ShapeError("Conv2d: a connection table needs groups=1")
+            self.connections = connection_table(connections, out_channels, in_channels)
+            self.weight = Parameter(pack_connected(self.weight.data, self.connections))
 
     def forward(self, x):
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ShapeError(
-                f"Conv2d layer '{_layer_path()}' expects input (N, {self.in_channels}, H, W), "
-                f"got shape {x.shape}"
-            )
-        return F.conv2d(
-            x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding}"
-        )
+        self._check_input(x)
+        weight = self.weight
+        if self.connections is not None:
+            weight = expand_connected(weight, self.connections)
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
 class Linear(Module):
@@ -75,7 +108,7 @@ class Linear(Module):
     def forward(self, x):
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ShapeError(
-                f"Linear layer '{_layer_path()}' expects input (N, {self.in_features}), "
+                f"Linear layer '{layer_path()}' expects input (N, {self.in_features}), "
                 f"got shape {x.shape}"
             )
         return F.linear(x, self.weight, self.bias)
@@ -85,13 +118,26 @@ class Linear(Module):
 
 
 class MaxPool2d(Module):
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1) -> None:
+    """Max pooling; ``ceil_mode=True`` rounds the output size up, as PyTorch (GoogLeNet).
+    ``return_indices=True`` returns ``(output, indices)``, the int64 flat (H*W) index of each
+    window's maximum, for MaxUnpool2d."""
+
+    def __init__(
+        self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False
+    ) -> None:
         super().__init__()
         self.kernel_size, self.stride = kernel_size, stride
-        self.padding, self.dilation = padding, dilation
+        self.padding, self.dilation, self.ceil_mode = padding, dilation, ceil_mode
+        self.return_indices = return_indices
+        if return_indices and ceil_mode:
+            raise ShapeError("MaxPool2d: return_indices with ceil_mode=True is not supported")
 
     def forward(self, x):
-        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation)
+        pool = max_pool2d_ceil if self.ceil_mode else F.max_pool2d
+        args = (self.kernel_size, self.stride, self.padding, self.dilation)
+        if self.return_indices:
+            return pool(x, *args), F.max_pool2d_indices(x, *args)
+        return pool(x, *args)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride or self.kernel_size}"

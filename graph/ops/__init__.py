@@ -3,32 +3,84 @@
 Importing this package registers every built-in op.
 """
 
+from .activation import elu, leaky_relu, prelu, scaled_tanh, silu, softplus
 from .conv import conv2d
 from .elementwise import (
     abs,
     add,
     div,
+    equal,
     exp,
     log,
+    maximum,
+    minimum,
     mul,
     neg,
+    pow,
     relu,
     relu_grad,
+    select,
     sigmoid,
     sign,
     sqrt,
     sub,
     tanh,
+    xlogy,
 )
+from .join import concat, slice_, split
 from .linalg import matmul
-from .loss import cross_entropy, mse_loss
+from .loss import (
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    kl_div,
+    l1_loss,
+    margin_ranking_loss,
+    mse_loss,
+    nll_loss,
+    one_hot,
+)
+from .lrn import local_response_norm
+from .norm import batch_norm
 from .pool import avg_pool2d, max_pool2d
+from .random import dropout
 from .reduce import broadcast_to, mean, sum
 from .registry import OpDef, TensorType, all_ops, get_op, register, scalar_expression
 from .shape import flatten, reshape, transpose
 from .softmax import log_softmax, softmax, softmax_grad
+from .spatial import (
+    conv_transpose2d,
+    max_pool2d_indices,
+    max_unpool2d,
+    upsample2d,
+)
 
 __all__ = [
+    "conv_transpose2d",
+    "local_response_norm",
+    "max_pool2d_indices",
+    "max_unpool2d",
+    "upsample2d",
+    "elu",
+    "leaky_relu",
+    "prelu",
+    "scaled_tanh",
+    "silu",
+    "softplus",
+    "equal",
+    "maximum",
+    "minimum",
+    "pow",
+    "select",
+    "xlogy",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "kl_div",
+    "l1_loss",
+    "margin_ranking_loss",
+    "nll_loss",
+    "one_hot",
+    "dropout",
     "scalar_expression",
     "OpDef",
     "TensorType",
@@ -36,7 +88,9 @@ __all__ = [
     "add",
     "all_ops",
     "avg_pool2d",
+    "batch_norm",
     "broadcast_to",
+    "concat",
     "conv2d",
     "cross_entropy",
     "div",
@@ -57,8 +111,10 @@ __all__ = [
     "reshape",
     "sigmoid",
     "sign",
+    "slice_",
     "softmax",
     "softmax_grad",
+    "split",
     "sqrt",
     "sub",
     "sum",

@@ -59,13 +59,23 @@ def _max_windows(x, attrs, out_hw):
     return win.reshape(*win.shape[:4], -1)
 
 
+def first_max_taps(x, attrs, out_hw):
+    """Per window, the row-major tap (i * KW + j) of its first maximum, as PyTorch picks it."""
+    return _max_windows(x, attrs, out_hw).argmax(axis=-1)
+
+
+def window_flops(ins, out, attrs) -> int:
+    """One operation per window tap per output."""
+    return int(np.prod(out.shape)) * attrs["kernel"][0] * attrs["kernel"][1]
+
+
 def _max_ref(x, **attrs):
     return _max_windows(x, attrs, _pool_out(x.shape, attrs)[2:]).max(axis=-1)
 
 
 def _max_grad_ref(g, x, **attrs):
     kh, kw = attrs["kernel"]
-    first_max = _max_windows(x, attrs, g.shape[2:]).argmax(axis=-1)  # first wins, as PyTorch
+    first_max = first_max_taps(x, attrs, g.shape[2:])
     contrib = np.zeros((*g.shape[:2], kh * kw, *g.shape[2:]), dtype=g.dtype)
     np.put_along_axis(contrib, first_max[:, :, None], g[:, :, None], axis=2)
     contrib = contrib.reshape(*g.shape[:2], kh, kw, *g.shape[2:])
@@ -112,7 +122,7 @@ register(
         vjp=lambda ctx, g: [g.builder.emit("max_pool2d_grad", [g, ctx.input(0)], **ctx.attrs)],
         attrs=MAX_ATTRS,
         normalize=_normalize,
-        flops=lambda ins, out, a: int(np.prod(out.shape)) * a["kernel"][0] * a["kernel"][1],
+        flops=window_flops,
     )
 )
 register(
@@ -137,7 +147,7 @@ register(
         ],
         attrs=AVG_ATTRS,
         normalize=_normalize,
-        flops=lambda ins, out, a: int(np.prod(out.shape)) * a["kernel"][0] * a["kernel"][1],
+        flops=window_flops,
     )
 )
 register(
@@ -152,24 +162,21 @@ register(
 )
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1) -> Value:
-    """Max over windows; ``stride`` defaults to ``kernel_size`` (as PyTorch)."""
+def emit_window_op(op: str, x, kernel_size, stride, **attrs) -> Value:
+    """Emit the pooling-window op ``op`` on x; ``stride`` defaults to ``kernel_size`` (as
+    PyTorch)."""
     x = as_value(x)
     stride = kernel_size if stride is None else stride
-    return x.builder.emit(
-        "max_pool2d", [x], kernel=kernel_size, stride=stride, padding=padding, dilation=dilation
-    )
+    return x.builder.emit(op, [x], kernel=kernel_size, stride=stride, **attrs)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1) -> Value:
+    """Max over windows; ``stride`` defaults to ``kernel_size`` (as PyTorch)."""
+    return emit_window_op("max_pool2d", x, kernel_size, stride, padding=padding, dilation=dilation)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad: bool = True) -> Value:
     """Mean over windows; ``stride`` defaults to ``kernel_size`` (as PyTorch)."""
-    x = as_value(x)
-    stride = kernel_size if stride is None else stride
-    return x.builder.emit(
-        "avg_pool2d",
-        [x],
-        kernel=kernel_size,
-        stride=stride,
-        padding=padding,
-        count_include_pad=count_include_pad,
+    return emit_window_op(
+        "avg_pool2d", x, kernel_size, stride, padding=padding, count_include_pad=count_include_pad
     )

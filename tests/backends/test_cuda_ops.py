@@ -16,8 +16,10 @@ if not REAL_GPU:
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 pytest.importorskip("numba_cuda")
 
+import importlib.util  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -25,7 +27,6 @@ from numbagrad.backends import get_backend, interp  # noqa: E402
 from numbagrad.errors import BackendError  # noqa: E402
 from numbagrad.graph import Builder  # noqa: E402
 from numbagrad.graph import ops as O  # noqa: E402
-from numbagrad.graph.ops import all_ops  # noqa: E402
 
 try:
     cuda_backend = get_backend("cuda")
@@ -38,183 +39,34 @@ from numbagrad.backends.cuda.runtime import flat, load_cuda  # noqa: E402
 
 pytestmark = [pytest.mark.cuda] + ([pytest.mark.gpu] if REAL_GPU else [])
 cuda = load_cuda()
-X4 = (2, 3, 5, 4)
 
-# (case id, input specs [(shape, kind)], fn building the op from input Values), as in
-# test_backend_ops.py; kinds: "f" float, "pos" positive float, "cls<C>" class indices below C.
-CASES = [
-    ("add_bcast", [((2, 3, 4), "f"), ((3, 1), "f")], lambda a, b: a + b),
-    ("sub_scalar", [((5, 4), "f")], lambda a: 1.5 - a),
-    ("mul", [((2, 3, 4), "f"), ((4,), "f")], lambda a, b: a * b),
-    ("div", [((3, 4), "f"), ((3, 4), "pos")], lambda a, b: a / b),
-    ("neg", [((7,), "f")], lambda a: -a),
-    ("exp", [((3, 5), "f")], O.exp),
-    ("log", [((3, 5), "pos")], O.log),
-    ("sqrt", [((3, 5), "pos")], O.sqrt),
-    ("abs", [((3, 5), "f")], O.abs),
-    ("sign", [((3, 5), "f")], O.sign),
-    ("relu", [(X4, "f")], O.relu),
-    ("relu_grad", [(X4, "f"), (X4, "f")], O.relu_grad),
-    ("tanh", [(X4, "f")], O.tanh),
-    ("sigmoid", [(X4, "f")], O.sigmoid),
-    ("broadcast_to", [((3, 1), "f")], lambda a: O.broadcast_to(a, (2, 3, 4))),
-    ("sum_all", [(X4, "f")], lambda a: O.sum(a)),
-    ("sum_023", [(X4, "f")], lambda a: O.sum(a, (0, 2, 3))),
-    ("sum_keep", [(X4, "f")], lambda a: O.sum(a, 1, keepdims=True)),
-    ("sum_0", [((6, 5), "f")], lambda a: O.sum(a, 0)),
-    ("mean_23", [(X4, "f")], lambda a: O.mean(a, (2, 3))),
-    ("reshape", [(X4, "f")], lambda a: O.reshape(a, (6, 20))),
-    ("transpose", [(X4, "f")], lambda a: O.transpose(a, (0, 2, 3, 1))),
-    ("transpose_2d", [((5, 3), "f")], O.transpose),
-    ("matmul", [((5, 4), "f"), ((4, 3), "f")], O.matmul),
-    ("matmul_tt", [((4, 5), "f"), ((3, 4), "f")], lambda a, b: O.matmul(a, b, True, True)),
-    ("matmul_3d", [((2, 5, 4), "f"), ((2, 3, 4), "f")], lambda a, b: O.matmul(a, b, False, True)),
-    ("conv2d", [((1, 2, 6, 6), "f"), ((3, 2, 3, 3), "f"), ((3,), "f")], O.conv2d),
-    (
-        "conv2d_s2_p1_d2",
-        [((2, 3, 7, 6), "f"), ((4, 3, 2, 3), "f")],
-        lambda x, w: O.conv2d(x, w, stride=2, padding=1, dilation=2),
-    ),
-    (
-        "conv2d_groups",
-        [((2, 4, 6, 5), "f"), ((6, 2, 3, 3), "f")],
-        lambda x, w: O.conv2d(x, w, padding=(1, 0), groups=2),
-    ),
-    ("conv2d_1x1", [((2, 3, 4, 4), "f"), ((5, 3, 1, 1), "f"), ((5,), "f")], O.conv2d),
-    ("max_pool", [(X4, "f")], lambda x: O.max_pool2d(x, 2)),
-    ("max_pool_3s2p1", [(X4, "f")], lambda x: O.max_pool2d(x, 3, 2, 1)),
-    ("avg_pool", [(X4, "f")], lambda x: O.avg_pool2d(x, 2)),
-    (
-        "avg_pool_pad_exclude",
-        [(X4, "f")],
-        lambda x: O.avg_pool2d(x, 3, 2, 1, count_include_pad=False),
-    ),
-    ("softmax", [((4, 6), "f")], O.softmax),
-    ("softmax_long_rows", [((2, 40), "f")], O.softmax),
-    ("softmax_axis1", [(X4, "f")], lambda x: O.softmax(x, 1)),
-    ("log_softmax", [((4, 6), "f")], O.log_softmax),
-    ("log_softmax_axis0", [((4, 6), "f")], lambda x: O.log_softmax(x, 0)),
-    ("softmax_grad", [((4, 6), "f"), ((4, 6), "pos")], O.softmax_grad),
-    ("cross_entropy", [((5, 7), "f"), ((5,), "cls7")], O.cross_entropy),
-    ("cross_entropy_long_rows", [((2, 40), "f"), ((2,), "cls40")], O.cross_entropy),
-    ("mse_loss", [((3, 4), "f"), ((3, 4), "f")], O.mse_loss),
-]
-# Backward ops through their forward op's VJP, in float64.
-GRAD_CASES = {
-    "conv2d_grad": ("conv2d_s2_p1_d2", ("conv2d_grad_input", "conv2d_grad_weight")),
-    "conv2d_groups_grad": ("conv2d_groups", ("conv2d_grad_input", "conv2d_grad_weight")),
-    "conv2d_1x1_grad": ("conv2d_1x1", ("conv2d_grad_input", "conv2d_grad_weight")),
-    "max_pool_grad": ("max_pool_3s2p1", ("max_pool2d_grad",)),
-    "avg_pool_grad": ("avg_pool_pad_exclude", ("avg_pool2d_grad",)),
-    "log_softmax_grad": ("log_softmax", ("log_softmax_grad",)),
-    "softmax_grad_long_rows": ("softmax_long_rows", ("softmax_grad",)),
-    "cross_entropy_grad": ("cross_entropy", ("cross_entropy_grad",)),
-    "matmul_grad": ("matmul_3d", ("matmul",)),
-}
+
+# The op cases and checks shared with test_backend_ops.py (tests/ is not a package).
+_spec = importlib.util.spec_from_file_location("op_cases", Path(__file__).with_name("op_cases.py"))
+oc = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(oc)
+# A smaller NCHW input than on cpu, and a smaller plain conv2d: the simulator runs each thread.
+CASES = oc.op_cases(
+    x4=(2, 3, 5, 4), specs={"conv2d": [((1, 2, 6, 6), "f"), ((3, 2, 3, 3), "f"), ((3,), "f")]}
+)
 _BY_ID = {case[0]: case for case in CASES}
-
-
-def _array(shape, kind, dtype, rng):
-    if kind.startswith("cls"):
-        return rng.integers(0, int(kind[3:]), shape).astype(np.int64)
-    # Distinct values keep max-pool ties (where any argmax is right) out of the comparison.
-    values = rng.permutation(int(np.prod(shape))).reshape(shape) / max(np.prod(shape), 1)
-    values = (values - 0.5) * 4 if kind == "f" else values * 2 + 0.5
-    return values.astype(dtype)
-
-
-def _build(case, dtype):
-    _, specs, fn = case
-    b = Builder()
-    leaves = [
-        b.leaf(
-            "input",
-            shape,
-            "int64" if kind.startswith("cls") else dtype,
-            f"in{i}",
-        )
-        for i, (shape, kind) in enumerate(specs)
-    ]
-    return b.build([fn(*leaves)]), leaves
-
-
-def _feeds(specs, leaves, dtype, seed=0):
-    rng = np.random.default_rng(seed)
-    return {v.id: _array(shape, kind, dtype, rng) for v, (shape, kind) in zip(leaves, specs)}
-
-
-def _run(graph, feeds, bindings=None):
-    exe = cuda_backend.compile(graph, bindings)
-    for node_id, array in feeds.items():
-        exe.set_input(node_id, array)
-    exe.run()
-    return [a.copy() for a in exe.output_arrays()], exe
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_op_matches_reference(case):
-    graph, leaves = _build(case, "float32")
-    feeds = _feeds(case[1], leaves, "float32")
-    (expected,) = interp.evaluate(graph, feeds)
-    (got,), exe = _run(graph, feeds)
-    assert exe.impl_counts().get("reference", 0) == 0, "op fell back to its NumPy reference"
-    assert got.dtype == expected.dtype and got.shape == expected.shape
-    np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5)
+    oc.check_op("cuda", case, "float32")
 
 
-@pytest.mark.parametrize("name", list(GRAD_CASES))
+@pytest.mark.parametrize("name", list(oc.GRAD_CASES))
 def test_backward_ops_match_reference(name):
-    from numbagrad.engine.autodiff import build_backward
-
-    forward_case, grad_ops = GRAD_CASES[name]
-    _, specs, fn = _BY_ID[forward_case]
-    b = Builder()
-    params = [
-        b.leaf("input", s, "int64", f"in{i}")
-        if k.startswith("cls")
-        else b.leaf("param", s, "float64", f"in{i}")
-        for i, (s, k) in enumerate(specs)
-    ]
-    out = fn(*params)
-    r = b.leaf("input", out.shape, out.dtype, "r")  # distinct weights per output element
-    fwd = b.build([O.sum(out * r)])
-    builder, _, grads = build_backward(fwd)
-    bwd = builder.build(list(grads.values()))
-    assert {n.op for n in bwd.ops()} >= set(grad_ops)
-    feeds = _feeds(specs, params, "float64")
-    feeds[r.id] = np.random.default_rng(1).standard_normal(out.shape)
-    fwd_exe = interp.compile(fwd)
-    for k, v in feeds.items():
-        np.copyto(fwd_exe.buffers[k], v)
-    fwd_exe.run()
-    bfeeds = {}
-    for n in bwd.leaves():
-        if "saved_from" in n.attrs:
-            bfeeds[n.id] = fwd_exe.buffers[n.attrs["saved_from"]]
-        elif n.role == "param":
-            bfeeds[n.id] = fwd_exe.buffers[fwd.by_name(n.name, role="param").id]
-        elif n.role == "input":
-            bfeeds[n.id] = np.ones(n.shape)
-    expected = interp.evaluate(bwd, bfeeds)
-    got, exe = _run(bwd, bfeeds)
-    assert exe.impl_counts().get("reference", 0) == 0
-    for g, e in zip(got, expected):
-        np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-10)
+    forward_case, grad_ops = oc.GRAD_CASES[name]
+    oc.check_backward("cuda", _BY_ID[forward_case], grad_ops)
 
 
 def test_every_registered_op_has_a_cuda_lowering():
-    """The registry x backend table: elementwise ops (fused groups included) go through the
-    code generator; reshape aliases its input; everything else needs an entry."""
-    missing = {
-        name
-        for name, op in all_ops().items()
-        if name not in lowering.LOWERINGS and op.category != "elementwise" and name != "reshape"
-    }
-    assert missing == set(), "ops that would run their NumPy reference on the host"
-    covered = {n.op for case in CASES for n in _build(case, "float32")[0].ops()}
-    covered |= {op for _, ops in GRAD_CASES.values() for op in ops}
-    covered.add("fused_elementwise")  # test_fused_elementwise_group
-    assert set(all_ops()) - covered == set(), "ops without a cuda test case here"
+    """The registry x backend table: every op has a cuda test case here and a lowering."""
+    assert oc.unlowered_ops(lowering.LOWERINGS) == set(), "ops that would run on the host"
+    assert oc.uncovered_ops(CASES) == set(), "ops without a cuda test case here"
 
 
 def test_fused_elementwise_group():
@@ -226,9 +78,9 @@ def test_fused_elementwise_group():
     )
     graph = fuse_elementwise(b.build([O.tanh(O.relu(x * w + c) - 0.5)]))
     assert [n.op for n in graph.ops()] == ["fused_elementwise"]
-    feeds = _feeds([((3, 4), "f"), ((4,), "f"), ((3, 1), "f")], [x, w, c], "float32")
+    feeds = oc.feeds([((3, 4), "f"), ((4,), "f"), ((3, 1), "f")], [x, w, c], "float32")
     (expected,) = interp.evaluate(graph, feeds)
-    (got,), exe = _run(graph, feeds)
+    (got,), exe = oc.run("cuda", graph, feeds)
     assert exe.impl_counts() == {"cuda": 1}
     np.testing.assert_allclose(got, expected, rtol=2e-6, atol=2e-6)
 
@@ -317,7 +169,7 @@ def test_bindings_are_uploaded_once_shared_and_synced_on_demand():
 
 
 def test_bad_targets_are_refused_on_the_host_and_nan_on_the_device():
-    graph, leaves = _build(_BY_ID["cross_entropy"], "float32")
+    graph, leaves = oc.build(_BY_ID["cross_entropy"], "float32")
     logits, targets = leaves
     exe = cuda_backend.compile(graph)
     with pytest.raises(ValueError, match="not a class index"):
@@ -333,9 +185,9 @@ def test_bad_targets_are_refused_on_the_host_and_nan_on_the_device():
 def test_an_op_without_lowering_runs_its_reference_on_the_host(monkeypatch):
     monkeypatch.delitem(lowering.LOWERINGS, "transpose")
     case = _BY_ID["transpose"]
-    graph, leaves = _build(case, "float32")
-    feeds = _feeds(case[1], leaves, "float32")
-    (got,), exe = _run(graph, feeds)
+    graph, leaves = oc.build(case, "float32")
+    feeds = oc.feeds(case[1], leaves, "float32")
+    (got,), exe = oc.run("cuda", graph, feeds)
     assert exe.impl_counts() == {"reference": 1}
     np.testing.assert_array_equal(got, interp.evaluate(graph, feeds)[0])
 

@@ -22,6 +22,7 @@ from numbagrad.engine import backward
 from numbagrad.graph import Builder, Graph
 from numbagrad.graph import ops as O
 from numbagrad.graph.ops import all_ops, get_op
+from numbagrad.graph.passes import EPILOGUE_OPS
 
 EPS = 1e-6
 RTOL = 1e-5
@@ -38,6 +39,9 @@ BACKWARD_ONLY = {
     "cross_entropy_grad": "cross_entropy",
     "max_pool2d_grad": "max_pool2d",
     "avg_pool2d_grad": "avg_pool2d",
+    "max_unpool2d_grad": "max_unpool2d",
+    "upsample2d_grad": "upsample2d",
+    "local_response_norm_grad": "local_response_norm",
 }
 
 
@@ -68,6 +72,8 @@ def make_array(shape: Sequence[int], kind: str, rng: np.random.Generator) -> np.
         return rng.uniform(-1.0, 1.0, shape)
     if kind == "pos":
         return rng.uniform(0.5, 2.0, shape)
+    if kind == "prob":
+        return rng.uniform(0.05, 0.95, shape)
     if kind == "away":
         return rng.uniform(0.2, 1.2, shape) * rng.choice([-1.0, 1.0], shape)
     if kind == "distinct":
@@ -382,6 +388,167 @@ POOL_CASES = [
     ),
 ]
 
+# The epilogue ops (graph/passes/epilogue.py) that have a VJP: a producer and its body.
+EPILOGUE_CASES = [
+    _c(
+        "conv2d_epilogue_mul_tanh",
+        "conv2d_epilogue",
+        [((1, 2, 5, 5), "f"), ((2, 2, 3, 3), "f"), ((2,), "f"), ((1, 2, 5, 5), "f")],
+        lambda x, w, b, r: x.builder.emit(
+            "conv2d_epilogue",
+            [x, w, b, r],
+            padding=1,
+            n_main=3,
+            body=(("mul", (0, 1), ()), ("tanh", (-1,), ())),
+        ),
+    ),
+    _c(
+        "matmul_epilogue_view_sigmoid",
+        "matmul_epilogue",
+        [((3, 4), "f"), ((5, 4), "f"), ((3, 5, 1), "f")],
+        lambda a, b, m: a.builder.emit(
+            "matmul_epilogue",
+            [a, b, m],
+            trans_b=True,
+            n_main=2,
+            view=(3, 5, 1),
+            body=(("mul", (0, 1), ()), ("sigmoid", (-1,), ())),
+        ),
+    ),
+]
+
+
+def _step(x, value=3.0):
+    return x.builder.const(value, "float64")
+
+
+# Activations, comparisons, losses and dropout (issue 4); torch comparisons of all of them are
+# in tests/engine/test_activations_losses.py.
+ACTIVATION_LOSS_CASES = [
+    _c("maximum_bcast", "maximum", [((3, 1, 4), "f"), ((2, 1), "f")], O.maximum),
+    _c("maximum_scalar", "maximum", [((2, 3), "f")], lambda a: O.maximum(a, 0.1)),
+    _c("minimum_bcast", "minimum", [((4,), "f"), ((3, 4), "f")], O.minimum),
+    _c(
+        "select_bcast",
+        "select",
+        [((3, 1), "away"), ((3, 4), "f"), ((4,), "f")],
+        O.select,
+    ),
+    _c("equal_float", "equal", [((2, 3), "f"), ((3,), "f")], O.equal),
+    _c("pow_3", "pow", [(X4, "f")], lambda x: O.pow(x, 3)),
+    _c("pow_2", "pow", [((2, 3), "f")], lambda x: O.pow(x, 2.0)),
+    _c("pow_frac", "pow", [((2, 3), "pos")], lambda x: O.pow(x, -1.5)),
+    _c("pow_0", "pow", [((2, 3), "f")], lambda x: O.pow(x, 0)),
+    _c("xlogy", "xlogy", [((2, 3), "f"), ((2, 3), "pos")], O.xlogy),
+    _c("xlogy_bcast", "xlogy", [((3,), "pos"), ((2, 3), "pos")], O.xlogy),
+    _c("leaky_relu", "leaky_relu", [(X4, "away")], lambda x: O.leaky_relu(x, 0.2)),
+    _c("prelu_channels", "prelu", [(X4, "away"), ((3, 1, 1), "f")], O.prelu),
+    _c("prelu_single", "prelu", [((2, 5), "away"), ((1,), "f")], O.prelu),
+    _c("elu", "elu", [(X4, "away")], lambda x: O.elu(x, 1.3)),
+    _c("silu", "silu", [(X4, "f")], O.silu),
+    _c("softplus", "softplus", [(X4, "f")], O.softplus),
+    _c(
+        "softplus_threshold",
+        "softplus",
+        [(X4, "f")],
+        lambda x: O.softplus(x, beta=2.0, threshold=1.0),
+    ),
+    _c("scaled_tanh", "scaled_tanh", [(X4, "f")], O.scaled_tanh),
+    _c("scaled_tanh_attrs", "scaled_tanh", [((2, 3), "f")], lambda x: O.scaled_tanh(x, 2.0, 0.5)),
+    _c(
+        "bce",
+        "binary_cross_entropy",
+        [((3, 4), "prob"), ((3, 4), "prob")],
+        lambda p, y: O.binary_cross_entropy(p, y, reduction="none"),
+    ),
+    _c(
+        "bce_with_logits",
+        "binary_cross_entropy_with_logits",
+        [((3, 4), "f"), ((3, 4), "prob")],
+        lambda x, y: O.binary_cross_entropy_with_logits(x, y, reduction="none"),
+    ),
+    _c("dropout", "dropout", [(X4, "f")], lambda x: O.dropout(x, _step(x), p=0.4, seed=5)),
+    _c("dropout_p0", "dropout", [((3, 4), "f")], lambda x: O.dropout(x, _step(x), p=0.0)),
+]
+
+
+# Concat, slice (each other's VJP) and batch_norm (graph/ops/join.py, graph/ops/norm.py).
+JOIN_NORM_CASES = [
+    _c(
+        "concat_axis1",
+        "concat",
+        [(X4, "f"), ((2, 2, 5, 4), "f")],
+        lambda a, b: O.concat([a, b], 1),
+    ),
+    _c(
+        "concat_axis0_three",
+        "concat",
+        [((2, 3), "f"), ((1, 3), "f"), ((3, 3), "f")],
+        lambda a, b, c: O.concat([a, b, c], 0),
+    ),
+    _c("concat_self_last", "concat", [((2, 3), "f")], lambda a: O.concat([a, a], -1)),
+    _c("slice_middle", "slice", [(X4, "f")], lambda a: O.slice_(a, 1, 2, 1)),
+    _c("slice_start", "slice", [(X4, "f")], lambda a: O.slice_(a, 0, 3, 2)),
+    _c("slice_end", "slice", [((4, 3), "f")], lambda a: O.slice_(a, 2, 4, 0)),
+    _c(
+        "batch_norm_4d",
+        "batch_norm",
+        [(X4, "f"), ((1, 3, 1, 1), "f"), ((1, 3, 1, 1), "pos")] + [((1, 3, 1, 1), "f")] * 2,
+        O.batch_norm,
+    ),
+    _c(
+        "batch_norm_2d_scalars",
+        "batch_norm",
+        [((4, 3), "f"), ((1, 3), "f"), ((), "pos"), ((3,), "f")],
+        lambda x, m, s, g: O.batch_norm(x, m, s, g, 0.25),
+    ),
+]
+
+# Transposed conv, unpooling, upsampling, LRN (graph/ops/spatial.py, graph/ops/lrn.py); their
+# PyTorch comparisons are in tests/engine/test_spatial_recurrent.py. The unpooling indices
+# (seed 0) hold no repeats, where torch's gather-gradient and the assigning scatter differ.
+SPATIAL_CASES = [
+    _c(
+        "conv_transpose2d",
+        "conv_transpose2d",
+        [((2, 3, 3, 2), "f"), ((3, 2, 2, 3), "f")],
+        O.conv_transpose2d,
+    ),
+    _c(
+        "conv_transpose2d_s2_p1_op1_d2_groups",
+        "conv_transpose2d",
+        [((1, 4, 3, 2), "f"), ((4, 1, 2, 3), "f")],
+        lambda x, w: O.conv_transpose2d(
+            x, w, stride=2, padding=1, output_padding=1, groups=2, dilation=(1, 2)
+        ),
+    ),
+    _c(
+        "max_unpool2d",
+        "max_unpool2d",
+        [((1, 2, 2, 2), "f"), ((1, 2, 2, 2), "cls29")],
+        lambda y, i: O.max_unpool2d(y, i, 3, 2, output_size=(5, 6)),
+    ),
+    _c("upsample_nearest", "upsample2d", [((1, 2, 2, 3), "f")], lambda x: O.upsample2d(x, (2, 3))),
+    _c(
+        "upsample_bilinear",
+        "upsample2d",
+        [((1, 2, 3, 2), "f")],
+        lambda x: O.upsample2d(x, (3, 2), "bilinear"),
+    ),
+    _c(
+        "local_response_norm",
+        "local_response_norm",
+        [((2, 6, 2, 2), "f")],
+        lambda x: O.local_response_norm(x, 5, alpha=0.5, beta=0.75, k=1.0),
+    ),
+    _c(
+        "local_response_norm_even_3d",
+        "local_response_norm",
+        [((2, 5, 3), "f")],
+        lambda x: O.local_response_norm(x, 4, alpha=0.8, beta=0.6, k=2.0),
+    ),
+]
+
 CASES = (
     ELEMENTWISE_CASES
     + REDUCE_SHAPE_CASES
@@ -389,6 +556,10 @@ CASES = (
     + SOFTMAX_LOSS_CASES
     + CONV_CASES
     + POOL_CASES
+    + ACTIVATION_LOSS_CASES
+    + EPILOGUE_CASES
+    + JOIN_NORM_CASES
+    + SPATIAL_CASES
 )
 
 
@@ -498,8 +669,12 @@ SWEPT_OPS = {"conv2d", "max_pool2d", "avg_pool2d"}
 
 
 def test_every_registered_op_is_covered():
-    registry = all_ops()
-    covered = {c.op for c in CASES} | SWEPT_OPS | {"sign"}
+    # Epilogues of backward ops come from a pass, not a VJP rule; tests/graph/
+    # test_pass_epilogue.py checks them against their parts.
+    registry = {
+        k: v for k, v in all_ops().items() if not (k in EPILOGUE_OPS.values() and v.vjp is None)
+    }
+    covered = {c.op for c in CASES} | SWEPT_OPS | {"sign", "max_pool2d_indices"}
     differentiable = {name for name, op in registry.items() if op.vjp is not None}
     backward_only = {name for name, op in registry.items() if op.vjp is None}
     assert backward_only == set(BACKWARD_ONLY), (
@@ -702,6 +877,11 @@ def test_elementwise_reduce_shape_and_matmul_references_match_torch():
     # Every forward op has a torch comparison somewhere in this file.
     elsewhere = {"conv2d", "max_pool2d", "avg_pool2d", "softmax", "log_softmax"}
     elsewhere |= {"cross_entropy", "mse_loss"}
+    elsewhere |= {c.op for c in ACTIVATION_LOSS_CASES}  # tests/engine/test_activations_losses
+    # tests/engine/test_spatial_recurrent.py
+    elsewhere |= {c.op for c in SPATIAL_CASES} | {"max_pool2d_indices"}
+    elsewhere |= {c.op for c in JOIN_NORM_CASES}  # tests/engine/test_norm_concat.py
     elsewhere.add("fused_elementwise")  # composed of the ops above (tests/graph/test_pass_fuse)
+    elsewhere |= {"conv2d_epilogue", "matmul_epilogue"}  # likewise (test_pass_epilogue)
     differentiable = {name for name, op in all_ops().items() if op.vjp is not None}
     assert differentiable == set(table) | elsewhere

@@ -107,6 +107,23 @@ def _tap_ranges(k, size, stride, pad, dil, out):
     return lo, hi
 
 
+@njit(cache=True, inline="always")
+def _first_max(src, w, oh, ow, ilo, ihi, jlo, jhi, sh, sw, ph, pw, dh, dw):
+    """Flat index in the plane ``src`` (H*W) of window (oh, ow)'s first maximum, or -1 for a
+    window with no tap inside: a branchless running first maximum where, as in PyTorch, a NaN
+    wins (the last one)."""
+    arg = -1
+    best = src[0]
+    for i in range(ilo[oh], ihi[oh]):
+        base = (oh * sh - ph + i * dh) * w + ow * sw - pw
+        for j in range(jlo[ow], jhi[ow]):
+            v = src[base + j * dw]
+            take = arg < 0 or v > best or v != v
+            best = v if take else best
+            arg = base + j * dw if take else arg
+    return arg
+
+
 @njit(parallel=True, cache=True)
 def max_pool2d_backward(gy, x, gx, kh, kw, sh, sw, ph, pw, dh, dw):
     """gx (N, C, H, W) = dL/dx of max pooling, overwritten: each gy element goes to the first
@@ -122,16 +139,7 @@ def max_pool2d_backward(gy, x, gx, kh, kw, sh, sw, ph, pw, dh, dw):
         dst[:] = 0
         for oh in range(oh_):
             for ow in range(ow_):
-                # branchless running first-maximum (as PyTorch: a NaN wins, the last one)
-                arg = -1
-                best = src[0]
-                for i in range(ilo[oh], ihi[oh]):
-                    base = (oh * sh - ph + i * dh) * w + ow * sw - pw
-                    for j in range(jlo[ow], jhi[ow]):
-                        v = src[base + j * dw]
-                        take = arg < 0 or v > best or v != v
-                        best = v if take else best
-                        arg = base + j * dw if take else arg
+                arg = _first_max(src, w, oh, ow, ilo, ihi, jlo, jhi, sh, sw, ph, pw, dh, dw)
                 if arg >= 0:
                     dst[arg] += g[oh, ow]
 
