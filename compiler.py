@@ -39,7 +39,9 @@ def _mode(model: Module, training: bool):
 
 def _param_bindings(model: Module, graph: Graph) -> dict[int, np.ndarray]:
     """Params by name, and the state leaves that stand for module buffers (BatchNorm's
-    running statistics: updated in place by the forward graph's ``updates``)."""
+    running statistics: updated in place by the forward graph's ``updates``), with the
+    values any earlier compiled step holds on a GPU copied back first."""
+    model.refresh_state()
     params = dict(model.named_parameters())
     bound = {leaf.id: params[leaf.name].data for leaf in graph.leaves("param")}
     buffers = dict(model.named_buffers())
@@ -101,6 +103,7 @@ class CompiledModel:
             _param_bindings(model, self.forward_graph),
             self.report.plans.get("forward"),
         )
+        model.attach_state_holder(self.executable)  # load_state_dict() reaches a GPU copy
 
     def __call__(self, *inputs: np.ndarray):
         _feed(self.executable, self.input_names, inputs, "compiled model")
@@ -167,6 +170,8 @@ class _LossStep:
         self.backward = self.backend.compile(  # one arena for both graphs (pipeline)
             self.backward_graph, bindings, self.report.plans.get("backward"), self.forward.arena
         )
+        model.attach_state_holder(self.forward)  # on a GPU, state_dict() reads back from them
+        model.attach_state_holder(self.backward)
         for seed in self.backward_graph.leaves("input"):
             if seed.name == SEED_NAME:  # absent when the loss does not depend on a parameter
                 self.backward.set_input(seed.id, 1.0)
@@ -265,8 +270,8 @@ class TrainingStep(_LossStep):
         return {n.name: self.backward.read(n.id) for n in self.backward_graph.leaves("state")}
 
     def sync(self) -> None:
-        """Write the trained parameters into the model (``state_dict()`` reads them there).
-        Needed on backend="cuda", where they live on the device; a no-op on the CPU."""
+        """Write the trained parameters into the model's arrays now. ``state_dict()`` does
+        this by itself; a no-op on the CPU, where the model's arrays are the live ones."""
         self.backward.sync_bindings_to_host()
         self.forward.sync_bindings_to_host()  # buffers the forward graph updates
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 
@@ -81,6 +82,9 @@ class Module:
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "training", True)
+        # Compiled executables holding this module's state elsewhere (on a GPU): state_dict()
+        # pulls their values first, load_state_dict() pushes new values to them after.
+        object.__setattr__(self, "_state_holders", weakref.WeakSet())
 
     def __setattr__(self, name: str, value) -> None:
         if "_parameters" not in self.__dict__:
@@ -170,6 +174,7 @@ class Module:
     def state_dict(self) -> OrderedDict[str, np.ndarray]:
         """Copies of the current parameter and buffer values, keyed like PyTorch
         (``features.0.weight``, ``bn.running_mean``)."""
+        self.refresh_state()
         return OrderedDict((name, p.data.copy()) for name, p in self._named_state())
 
     def load_state_dict(self, state: Mapping[str, np.ndarray], strict: bool = True) -> None:
@@ -191,6 +196,21 @@ class Module:
                     f"load_state_dict: {key} has shape {params[key].shape}, got {value.shape}"
                 )
             np.copyto(params[key].data, value, casting="same_kind")
+        for holder in list(self._state_holders):
+            holder.sync_bindings_to_device()
+
+    def refresh_state(self) -> None:
+        """Copy values that compiled executables hold elsewhere (a GPU) back into this
+        module's arrays; ``state_dict`` and the compilers call it."""
+        for holder in list(self._state_holders):
+            holder.sync_bindings_to_host()
+
+    def attach_state_holder(self, executable) -> None:
+        """Keep ``state_dict``/``load_state_dict`` of this module and its submodules in step
+        with ``executable`` (anything with ``sync_bindings_to_host``/``_to_device``), which
+        holds their values elsewhere; it is held weakly. The compiler calls this."""
+        for _, module in self.named_modules():
+            module._state_holders.add(executable)
 
     def train(self, mode: bool = True) -> Module:
         for _, m in self.named_modules():

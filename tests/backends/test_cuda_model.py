@@ -1,6 +1,6 @@
 """A small LeNet-like network end to end on backend="cuda" (the CUDA simulator unless
 NUMBAGRAD_TEST_REAL_GPU=1): inference, gradients and five SGD-momentum steps agree with the
-interp backend, and the trained parameters reach the model through ``step.sync()``."""
+interp backend, and ``state_dict()``/``load_state_dict()`` read and write the device copies."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def test_inference_and_gradients_match_interp():
         _close(grads_c[key], grads[key])
 
 
-def test_training_steps_match_interp_and_sync_into_the_model():
+def test_training_steps_match_interp_and_state_dict_reads_the_device():
     batches = _batches()
     runs = {}
     for backend in ("interp", "cuda"):
@@ -94,12 +94,9 @@ def test_training_steps_match_interp_and_sync_into_the_model():
         losses = []
         for k, (x, y) in enumerate(batches):
             losses.append(step(x, y, lr=0.1 if k < 3 else 0.05))
-        if backend == "cuda":
-            # Parameters live on the device; the model sees them after a sync.
-            stale = model.state_dict()
-            assert all(np.array_equal(stale[k], initial[k]) for k in initial)
-            assert step.lr == pytest.approx(0.05)
-        step.sync()
+        trained = model.state_dict()  # on cuda: copied back from the device on demand
+        assert not any(np.array_equal(trained[k], initial[k]) for k in initial)
+        assert step.lr == pytest.approx(0.05)
         runs[backend] = losses, model.state_dict(), step.optimizer_state
     (losses, params, state), (losses_c, params_c, state_c) = runs["interp"], runs["cuda"]
     np.testing.assert_allclose(losses_c, losses, rtol=1e-5)
@@ -122,8 +119,22 @@ def test_inference_compiled_after_training_sees_the_trained_parameters():
     step(x, y)
     after = infer(x)
     assert not np.allclose(before, after)
-    step.sync()
     _close(after, ng.compile(model, X_SPEC, backend="interp")(x))
+
+
+def test_load_state_dict_reaches_the_device_copies():
+    (x, y), *_ = _batches()
+    model = small_lenet()
+    initial = model.state_dict()
+    step = ng.compile_training(
+        model, nn.CrossEntropyLoss(), optim.SGD(0.5), X_SPEC, Y_SPEC, backend="cuda"
+    )
+    infer = ng.compile(model, X_SPEC, backend="cuda")
+    before = infer(x).copy()
+    step(x, y)
+    assert not np.allclose(infer(x), before)
+    model.load_state_dict(initial)
+    _close(infer(x), before)
 
 
 @pytest.mark.slow
