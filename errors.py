@@ -18,6 +18,10 @@ class OpError(NumbagradError, ValueError):
     """An unknown op, or attributes an op does not accept."""
 
 
+class ClassIndexError(NumbagradError, ValueError):
+    """A class index (a loss target, a one_hot input) outside [0, number of classes)."""
+
+
 class NotDifferentiableError(NumbagradError):
     """Reverse mode reached an op with no VJP rule."""
 

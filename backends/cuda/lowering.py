@@ -41,7 +41,8 @@ def lowers(*ops: str):
 
 def lower(node: Node, graph: Graph) -> tuple[Launch, str]:
     if node.op in LOWERINGS:
-        return LOWERINGS[node.op](node, graph), "cuda"
+        launch = LOWERINGS[node.op](node, graph)
+        return launch, getattr(launch, "impl", "cuda")  # a lowering may choose the host
     if get_op(node.op).category == "elementwise":
         expr = scalar_expression(node.op, node.attrs, len(node.inputs))
         return elementwise_launch(expr, [graph[i].shape for i in node.inputs], node.shape), "cuda"
@@ -56,6 +57,7 @@ def host_reference_launch(node: Node) -> Launch:
         result = reference(*[a.copy_to_host() for a in inputs], **attrs)
         out.copy_to_device(np.ascontiguousarray(result, dtype=out.dtype).reshape(out.shape))
 
+    launch.impl = "reference"
     return launch
 
 
@@ -222,6 +224,20 @@ def _cross_entropy_grad(node, graph):
     kernel, per_block = _rows_launcher(reduce.cross_entropy_grad_rows, n, c)
     launch = _flat_launch(lambda ins, out: kernel(ins[0], ins[1], ins[2], out, n, c, per_block))
     launch.host_checks = _check_targets(node, graph)
+    return launch
+
+
+@lowers("class_indices")
+def _class_indices(node, graph):
+    """Checked on the host as the targets are fed (no device sync per step). Indices the
+    graph computes (or holds as constants) are never fed, so the reference checks those on
+    the host."""
+    source = graph[node.inputs[0]]
+    if source.role != "input":
+        return host_reference_launch(node)
+    classes, what = node.attrs["num_classes"], node.attrs["what"]
+    launch = elementwise_launch("a0", [node.shape], node.shape)
+    launch.host_checks = {0: lambda targets: check_class_indices(targets, classes, what)}
     return launch
 
 

@@ -32,6 +32,7 @@ from .linalg import matmul
 from .loss import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
+    class_indices,
     cross_entropy,
     kl_div,
     l1_loss,
@@ -75,6 +76,7 @@ __all__ = [
     "xlogy",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
+    "class_indices",
     "kl_div",
     "l1_loss",
     "margin_ranking_loss",

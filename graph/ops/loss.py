@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from ...errors import DTypeError, OpError, ShapeError
+from ...errors import ClassIndexError, DTypeError, OpError, ShapeError
 from ..builder import Value, as_value, as_values
 from .common import require_float, same_dtype, unbroadcast
 from .elementwise import _elementwise, abs, equal, exp, log, maximum, relu, sigmoid, xlogy
@@ -32,11 +32,14 @@ def _infer_ce(types, attrs) -> TensorType:
     return TensorType((), logits.dtype)
 
 
-def check_class_indices(targets: np.ndarray, classes: int) -> None:
-    """Refuse class indices outside [0, classes) before they index out of bounds."""
+def check_class_indices(targets: np.ndarray, classes: int, what: str = "cross_entropy") -> None:
+    """Refuse class indices outside [0, classes) before they index out of bounds (or, in a
+    one-hot, silently match no class); ``what`` names the op or loss in the message."""
     if targets.size and (targets.min() < 0 or targets.max() >= classes):
         bad = targets[(targets < 0) | (targets >= classes)][0]
-        raise ValueError(f"cross_entropy: target {bad} is not a class index in [0, {classes})")
+        raise ClassIndexError(
+            f"{what}: target {bad} is not a class index in [0, {classes}) ({classes} classes)"
+        )
 
 
 def _ce_ref(logits, targets):
@@ -197,15 +200,64 @@ def _same_shape(what: str, *values: Value) -> None:
         )
 
 
-def one_hot(targets, num_classes: int, dtype: str = "float32", axis: int = 1) -> Value:
-    """Int64 class indices (N, *d) -> one-hot (N, C, *d) (classes along ``axis`` = 1), as
-    ``equal(targets, arange(C))`` with broadcasting: elementwise, so it fuses."""
-    t = as_value(targets)
+def _normalize_classes(attrs: dict) -> dict:
+    classes = attrs["num_classes"]
+    if isinstance(classes, bool) or not isinstance(classes, (int, np.integer)) or classes < 1:
+        raise OpError(f"num_classes must be a positive integer, got {classes!r}")
+    if not isinstance(attrs["what"], str):
+        raise OpError(f"what must name the op or loss, got {attrs['what']!r}")
+    return {"num_classes": int(classes), "what": attrs["what"]}
+
+
+def _infer_classes(types, attrs) -> TensorType:
+    (t,) = types
     if t.dtype != "int64":
-        raise DTypeError(f"one_hot: targets must be int64 class indices, not {t.dtype}")
+        raise DTypeError(f"targets must be int64 class indices, not {t.dtype}")
+    return t
+
+
+def _classes_ref(targets, num_classes, what):
+    check_class_indices(targets, num_classes, what)
+    return targets.copy()
+
+
+# Opaque, so it never fuses into the elementwise one-hot that reads it: backends check it
+# (cpu: before the copy; cuda: on the host, as the targets are fed).
+register(
+    OpDef(
+        name="class_indices",
+        arity=(1, 1),
+        infer=_infer_classes,
+        reference=_classes_ref,
+        vjp=lambda ctx, g: [None],  # integer indices: no gradient
+        attrs={"num_classes": None, "what": "one_hot"},
+        normalize=_normalize_classes,
+        doc="identity on int64 class indices that refuses any outside [0, num_classes), "
+        "naming ``what`` (the op or loss reading them)",
+    )
+)
+
+
+def class_indices(targets, num_classes: int, what: str = "one_hot") -> Value:
+    """Int64 class indices, unchanged; running the graph refuses any outside [0, C)."""
+    t = as_value(targets)
+    return t.builder.emit("class_indices", [t], num_classes=num_classes, what=what)
+
+
+def _one_hot(t: Value, num_classes: int, dtype: str, what: str, axis: int = 1) -> Value:
+    if t.dtype != "int64":
+        raise DTypeError(f"{what}: targets must be int64 class indices, not {t.dtype}")
     shape = (*t.shape[:axis], 1, *t.shape[axis:])
     classes = np.arange(num_classes).reshape((num_classes,) + (1,) * (len(shape) - axis - 1))
+    t = class_indices(t, num_classes, what)
     return equal(t.reshape(shape), t.builder.const(classes, "int64"), dtype=dtype)
+
+
+def one_hot(targets, num_classes: int, dtype: str = "float32", axis: int = 1) -> Value:
+    """Int64 class indices (N, *d) -> one-hot (N, C, *d) (classes along ``axis`` = 1), as
+    ``equal(targets, arange(C))`` with broadcasting: elementwise, so it fuses. Indices outside
+    [0, C) are refused when the graph runs (they would match no class)."""
+    return _one_hot(as_value(targets), num_classes, dtype, "one_hot", axis)
 
 
 def _class_targets(what: str, scores: Value, targets: Value) -> None:
@@ -223,7 +275,7 @@ def nll_loss(log_probs, targets, reduction: str = "mean") -> Value:
     """Negative log-likelihood of (N, C, *d) log-probabilities at int64 targets (N, *d)."""
     logp, t = as_value(log_probs), as_value(targets)
     _class_targets("nll_loss", logp, t)
-    picked = -(one_hot(t, logp.shape[1], logp.dtype) * logp).sum(1)
+    picked = -(_one_hot(t, logp.shape[1], logp.dtype, _where("nll_loss", logp)) * logp).sum(1)
     return _reduce(picked, reduction, "nll_loss")
 
 
@@ -238,7 +290,7 @@ def cross_entropy(logits, targets, reduction: str = "mean", label_smoothing: flo
     if reduction == "mean" and not label_smoothing and logits.ndim == 2:
         return logits.builder.emit("cross_entropy", [logits, t])
     c = logits.shape[1]
-    q = one_hot(t, c, logits.dtype)
+    q = _one_hot(t, c, logits.dtype, _where("cross_entropy", logits))
     if label_smoothing:
         q = q * (1.0 - label_smoothing) + label_smoothing / c
     return _reduce(-(q * log_softmax(logits, 1)).sum(1), reduction, "cross_entropy")

@@ -164,6 +164,7 @@ def _activation_cases(x4):
             lambda x, y: O.binary_cross_entropy_with_logits(x, O.sigmoid(y), "none"),
         ),
         ("nll_loss", [((5, 7), "f"), ((5,), "cls7")], lambda x, t: O.nll_loss(x, t, "none")),
+        ("class_indices", [((2, 3, 4), "cls5")], lambda t: O.class_indices(t, 5, "nll_loss")),
         (
             "dropout",
             [(x4, "f")],

@@ -182,6 +182,25 @@ def test_bad_targets_are_refused_on_the_host_and_nan_on_the_device():
     assert np.isnan(exe.output_arrays()[0])
 
 
+def test_composed_class_losses_refuse_bad_targets_on_the_host():
+    # nll_loss (like smoothed or unreduced cross_entropy) reads its targets through a one-hot,
+    # which would match no class for a bad index: refused as the host feeds the targets.
+    graph, (_, targets) = oc.build(_BY_ID["nll_loss"], "float32")
+    exe = cuda_backend.compile(graph)
+    for bad in (7, -1):
+        with pytest.raises(ValueError, match=f"nll_loss: target {bad} is not a class index"):
+            exe.set_input(targets.id, np.array([0, 1, bad, 2, 3]))
+    # Targets the graph computes are never fed: checked on the host when the op runs.
+    b = Builder()
+    t = b.leaf("input", (5, 1), "int64", "t")
+    graph = b.build([O.class_indices(O.reshape(t, (5,)), 7, "nll_loss")])
+    exe = cuda_backend.compile(graph)
+    assert exe.impl_counts() == {"reference": 1}
+    exe.set_input(t.id, np.array([[0], [7], [1], [2], [3]]))
+    with pytest.raises(ValueError, match="nll_loss: target 7 is not a class index"):
+        exe.run()
+
+
 def test_an_op_without_lowering_runs_its_reference_on_the_host(monkeypatch):
     monkeypatch.delitem(lowering.LOWERINGS, "transpose")
     case = _BY_ID["transpose"]

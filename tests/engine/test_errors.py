@@ -10,13 +10,16 @@ import pytest
 import numbagrad as ng
 from numbagrad import functional as F
 from numbagrad import nn, optim
+from numbagrad.backends import get_backend
 from numbagrad.errors import (
     BackendError,
+    ClassIndexError,
     DTypeError,
     NumbagradError,
     OpError,
     ShapeError,
 )
+from numbagrad.graph import Builder
 from numbagrad.models import lenet5, mlp
 
 BATCH = 64
@@ -142,6 +145,46 @@ def test_cross_entropy_refuses_out_of_range_class_index():
     )
     with pytest.raises(ValueError, match=re.escape("target 3 is not a class index in [0, 3)")):
         fn(np.zeros((2, 4), np.float32), np.array([0, 3]))
+
+
+@pytest.mark.parametrize("backend", ["interp", "cpu"])
+@pytest.mark.parametrize(
+    "loss, name",
+    [
+        (nn.NLLLoss(), "nll_loss"),
+        (nn.CrossEntropyLoss(label_smoothing=0.1), "cross_entropy"),
+        (nn.CrossEntropyLoss(reduction="sum"), "cross_entropy"),
+        (nn.CrossEntropyLoss(), "cross_entropy"),  # the fused op
+    ],
+    ids=["nll", "ce_smooth", "ce_sum", "ce_fused"],
+)
+def test_class_target_losses_refuse_out_of_range_indices(backend, loss, name):
+    # A one-hot of an index outside [0, C) matches no class: a silently wrong loss, unless
+    # refused. Refused with the loss, the bad value and the number of classes, on each backend.
+    fn = ng.compile_grad(
+        mlp([4, 3]),
+        loss=loss,
+        inputs=ng.Spec((2, 4)),
+        targets=ng.Spec((2,), "int64"),
+        backend=backend,
+    )
+    x = np.zeros((2, 4), np.float32)
+    for bad in (3, -1):
+        message = f"{name}" + r".*" + re.escape(f"target {bad} is not a class index in [0, 3)")
+        with pytest.raises(ClassIndexError, match=message):
+            fn(x, np.array([0, bad]))
+    fn(x, np.array([0, 2]))  # good targets still run
+
+
+def test_one_hot_refuses_out_of_range_indices():
+    b = Builder()
+    t = b.leaf("input", (3,), "int64", "t")
+    graph = b.build([F.one_hot(t, 4)])
+    for backend in ("interp", "cpu"):
+        exe = get_backend(backend).compile(graph)
+        exe.set_input(t.id, np.array([0, 4, 1]))
+        with pytest.raises(ClassIndexError, match=re.escape("one_hot: target 4 is not")):
+            exe.run()
 
 
 # --- layers refuse operands that do not fit, naming the layer path and the sizes -----------

@@ -674,7 +674,8 @@ def test_every_registered_op_is_covered():
     registry = {
         k: v for k, v in all_ops().items() if not (k in EPILOGUE_OPS.values() and v.vjp is None)
     }
-    covered = {c.op for c in CASES} | SWEPT_OPS | {"sign", "max_pool2d_indices"}
+    # No gradient to check: sign is flat, the others are integer-valued.
+    covered = {c.op for c in CASES} | SWEPT_OPS | {"sign", "max_pool2d_indices", "class_indices"}
     differentiable = {name for name, op in registry.items() if op.vjp is not None}
     backward_only = {name for name, op in registry.items() if op.vjp is None}
     assert backward_only == set(BACKWARD_ONLY), (
@@ -881,6 +882,7 @@ def test_elementwise_reduce_shape_and_matmul_references_match_torch():
     # tests/engine/test_spatial_recurrent.py
     elsewhere |= {c.op for c in SPATIAL_CASES} | {"max_pool2d_indices"}
     elsewhere |= {c.op for c in JOIN_NORM_CASES}  # tests/engine/test_norm_concat.py
+    elsewhere.add("class_indices")  # identity on targets; refusals: test_activations_losses
     elsewhere.add("fused_elementwise")  # composed of the ops above (tests/graph/test_pass_fuse)
     elsewhere |= {"conv2d_epilogue", "matmul_epilogue"}  # likewise (test_pass_epilogue)
     differentiable = {name for name, op in all_ops().items() if op.vjp is not None}
