@@ -61,7 +61,11 @@ class Conv2d(_ConvNd):
     ``connections``: a boolean (out_channels, in_channels) connection table (LeNet-5's
     S2->C3): output map o sees input map i only where ``connections[o, i]``. Only connected
     kernels are parameters: ``weight`` is then packed, (n_connections, kh, kw) in the
-    table's row-major order (see ``lenet_layers.pack_connected``)."""
+    table's row-major order (see ``lenet_layers.pack_connected``).
+
+    ``padding``: an int, a pair, ``"valid"`` (none) or ``"same"`` (output as large as the
+    input; stride 1 and an even total padding ``dilation*(k-1)`` per axis, i.e. odd kernels,
+    since the op pads symmetrically)."""
 
     def __init__(
         self,
@@ -76,6 +80,7 @@ class Conv2d(_ConvNd):
         dtype: str = "float32",
         connections=None,
     ) -> None:
+        padding = _string_padding(padding, kernel_size, stride, dilation)
         super().__init__(
             in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
             dtype, transposed=False,
@@ -93,6 +98,28 @@ class Conv2d(_ConvNd):
         if self.connections is not None:
             weight = expand_connected(weight, self.connections)
         return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+def _string_padding(padding, kernel_size, stride, dilation):
+    """Conv2d's ``"valid"``/``"same"`` padding as a pair (anything else passes through)."""
+    if not isinstance(padding, str):
+        return padding
+    if padding == "valid":
+        return (0, 0)
+    if padding != "same":
+        raise ShapeError(
+            f"Conv2d: padding must be an int, a pair, 'valid' or 'same', got {padding!r}"
+        )
+    if pair(stride, "stride", 1) != (1, 1):
+        raise ShapeError(f"Conv2d: padding='same' needs stride 1, got stride={stride}")
+    kernel, dil = pair(kernel_size, "kernel_size", 1), pair(dilation, "dilation", 1)
+    totals = [d * (k - 1) for k, d in zip(kernel, dil)]
+    if any(t % 2 for t in totals):
+        raise ShapeError(
+            f"Conv2d: padding='same' with kernel_size={kernel_size}, dilation={dilation} needs "
+            f"uneven padding {totals}, which conv2d (symmetric padding) does not do; pad explicitly"
+        )
+    return tuple(t // 2 for t in totals)
 
 
 class Linear(Module):

@@ -608,3 +608,25 @@ def test_sgd_matches_torch(name):
         np.testing.assert_allclose(
             model.state_dict()[key], value.numpy(), rtol=1e-5, atol=1e-6, err_msg=key
         )
+
+
+@pytest.mark.parametrize(
+    ("padding", "kernel", "dilation"), [("same", 3, 1), ("same", (5, 3), 2), ("valid", 4, 1)]
+)
+def test_conv2d_string_padding_matches_torch(padding, kernel, dilation):
+    torch = pytest.importorskip("torch")
+    layer = nn.Conv2d(2, 3, kernel, padding=padding, dilation=dilation)
+    reference = torch.nn.Conv2d(2, 3, kernel, padding=padding, dilation=dilation)
+    reference.load_state_dict({k: torch.from_numpy(v) for k, v in layer.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal((1, 2, 9, 8)).astype(np.float32)
+    got = ng.compile(nn.Sequential(layer), ng.Spec(x.shape), backend="cpu")(x)
+    np.testing.assert_allclose(got, reference(torch.from_numpy(x)).detach().numpy(), atol=1e-5)
+
+
+def test_conv2d_same_padding_refuses_what_it_cannot_do():
+    with pytest.raises(ng.errors.ShapeError, match="needs stride 1"):
+        nn.Conv2d(1, 1, 3, stride=2, padding="same")
+    with pytest.raises(ng.errors.ShapeError, match="uneven padding"):
+        nn.Conv2d(1, 1, 4, padding="same")
+    with pytest.raises(ng.errors.ShapeError, match="'valid' or 'same'"):
+        nn.Conv2d(1, 1, 3, padding="full")
