@@ -25,6 +25,10 @@ Passes = Sequence[str] | None
 """Pass names in order (``graph.passes.PASSES``); None is the default pipeline."""
 
 
+def _passes(passes: Passes) -> Sequence[str]:
+    return DEFAULT_PASSES if passes is None else passes
+
+
 @contextmanager
 def _mode(model: Module, training: bool):
     """Trace in train or eval mode without changing the mode the user left the model in."""
@@ -56,6 +60,11 @@ def _saved_bindings(backward: Graph, forward: Executable) -> dict[int, np.ndarra
         for n in backward.leaves("input")
         if "saved_from" in n.attrs
     }
+
+
+def _compile_forward(backend, model: Module, graph: Graph, report) -> Executable:
+    """Compile an optimized forward graph with the model's parameters and buffers bound."""
+    return backend.compile(graph, _param_bindings(model, graph), report.plans.get("forward"))
 
 
 def _feed(exe: Executable, names: Sequence[str], arrays: Sequence[np.ndarray], what: str) -> None:
@@ -90,19 +99,12 @@ class CompiledModel:
         with _mode(model, training=False):
             self.traced_graph = trace(model, *specs, input_names=names)
         self.forward_graph, self.report = optimize(
-            self.traced_graph,
-            DEFAULT_PASSES if passes is None else passes,
-            disable=disable,
-            dump_dir=dump_dir,
-            label="forward",
+            self.traced_graph, _passes(passes), disable=disable, dump_dir=dump_dir, label="forward"
         )
         self.input_names = names
-        self.backend = get_backend(backend).NAME
-        self.executable = get_backend(backend).compile(
-            self.forward_graph,
-            _param_bindings(model, self.forward_graph),
-            self.report.plans.get("forward"),
-        )
+        module = get_backend(backend)
+        self.backend = module.NAME
+        self.executable = _compile_forward(module, model, self.forward_graph, self.report)
         model.attach_state_holder(self.executable)  # load_state_dict() reaches a GPU copy
 
     def __call__(self, *inputs: np.ndarray):
@@ -152,19 +154,11 @@ class _LossStep:
         traced_backward = self.finish_backward(builder, values, grads)
         self.traced_graphs = (traced, traced_backward)
         self.forward_graph, self.backward_graph, self.report = optimize_training(
-            traced,
-            traced_backward,
-            DEFAULT_PASSES if passes is None else passes,
-            disable=disable,
-            dump_dir=dump,
+            traced, traced_backward, _passes(passes), disable=disable, dump_dir=dump
         )
         self.model = model
         self.backend = get_backend(backend)
-        self.forward = self.backend.compile(
-            self.forward_graph,
-            _param_bindings(model, self.forward_graph),
-            self.report.plans.get("forward"),
-        )
+        self.forward = _compile_forward(self.backend, model, self.forward_graph, self.report)
         bindings = _param_bindings(model, self.backward_graph)
         bindings.update(_saved_bindings(self.backward_graph, self.forward))
         self.backward = self.backend.compile(  # one arena for both graphs (pipeline)

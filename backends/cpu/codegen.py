@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..codegen_common import broadcast_plan, kernel_args, reduction_plan
 from ..executable import Launch
 from .cache import load_kernel
 
@@ -31,22 +32,6 @@ def _loop(depth: int, var: str, extent: str, parallel: bool) -> str:
     return f"{'    ' * depth}for {var} in {'prange' if parallel else 'range'}({extent}):"
 
 
-def _merge_dims(shape: Sequence[int], keys: Sequence[tuple]) -> tuple[list[list[int]], list]:
-    """Drop size-1 axes and merge neighbours whose ``keys`` are equal; return the axis groups
-    and each group's key."""
-    groups: list[list[int]] = []
-    group_keys: list = []
-    for d, size in enumerate(shape):
-        if size == 1:
-            continue
-        if groups and group_keys[-1] == keys[d]:
-            groups[-1].append(d)
-        else:
-            groups.append([d])
-            group_keys.append(keys[d])
-    return groups, group_keys
-
-
 # --- elementwise ---------------------------------------------------------------------------
 
 
@@ -54,8 +39,7 @@ def elementwise_source(expr: str, masks: Sequence[Sequence[bool]], parallel: boo
     """A kernel ``kernel(in0, ..., out)`` computing ``expr`` (over ``a0, a1, ...``) per output
     element; ``masks[k][d]`` says whether input k varies along axis d (else it is broadcast)."""
     ndim = len(masks[0]) if masks else 1
-    args = ", ".join([f"in{k}" for k in range(len(masks))] + ["out"])
-    lines = [_decorator(parallel), f"def kernel({args}):"]
+    lines = [_decorator(parallel), f"def kernel({kernel_args(len(masks), 'out')}):"]
     body: list[str] = []
     for k, mask in enumerate(masks):
         idx = ", ".join(f"i{d}" if m else "0" for d, m in enumerate(mask))
@@ -73,13 +57,7 @@ def elementwise_launch(
     expr: str, in_shapes: Sequence[tuple[int, ...]], out_shape: tuple[int, ...]
 ) -> Launch:
     """Lower an elementwise expression over broadcast inputs to a generated kernel."""
-    ndim = len(out_shape)
-    aligned = [(1,) * (ndim - len(s)) + tuple(s) for s in in_shapes]
-    varies = [tuple(s[d] == out_shape[d] for s in aligned) for d in range(ndim)]
-    groups, keys = _merge_dims(out_shape, varies)
-    shape = tuple(math.prod(out_shape[d] for d in g) for g in groups) or (1,)
-    masks = [tuple(key[k] for key in keys) or (False,) for k in range(len(in_shapes))]
-    views = [tuple(n if m else 1 for n, m in zip(shape, mask)) for mask in masks]
+    shape, masks, views = broadcast_plan(in_shapes, out_shape)
     parallel = math.prod(out_shape) >= PARALLEL_MIN_ELEMENTS
     kernel = load_kernel(elementwise_source(expr, masks, parallel))
 
@@ -98,8 +76,7 @@ def reduction_source(expr: str, n_inputs: int, reduced: Sequence[bool], parallel
     ndim = len(reduced)
     kept = [d for d in range(ndim) if not reduced[d]]
     summed = [d for d in range(ndim) if reduced[d]]
-    args = ", ".join([f"in{k}" for k in range(n_inputs)] + ["out", "scale"])
-    lines = [_decorator(parallel), f"def kernel({args}):"]
+    lines = [_decorator(parallel), f"def kernel({kernel_args(n_inputs, 'out', 'scale')}):"]
     depth = 1
     for j, d in enumerate(kept):
         lines.append(_loop(depth, f"i{d}", f"in0.shape[{d}]", parallel and j == 0))
@@ -121,12 +98,8 @@ def reduction_launch(
     expr: str, n_inputs: int, shape: tuple[int, ...], axes: Sequence[int], mean: bool
 ) -> Launch:
     """Lower ``sum(expr)`` (or the mean) over ``axes`` of inputs all shaped ``shape``."""
-    groups, keys = _merge_dims(shape, [(d in axes,) for d in range(len(shape))])
-    merged = tuple(math.prod(shape[d] for d in g) for g in groups) or (1,)
-    reduced = [k[0] for k in keys] or [True]
+    merged, reduced, scale = reduction_plan(shape, axes, mean)
     out_view = tuple(n for n, r in zip(merged, reduced) if not r) or (1,)
-    count = math.prod(shape[d] for d in axes)
-    scale = 1.0 / count if mean and count else 1.0
     parallel = math.prod(shape) >= PARALLEL_MIN_ELEMENTS and not all(reduced)
     kernel = load_kernel(reduction_source(expr, n_inputs, reduced, parallel))
 

@@ -14,22 +14,17 @@ import numpy as np
 
 from ...errors import ShapeError
 from ...graph.ops.spatial import interpolation_taps
-from .kernels import conv
+from ..lowering_common import pool_window_args
 from .kernels import spatial as k
-from .lowering import lowers
+from .lowering import conv2d_grad_input, lowers
 
-
-@lowers("conv_transpose2d")
-def _conv_transpose2d(node, graph):
-    a = node.attrs
-    args = (*a["stride"], *a["padding"], *a["dilation"], a["groups"])
-    return lambda inputs, out: conv.conv2d_backward_input(inputs[0], inputs[1], out, *args)
+# conv_transpose2d(x, w) is conv2d_grad_input(x, w): the same attributes, the same kernels.
+lowers("conv_transpose2d")(conv2d_grad_input)
 
 
 @lowers("max_pool2d_indices")
 def _max_pool2d_indices(node, graph):
-    a = node.attrs
-    args = (*a["kernel"], *a["stride"], *a["padding"], *a["dilation"])
+    args = pool_window_args(node)
     return lambda inputs, out: k.max_pool2d_indices(inputs[0], out, *args)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..codegen_common import broadcast_plan, kernel_args, reduction_plan
 from ..executable import Launch
 from .cache import load_kernel
 from .runtime import blocks_for, flat, grid_launcher, launcher, load_cuda, pow2_threads, sm_count
@@ -23,22 +24,6 @@ _HEADER = (
     "import math\n\nfrom numba import cuda, float64\n\n"
     "from numbagrad.backends.cuda.runtime import jit\n\n\n"
 )
-
-
-def merge_dims(shape: Sequence[int], keys: Sequence) -> tuple[list[list[int]], list]:
-    """Drop size-1 axes and merge neighbours whose ``keys`` are equal; return the axis groups
-    and each group's key."""
-    groups: list[list[int]] = []
-    group_keys: list = []
-    for d, size in enumerate(shape):
-        if size == 1:
-            continue
-        if groups and group_keys[-1] == keys[d]:
-            groups[-1].append(d)
-        else:
-            groups.append([d])
-            group_keys.append(keys[d])
-    return groups, group_keys
 
 
 def _decompose(index: str, dims: Sequence[int], shape_of: str, indent: str) -> list[str]:
@@ -60,8 +45,7 @@ def elementwise_source(expr: str, masks: Sequence[Sequence[bool]]) -> str:
     """``kernel(in0, ..., out)``: ``out[i] = expr`` over ``a0, a1, ...``; ``masks[k][d]`` says
     whether input k varies along (merged) axis d, else it is broadcast."""
     ndim = len(masks[0]) if masks else 1
-    args = ", ".join([f"in{k}" for k in range(len(masks))] + ["out"])
-    lines = ["@jit(cache=True)", f"def kernel({args}):"]
+    lines = ["@jit(cache=True)", f"def kernel({kernel_args(len(masks), 'out')}):"]
     lines += ["    t = cuda.grid(1)", "    step = cuda.gridsize(1)", "    while t < out.size:"]
     lines += _decompose("t", list(range(ndim)), "out", " " * 8)
     for k, mask in enumerate(masks):
@@ -76,13 +60,7 @@ def elementwise_launch(
     expr: str, in_shapes: Sequence[tuple[int, ...]], out_shape: tuple[int, ...]
 ) -> Launch:
     """Lower an elementwise expression over broadcast inputs to a generated kernel."""
-    ndim = len(out_shape)
-    aligned = [(1,) * (ndim - len(s)) + tuple(s) for s in in_shapes]
-    varies = [tuple(s[d] == out_shape[d] for s in aligned) for d in range(ndim)]
-    groups, keys = merge_dims(out_shape, varies)
-    shape = tuple(math.prod(out_shape[d] for d in g) for g in groups) or (1,)
-    masks = [tuple(key[k] for key in keys) or (False,) for k in range(len(in_shapes))]
-    views = [tuple(n if m else 1 for n, m in zip(shape, mask)) for mask in masks]
+    shape, masks, views = broadcast_plan(in_shapes, out_shape)
     kernel = load_kernel(elementwise_source(expr, masks))
     size = math.prod(out_shape)
     configured = grid_launcher(kernel, size)
@@ -126,8 +104,8 @@ def reduction_source(expr: str, n_inputs: int, reduced: Sequence[bool]) -> str:
     kept = [d for d in range(ndim) if not reduced[d]]
     summed = [d for d in range(ndim) if reduced[d]]
     row = reduced[-1]
-    args = ", ".join([f"in{k}" for k in range(n_inputs)] + ["out", "partial"])
-    lines = ["@jit(cache=True)", f"def kernel({args}, scale, chunk, total, n_out):"]
+    args = kernel_args(n_inputs, "out", "partial", "scale", "chunk", "total", "n_out")
+    lines = ["@jit(cache=True)", f"def kernel({args}):"]
     if row:
         lines += ["    o = cuda.blockIdx.x", "    tid = cuda.threadIdx.x"]
         lines += ["    r = cuda.blockIdx.y * chunk + tid", "    stride = cuda.blockDim.x"]
@@ -185,13 +163,9 @@ def reduction_launch(
 ) -> Launch:
     """Lower ``sum(expr)`` (or the mean) over ``axes`` of inputs all shaped ``shape``: one
     pass, or, when few outputs leave the GPU idle, split partial sums and a second pass."""
-    groups, keys = merge_dims(shape, [(d in axes,) for d in range(len(shape))])
-    merged = tuple(math.prod(shape[d] for d in g) for g in groups) or (1,)
-    reduced = [k[0] for k in keys] or [True]
+    merged, reduced, scale = reduction_plan(shape, axes, mean)
     n_out = math.prod(n for n, r in zip(merged, reduced) if not r)
     total = math.prod(n for n, r in zip(merged, reduced) if r)
-    count = math.prod(shape[d] for d in axes)
-    scale = 1.0 / count if mean and count else 1.0
     row = reduced[-1]
     threads = pow2_threads(total) if row else 128
     blocks = n_out if row else math.ceil(n_out / threads)

@@ -20,7 +20,20 @@ from __future__ import annotations
 import numpy as np
 
 from .gemm import Gemm, matmul_mode, register_mode
+from .pool import plane_position
 from .runtime import jit
+
+
+@jit(device=True)
+def _nchw_index(col, plane, channels, channel):
+    """Flat index in an (N, channels, plane) array of pixel ``col`` = (n, p) of ``channel``."""
+    n = col // plane
+    return (n * channels + channel) * plane + col - n * plane
+
+
+@jit(device=True)
+def _no_bias(geo, g, m, col):
+    return -1
 
 
 def _forward_mode():
@@ -34,11 +47,7 @@ def _forward_mode():
 
     @jit(device=True)
     def b_prep(geo, g, col):  # col = (n, oh, ow)
-        ohw = geo[7] * geo[8]
-        n = col // ohw
-        p = col - n * ohw
-        oh = p // geo[8]
-        ow = p - oh * geo[8]
+        n, oh, ow = plane_position(col, geo[7], geo[8])
         return ((n * geo[3] + g * geo[13]) * geo[4] * geo[5], oh * geo[9] - geo[11],
                 ow * geo[10] - geo[12], 0)  # fmt: skip
 
@@ -52,9 +61,7 @@ def _forward_mode():
 
     @jit(device=True)
     def c_index(geo, g, m, col):
-        ohw = geo[7] * geo[8]
-        n = col // ohw
-        return (n * geo[6] + g * geo[14] + m) * ohw + col - n * ohw
+        return _nchw_index(col, geo[7] * geo[8], geo[6], g * geo[14] + m)
 
     @jit(device=True)
     def bias_index(geo, g, m, col):
@@ -75,11 +82,7 @@ def _grad_input_mode():
 
     @jit(device=True)
     def b_prep(geo, g, col):  # col = (n, h, w)
-        hw = geo[4] * geo[5]
-        n = col // hw
-        p = col - n * hw
-        h = p // geo[5]
-        w = p - h * geo[5]
+        n, h, w = plane_position(col, geo[4], geo[5])
         return ((n * geo[6] + g * geo[14]) * geo[7] * geo[8], h + geo[11], w + geo[12], 0)
 
     @jit(device=True)
@@ -96,15 +99,9 @@ def _grad_input_mode():
 
     @jit(device=True)
     def c_index(geo, g, c, col):
-        hw = geo[4] * geo[5]
-        n = col // hw
-        return (n * geo[3] + g * geo[13] + c) * hw + col - n * hw
+        return _nchw_index(col, geo[4] * geo[5], geo[3], g * geo[13] + c)
 
-    @jit(device=True)
-    def bias_index(geo, g, m, col):
-        return -1
-
-    return a_prep, a_index, b_prep, b_index, c_index, bias_index
+    return a_prep, a_index, b_prep, b_index, c_index, _no_bias
 
 
 def _grad_weight_mode():
@@ -120,22 +117,15 @@ def _grad_weight_mode():
 
     @jit(device=True)
     def b_prep(geo, g, col):  # col = (c, i, j)
-        khkw = geo[16] * geo[17]
-        c = col // khkw
-        t = col - c * khkw
-        i = t // geo[17]
-        j = t - i * geo[17]
+        c, i, j = plane_position(col, geo[16], geo[17])
         return ((g * geo[13] + c) * geo[4] * geo[5], i * geo[18] - geo[11],
                 j * geo[19] - geo[12], 0)  # fmt: skip
 
     @jit(device=True)
-    def b_index(geo, tab, info, r):
-        ohw = geo[7] * geo[8]
-        n = r // ohw
-        p = r - n * ohw
-        oh = p // geo[8]
+    def b_index(geo, tab, info, r):  # r = (n, oh, ow)
+        n, oh, ow = plane_position(r, geo[7], geo[8])
         ih = oh * geo[9] + info[1]
-        iw = (p - oh * geo[8]) * geo[10] + info[2]
+        iw = ow * geo[10] + info[2]
         if ih < 0 or ih >= geo[4] or iw < 0 or iw >= geo[5]:
             return -1
         return n * geo[3] * geo[4] * geo[5] + info[0] + ih * geo[5] + iw
@@ -144,11 +134,7 @@ def _grad_weight_mode():
     def c_index(geo, g, k, col):
         return (g * geo[14] + k) * geo[1] + col
 
-    @jit(device=True)
-    def bias_index(geo, g, m, col):
-        return -1
-
-    return a_prep, a_index, b_prep, b_index, c_index, bias_index
+    return a_prep, a_index, b_prep, b_index, c_index, _no_bias
 
 
 forward_mode = register_mode("conv_forward", _forward_mode)

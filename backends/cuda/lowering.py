@@ -15,38 +15,30 @@ from collections.abc import Callable
 import numpy as np
 
 from ...graph import Graph, Node
-from ...graph.ops import get_op, scalar_expression
+from ...graph.ops import get_op
 from ...graph.ops.loss import check_class_indices
 from ..executable import Launch
+from ..lowering_common import (
+    Lowering,
+    around_axis,
+    lower_node,
+    pool_window_args,
+    registrar,
+    shared_lowerings,
+)
 from . import conv, pool, reduce
 from .codegen import elementwise_launch, prepared, reduction_launch, transpose_launch
 from .gemm import matmul_gemm
 from .random import dropout_launch
 from .runtime import blocks_for, flat, grid_launcher, launcher, load_cuda, pow2_threads, sm_count
 
-LOWERINGS: dict[str, Callable[[Node, Graph], Launch]] = {}
+LOWERINGS: dict[str, Lowering] = shared_lowerings(reduction_launch, dropout_launch)
+lowers = registrar(LOWERINGS)
 ROW_PER_BLOCK = 32  # rows longer than this get a block each, shorter ones a thread
 
 
-def lowers(*ops: str):
-    """Register a lowering for the named ops."""
-
-    def register(fn):
-        for op in ops:
-            LOWERINGS[op] = fn
-        return fn
-
-    return register
-
-
 def lower(node: Node, graph: Graph) -> tuple[Launch, str]:
-    if node.op in LOWERINGS:
-        launch = LOWERINGS[node.op](node, graph)
-        return launch, getattr(launch, "impl", "cuda")  # a lowering may choose the host
-    if get_op(node.op).category == "elementwise":
-        expr = scalar_expression(node.op, node.attrs, len(node.inputs))
-        return elementwise_launch(expr, [graph[i].shape for i in node.inputs], node.shape), "cuda"
-    return host_reference_launch(node), "reference"
+    return lower_node(node, graph, LOWERINGS, elementwise_launch, host_reference_launch, "cuda")
 
 
 def host_reference_launch(node: Node) -> Launch:
@@ -103,7 +95,7 @@ def _conv2d(node, graph):
 
 
 @lowers("conv2d_grad_input")
-def _conv2d_grad_input(node, graph):
+def conv2d_grad_input(node, graph):
     g, w = (graph[i].shape for i in node.inputs)
     gemm = conv.grad_input_gemm(g, w, node.shape, node.attrs, node.dtype)
     return _planned(_flat_launch(lambda ins, out: gemm(ins[0], ins[1], out)), gemm)
@@ -119,60 +111,30 @@ def _conv2d_grad_weight(node, graph):
 # --- pooling -------------------------------------------------------------------------------
 
 
-def pool_args(node: Node, x_shape, y_shape, extra) -> tuple:
+def pool_args(node: Node, x_shape, y_shape) -> tuple:
     """The pooling kernels' trailing arguments: planes, the input's H, W, the pooled OH, OW,
-    the window's kernel, stride and padding, then ``extra``."""
+    then the window's (``pool_window_args``)."""
     n, c, h, w = x_shape
-    a = node.attrs
-    return (n * c, h, w, *y_shape[2:], *a["kernel"], *a["stride"], *a["padding"], *extra)
+    return (n * c, h, w, *y_shape[2:], *pool_window_args(node))
 
 
-@lowers("max_pool2d")
-def _max_pool2d(node, graph):
-    x = graph[node.inputs[0]].shape
-    args = pool_args(node, x, node.shape, node.attrs["dilation"])
-    return per_output_launch(pool.max_pool_forward, node, args)
+_POOL_KERNELS = {  # op: (kernel, whether it is a gradient: its input 0 is dy, its out dx)
+    "max_pool2d": (pool.max_pool_forward, False),
+    "max_pool2d_grad": (pool.max_pool_backward, True),
+    "avg_pool2d": (pool.avg_pool_forward, False),
+    "avg_pool2d_grad": (pool.avg_pool_backward, True),
+}
 
 
-@lowers("max_pool2d_grad")
-def _max_pool2d_grad(node, graph):
-    g = graph[node.inputs[0]].shape
-    args = pool_args(node, node.shape, g, node.attrs["dilation"])
-    return per_output_launch(pool.max_pool_backward, node, args)
-
-
-@lowers("avg_pool2d")
-def _avg_pool2d(node, graph):
-    x = graph[node.inputs[0]].shape
-    args = pool_args(node, x, node.shape, (node.attrs["count_include_pad"],))
-    return per_output_launch(pool.avg_pool_forward, node, args)
-
-
-@lowers("avg_pool2d_grad")
-def _avg_pool2d_grad(node, graph):
-    g = graph[node.inputs[0]].shape
-    args = pool_args(node, node.shape, g, (node.attrs["count_include_pad"],))
-    return per_output_launch(pool.avg_pool_backward, node, args)
+@lowers(*_POOL_KERNELS)
+def _pool2d(node, graph):
+    kernel, grad = _POOL_KERNELS[node.op]
+    first = graph[node.inputs[0]].shape
+    x, y = (node.shape, first) if grad else (first, node.shape)
+    return per_output_launch(kernel, node, pool_args(node, x, y))
 
 
 # --- reductions ----------------------------------------------------------------------------
-
-
-@lowers("sum", "mean")
-def _sum_mean(node, graph):
-    x = graph[node.inputs[0]]
-    return reduction_launch("a0", 1, x.shape, node.attrs["axes"], node.op == "mean")
-
-
-@lowers("dropout")
-def _dropout(node, graph):
-    return dropout_launch(node)
-
-
-@lowers("mse_loss")
-def _mse_loss(node, graph):
-    shape = graph[node.inputs[0]].shape
-    return reduction_launch("(a0 - a1) * (a0 - a1)", 2, shape, range(len(shape)), mean=True)
 
 
 def _rows_launcher(kernel, lines: int, r_len: int, inner: int = 1):
@@ -185,8 +147,7 @@ def _rows_launcher(kernel, lines: int, r_len: int, inner: int = 1):
 
 @lowers(*reduce.MODES)
 def _along_axis(node, graph):
-    shape, axis = node.shape, node.attrs["axis"]
-    outer, r_len, inner = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1 :])
+    outer, r_len, inner = around_axis(node.shape, node.attrs["axis"])
     lines, mode = outer * inner, reduce.MODES[node.op]
     kernel, per_block = _rows_launcher(reduce.along_axis, lines, r_len, inner)
 

@@ -67,6 +67,39 @@ def _first_window(pos, pad, k, s, d, n_out, tap):
     return o
 
 
+@jit(device=True)
+def _divisor(oh, ow, kh, kw, sh, sw, ph, pw, h, w, include_pad):
+    if include_pad:
+        return kh * kw
+    h0 = oh * sh - ph
+    w0 = ow * sw - pw
+    return (min(h0 + kh, h) - max(h0, 0)) * (min(w0 + kw, w) - max(w0, 0))
+
+
+@jit(device=True)
+def _window_grads(g, x, plane, ih, iw, h, w, oh_, ow_, kh, kw, sh, sw, ph, pw, dh, dw, is_max, pad):
+    """The gradient reaching input (ih, iw) of ``plane`` from the windows that hold it: for
+    max pooling, g of each window whose first maximum (in x) it is; for average pooling, g over
+    each window's divisor (``pad``: count_include_pad)."""
+    acc = 0.0
+    for i in range(kh):
+        oh = _first_window(ih, ph, kh, sh, dh, oh_, i)
+        if oh >= 0:
+            for j in range(kw):
+                ow = _first_window(iw, pw, kw, sw, dw, ow_, j)
+                if ow >= 0:
+                    if is_max:
+                        best = _window_argmax(
+                            x, plane * h * w, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw
+                        )
+                        if best == ih * w + iw:
+                            acc += g[(plane * oh_ + oh) * ow_ + ow]
+                    else:
+                        div = _divisor(oh, ow, kh, kw, sh, sw, ph, pw, h, w, pad)
+                        acc += g[(plane * oh_ + oh) * ow_ + ow] / div
+    return acc
+
+
 @jit(cache=True)
 def max_pool_backward(g, x, dx, nc, h, w, oh_, ow_, kh, kw, sh, sw, ph, pw, dh, dw):
     """dx (N*C*H*W,) = sum of g over the windows whose first maximum is this element."""
@@ -75,29 +108,10 @@ def max_pool_backward(g, x, dx, nc, h, w, oh_, ow_, kh, kw, sh, sw, ph, pw, dh, 
     total = nc * h * w
     while t < total:
         plane, ih, iw = plane_position(t, h, w)
-        acc = 0.0
-        for i in range(kh):
-            oh = _first_window(ih, ph, kh, sh, dh, oh_, i)
-            if oh >= 0:
-                for j in range(kw):
-                    ow = _first_window(iw, pw, kw, sw, dw, ow_, j)
-                    if ow >= 0:
-                        best = _window_argmax(
-                            x, plane * h * w, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw
-                        )
-                        if best == ih * w + iw:
-                            acc += g[(plane * oh_ + oh) * ow_ + ow]
-        dx[t] = acc
+        dx[t] = _window_grads(
+            g, x, plane, ih, iw, h, w, oh_, ow_, kh, kw, sh, sw, ph, pw, dh, dw, True, False
+        )
         t += step
-
-
-@jit(device=True)
-def _divisor(oh, ow, kh, kw, sh, sw, ph, pw, h, w, include_pad):
-    if include_pad:
-        return kh * kw
-    h0 = oh * sh - ph
-    w0 = ow * sw - pw
-    return (min(h0 + kh, h) - max(h0, 0)) * (min(w0 + kw, w) - max(w0, 0))
 
 
 @jit(cache=True)
@@ -128,14 +142,7 @@ def avg_pool_backward(g, dx, nc, h, w, oh_, ow_, kh, kw, sh, sw, ph, pw, include
     total = nc * h * w
     while t < total:
         plane, ih, iw = plane_position(t, h, w)
-        acc = 0.0
-        for i in range(kh):
-            oh = _first_window(ih, ph, kh, sh, 1, oh_, i)
-            if oh >= 0:
-                for j in range(kw):
-                    ow = _first_window(iw, pw, kw, sw, 1, ow_, j)
-                    if ow >= 0:
-                        div = _divisor(oh, ow, kh, kw, sh, sw, ph, pw, h, w, include_pad)
-                        acc += g[(plane * oh_ + oh) * ow_ + ow] / div
-        dx[t] = acc
+        dx[t] = _window_grads(
+            g, g, plane, ih, iw, h, w, oh_, ow_, kh, kw, sh, sw, ph, pw, 1, 1, False, include_pad
+        )
         t += step

@@ -16,8 +16,7 @@ import math
 import numpy as np
 
 from ...graph.ops.spatial import _check_indices, interpolation_taps
-from . import conv
-from .lowering import _flat_launch, _planned, lowers, per_output_launch, pool_args
+from .lowering import _flat_launch, conv2d_grad_input, lowers, per_output_launch, pool_args
 from .pool import _window_argmax, plane_position
 from .runtime import grid_launcher, jit, load_cuda
 
@@ -27,11 +26,8 @@ cuda = load_cuda()  # a module global: the simulator swaps it for its fake insid
 # --- transposed convolution -----------------------------------------------------------------
 
 
-@lowers("conv_transpose2d")
-def _conv_transpose2d(node, graph):
-    x, w = (graph[i].shape for i in node.inputs)
-    gemm = conv.grad_input_gemm(x, w, node.shape, node.attrs, node.dtype)
-    return _planned(_flat_launch(lambda ins, out: gemm(ins[0], ins[1], out)), gemm)
+# conv_transpose2d(x, w) is conv2d_grad_input(x, w): the same attributes, the same plan.
+lowers("conv_transpose2d")(conv2d_grad_input)
 
 
 # --- pooling indices and unpooling ----------------------------------------------------------
@@ -50,7 +46,7 @@ def max_pool_indices(x, out, nc, h, w, oh_, ow_, kh, kw, sh, sw, ph, pw, dh, dw)
 
 @lowers("max_pool2d_indices")
 def _max_pool2d_indices(node, graph):
-    args = pool_args(node, graph[node.inputs[0]].shape, node.shape, node.attrs["dilation"])
+    args = pool_args(node, graph[node.inputs[0]].shape, node.shape)
     return per_output_launch(max_pool_indices, node, args)
 
 

@@ -137,20 +137,36 @@ def chunk_images(n, rows, p, itemsize, budget):
     return max(1, min(n, budget // max(1, rows * p * itemsize)))
 
 
-def gemm_forward(x, w, b, out, sh, sw, ph, pw, dh, dw, groups, budget):
-    n_, c_ = x.shape[:2]
-    k_, cg, kh, kw = w.shape
-    oh_, ow_ = out.shape[2:]
-    p_, kg, r_ = oh_ * ow_, k_ // groups, cg * kh * kw
-    w2 = w.reshape(k_, r_)
-    out3 = out.reshape(n_, k_, p_)
-    m = chunk_images(n_, c_ * kh * kw, p_, x.itemsize, budget)
-    cols = np.empty(c_ * kh * kw * m * p_, dtype=x.dtype)
-    y = np.empty(kg * m * p_, dtype=x.dtype)
+def _chunks(n_, rows, kg, p_, dtype, budget):
+    """Chunks of images for the im2col GEMMs: yields (n0, m, cols (rows, m*P), y (kg, m*P)),
+    views of two scratch buffers allocated once for the largest chunk."""
+    m = chunk_images(n_, rows, p_, np.dtype(dtype).itemsize, budget)
+    cols = np.empty(rows * m * p_, dtype=dtype)
+    y = np.empty(kg * m * p_, dtype=dtype)
     for n0 in range(0, n_, m):
         mm = min(m, n_ - n0)
-        cv = cols[: c_ * kh * kw * mm * p_].reshape(c_ * kh * kw, mm * p_)
-        yv = y[: kg * mm * p_].reshape(kg, mm * p_)
+        yield (
+            n0,
+            mm,
+            cols[: rows * mm * p_].reshape(rows, mm * p_),
+            y[: kg * mm * p_].reshape(kg, mm * p_),
+        )
+
+
+def _dims(x_shape, w_shape, out_hw, groups):
+    """(N, K, P, K/groups, C/groups*KH*KW, C*KH*KW) of a conv's GEMMs."""
+    k_, cg, kh, kw = w_shape
+    p_ = out_hw[0] * out_hw[1]
+    return x_shape[0], k_, p_, k_ // groups, cg * kh * kw, x_shape[1] * kh * kw
+
+
+def gemm_forward(x, w, b, out, sh, sw, ph, pw, dh, dw, groups, budget):
+    kh, kw = w.shape[2:]
+    oh_, ow_ = out.shape[2:]
+    n_, k_, p_, kg, r_, rows = _dims(x.shape, w.shape, (oh_, ow_), groups)
+    w2 = w.reshape(k_, r_)
+    out3 = out.reshape(n_, k_, p_)
+    for n0, mm, cv, yv in _chunks(n_, rows, kg, p_, x.dtype, budget):
         im2col(x, cv, n0, mm, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_)
         for g in range(groups):
             matmul(w2[g * kg : (g + 1) * kg], cv[g * r_ : (g + 1) * r_], yv, False, False)
@@ -158,19 +174,12 @@ def gemm_forward(x, w, b, out, sh, sw, ph, pw, dh, dw, groups, budget):
 
 
 def gemm_backward_input(gy, w, gx, sh, sw, ph, pw, dh, dw, groups, budget):
-    n_, c_ = gx.shape[:2]
-    k_, cg, kh, kw = w.shape
+    kh, kw = w.shape[2:]
     oh_, ow_ = gy.shape[2:]
-    p_, kg, r_ = oh_ * ow_, k_ // groups, cg * kh * kw
+    n_, k_, p_, kg, r_, rows = _dims(gx.shape, w.shape, (oh_, ow_), groups)
     w2 = w.reshape(k_, r_)
     gy3 = gy.reshape(n_, k_, p_)
-    m = chunk_images(n_, c_ * kh * kw, p_, gy.itemsize, budget)
-    cols = np.empty(c_ * kh * kw * m * p_, dtype=gy.dtype)
-    gyg = np.empty(kg * m * p_, dtype=gy.dtype)
-    for n0 in range(0, n_, m):
-        mm = min(m, n_ - n0)
-        cv = cols[: c_ * kh * kw * mm * p_].reshape(c_ * kh * kw, mm * p_)
-        gv = gyg[: kg * mm * p_].reshape(kg, mm * p_)
+    for n0, mm, cv, gv in _chunks(n_, rows, kg, p_, gy.dtype, budget):
         for g in range(groups):
             gather_channels(gy3, gv, n0, mm, g * kg)
             matmul(w2[g * kg : (g + 1) * kg], gv, cv[g * r_ : (g + 1) * r_], True, False)
@@ -178,20 +187,13 @@ def gemm_backward_input(gy, w, gx, sh, sw, ph, pw, dh, dw, groups, budget):
 
 
 def gemm_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, budget):
-    n_, c_ = x.shape[:2]
-    k_, cg, kh, kw = gw.shape
+    kh, kw = gw.shape[2:]
     oh_, ow_ = gy.shape[2:]
-    p_, kg, r_ = oh_ * ow_, k_ // groups, cg * kh * kw
+    n_, k_, p_, kg, r_, rows = _dims(x.shape, gw.shape, (oh_, ow_), groups)
     gw2 = gw.reshape(k_, r_)
     gy3 = gy.reshape(n_, k_, p_)
-    m = chunk_images(n_, c_ * kh * kw, p_, x.itemsize, budget)
-    cols = np.empty(c_ * kh * kw * m * p_, dtype=x.dtype)
-    gyg = np.empty(kg * m * p_, dtype=x.dtype)
     tmp = np.empty((kg, r_), dtype=x.dtype)
-    for n0 in range(0, n_, m):
-        mm = min(m, n_ - n0)
-        cv = cols[: c_ * kh * kw * mm * p_].reshape(c_ * kh * kw, mm * p_)
-        gv = gyg[: kg * mm * p_].reshape(kg, mm * p_)
+    for n0, mm, cv, gv in _chunks(n_, rows, kg, p_, x.dtype, budget):
         im2col(x, cv, n0, mm, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_)
         for g in range(groups):
             gather_channels(gy3, gv, n0, mm, g * kg)

@@ -28,46 +28,54 @@ def _fold(acc):
     return acc[0]
 
 
-@njit(cache=True)
-def lane_sum(a):
-    """Sum of a contiguous 1-d array: LANES partial sums folded pairwise (short rows: one
-    running sum)."""
+@njit(inline="always")
+def _value(a, b, m, p):
+    return a[p]
+
+
+@njit(inline="always")
+def _product(a, b, m, p):
+    return a[p] * b[p]
+
+
+@njit(inline="always")
+def _shifted_exp(a, b, m, p):
+    return np.exp(a[p] - m)
+
+
+@njit(cache=True, inline="always")
+def _lane_reduce(term, a, b, m):
+    """Sum of ``term(a, b, m, p)`` over p < len(a): LANES partial sums folded pairwise (short
+    rows: one running sum). ``term`` is inlined, so each caller's loop vectorizes."""
     acc = np.zeros(LANES, dtype=a.dtype)
     n = a.shape[0]
     if n < 2 * LANES:
         s = acc[0]
         for p in range(n):
-            s += a[p]
-        return s
-    full = n - n % LANES
-    for p0 in range(0, full, LANES):
-        ap = a[p0 : p0 + LANES]
-        for v in range(LANES):
-            acc[v] += ap[v]
-    for p in range(full, n):
-        acc[p - full] += a[p]
-    return _fold(acc)
-
-
-@njit(cache=True)
-def lane_dot(a, b):
-    """Dot product of two contiguous 1-d arrays, summed as in lane_sum."""
-    acc = np.zeros(LANES, dtype=a.dtype)
-    n = a.shape[0]
-    if n < 2 * LANES:
-        s = acc[0]
-        for p in range(n):
-            s += a[p] * b[p]
+            s += term(a, b, m, p)
         return s
     full = n - n % LANES
     for p0 in range(0, full, LANES):
         ap = a[p0 : p0 + LANES]
         bp = b[p0 : p0 + LANES]
         for v in range(LANES):
-            acc[v] += ap[v] * bp[v]
+            acc[v] += term(ap, bp, m, v)
     for p in range(full, n):
-        acc[p - full] += a[p] * b[p]
+        acc[p - full] += term(a, b, m, p)
     return _fold(acc)
+
+
+@njit(cache=True)
+def lane_sum(a):
+    """Sum of a contiguous 1-d array: LANES partial sums folded pairwise (short rows: one
+    running sum)."""
+    return _lane_reduce(_value, a, a, 0)
+
+
+@njit(cache=True)
+def lane_dot(a, b):
+    """Dot product of two contiguous 1-d arrays, summed as in lane_sum."""
+    return _lane_reduce(_product, a, b, 0)
 
 
 @njit(cache=True, inline="always")
@@ -82,43 +90,58 @@ def _row_max(a):
 @njit(cache=True)
 def _exp_sum(a, m):
     """Sum of exp(a - m) over a contiguous 1-d array, summed as in lane_sum."""
-    acc = np.zeros(LANES, dtype=a.dtype)
-    n = a.shape[0]
-    if n < 2 * LANES:
-        s = acc[0]
-        for p in range(n):
-            s += np.exp(a[p] - m)
-        return s
-    full = n - n % LANES
-    for p0 in range(0, full, LANES):
-        ap = a[p0 : p0 + LANES]
-        for v in range(LANES):
-            acc[v] += np.exp(ap[v] - m)
-    for p in range(full, n):
-        acc[p - full] += np.exp(a[p] - m)
-    return _fold(acc)
+    return _lane_reduce(_shifted_exp, a, a, m)
+
+
+@njit(cache=True, inline="always")
+def _n_blocks(i_):
+    return (i_ + INNER_BLOCK - 1) // INNER_BLOCK
+
+
+@njit(cache=True, inline="always")
+def _block(t, nb, i_):
+    """Work item t of the (outer, inner block) grid: (o, i0, i1)."""
+    o = t // nb
+    i0 = (t % nb) * INNER_BLOCK
+    return o, i0, min(i_, i0 + INNER_BLOCK)
 
 
 @njit(parallel=True, cache=True)
-def sum_middle(x, out):
-    """out (O, I) = x (O, R, I) summed over R."""
+def _reduce_middle_impl(x, out, take_max):
     o_, r_, i_ = x.shape
     if i_ == 1:
         x2 = x.reshape(o_, r_)
         for o in prange(o_):
-            out[o, 0] = lane_sum(x2[o])
+            out[o, 0] = _row_max(x2[o]) if take_max else lane_sum(x2[o])
     else:
-        nb = (i_ + INNER_BLOCK - 1) // INNER_BLOCK
+        nb = _n_blocks(i_)
         for t in prange(o_ * nb):
-            o = t // nb
-            i0 = (t % nb) * INNER_BLOCK
-            i1 = min(i_, i0 + INNER_BLOCK)
+            o, i0, i1 = _block(t, nb, i_)
             dst = out[o, i0:i1]
-            dst[:] = 0
-            for r in range(r_):
-                src = x[o, r, i0:i1]
-                for i in range(i1 - i0):
-                    dst[i] += src[i]
+            if take_max:
+                dst[:] = x[o, 0, i0:i1]
+                for r in range(1, r_):
+                    src = x[o, r, i0:i1]
+                    for i in range(i1 - i0):
+                        v = src[i]
+                        if v > dst[i] or v != v:
+                            dst[i] = v
+            else:
+                dst[:] = 0
+                for r in range(r_):
+                    src = x[o, r, i0:i1]
+                    for i in range(i1 - i0):
+                        dst[i] += src[i]
+
+
+def sum_middle(x, out):
+    """out (O, I) = x (O, R, I) summed over R."""
+    _reduce_middle_impl(x, out, False)
+
+
+def max_middle(x, out):
+    """out (O, I) = x (O, R, I) maximized over R (NaN propagates, as numpy and PyTorch)."""
+    _reduce_middle_impl(x, out, True)
 
 
 @njit(parallel=True, cache=True)
@@ -130,30 +153,6 @@ def sum_outer_inner(x, out):
         for o in range(o_):
             total[0] += lane_sum(x[o, r])
         out[r] = total[0]
-
-
-@njit(parallel=True, cache=True)
-def max_middle(x, out):
-    """out (O, I) = x (O, R, I) maximized over R (NaN propagates, as numpy and PyTorch)."""
-    o_, r_, i_ = x.shape
-    if i_ == 1:
-        x2 = x.reshape(o_, r_)
-        for o in prange(o_):
-            out[o, 0] = _row_max(x2[o])
-    else:
-        nb = (i_ + INNER_BLOCK - 1) // INNER_BLOCK
-        for t in prange(o_ * nb):
-            o = t // nb
-            i0 = (t % nb) * INNER_BLOCK
-            i1 = min(i_, i0 + INNER_BLOCK)
-            dst = out[o, i0:i1]
-            dst[:] = x[o, 0, i0:i1]
-            for r in range(1, r_):
-                src = x[o, r, i0:i1]
-                for i in range(i1 - i0):
-                    v = src[i]
-                    if v > dst[i] or v != v:
-                        dst[i] = v
 
 
 @njit(cache=True, inline="always")
@@ -183,11 +182,9 @@ def _softmax_impl(x, out, log):
                 for p in range(r_):
                     dst[p] = dst[p] / s
     else:
-        nb = (i_ + INNER_BLOCK - 1) // INNER_BLOCK
+        nb = _n_blocks(i_)
         for t in prange(o_ * nb):
-            o = t // nb
-            i0 = (t % nb) * INNER_BLOCK
-            i1 = min(i_, i0 + INNER_BLOCK)
+            o, i0, i1 = _block(t, nb, i_)
             w = i1 - i0
             m = x[o, 0, i0:i1].copy()
             for r in range(1, r_):
@@ -249,11 +246,9 @@ def _softmax_backward_impl(gy, y, gx, log):
                 for p in range(r_):
                     d[p] = yy[p] * (g[p] - s)
     else:
-        nb = (i_ + INNER_BLOCK - 1) // INNER_BLOCK
+        nb = _n_blocks(i_)
         for t in prange(o_ * nb):
-            o = t // nb
-            i0 = (t % nb) * INNER_BLOCK
-            i1 = min(i_, i0 + INNER_BLOCK)
+            o, i0, i1 = _block(t, nb, i_)
             w = i1 - i0
             s = np.zeros(w, dtype=gy.dtype)
             for r in range(r_):

@@ -1,0 +1,58 @@
+"""Shape planning shared by the cpu and cuda code generators: both coalesce dimensions first
+(size-1 axes dropped, neighbours that broadcast or reduce alike merged), so the generated
+source depends only on the loop structure, not on the sizes."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def merge_dims(shape: Sequence[int], keys: Sequence) -> tuple[list[list[int]], list]:
+    """Drop size-1 axes and merge neighbours whose ``keys`` are equal; return the axis groups
+    and each group's key."""
+    groups: list[list[int]] = []
+    group_keys: list = []
+    for d, size in enumerate(shape):
+        if size == 1:
+            continue
+        if groups and group_keys[-1] == keys[d]:
+            groups[-1].append(d)
+        else:
+            groups.append([d])
+            group_keys.append(keys[d])
+    return groups, group_keys
+
+
+def kernel_args(n_inputs: int, *extra: str) -> str:
+    """``in0, ..., in<n-1>, <extra>``: a generated kernel's parameters."""
+    return ", ".join([f"in{k}" for k in range(n_inputs)] + list(extra))
+
+
+def broadcast_plan(
+    in_shapes: Sequence[tuple[int, ...]], out_shape: tuple[int, ...]
+) -> tuple[tuple[int, ...], list[tuple[bool, ...]], list[tuple[int, ...]]]:
+    """Coalesce an elementwise op over broadcast inputs: the merged output shape, each input's
+    mask (``masks[k][d]``: input k varies along merged axis d, else it is broadcast) and the
+    shape to view each input as."""
+    ndim = len(out_shape)
+    aligned = [(1,) * (ndim - len(s)) + tuple(s) for s in in_shapes]
+    varies = [tuple(s[d] == out_shape[d] for s in aligned) for d in range(ndim)]
+    groups, keys = merge_dims(out_shape, varies)
+    shape = tuple(math.prod(out_shape[d] for d in g) for g in groups) or (1,)
+    masks = [tuple(key[k] for key in keys) or (False,) for k in range(len(in_shapes))]
+    views = [tuple(n if m else 1 for n, m in zip(shape, mask)) for mask in masks]
+    return shape, masks, views
+
+
+def reduction_plan(
+    shape: tuple[int, ...], axes: Sequence[int], mean: bool
+) -> tuple[tuple[int, ...], list[bool], float]:
+    """Coalesce a reduction over ``axes`` of ``shape``: the merged shape, which merged axes
+    are reduced, and the scale of the sum (1/count for a mean)."""
+    groups, keys = merge_dims(shape, [(d in axes,) for d in range(len(shape))])
+    merged = tuple(math.prod(shape[d] for d in g) for g in groups) or (1,)
+    reduced = [k[0] for k in keys] or [True]
+    count = math.prod(shape[d] for d in axes)
+    scale = 1.0 / count if mean and count else 1.0
+    return merged, reduced, scale
