@@ -753,6 +753,27 @@ def test_conv2d_and_its_grads_match_torch(config):
     _close(ref("conv2d_grad_weight", x, g, weight_shape=w_shape, **attrs), gw)
 
 
+@pytest.mark.torch
+@SWEEP
+@given(conv_configs(), st.integers(0, 2**16))
+def test_conv2d_sweep_matches_torch(config, seed):
+    """Stride, padding, dilation and groups drawn together: the op and both gradient ops
+    against torch.nn.functional.conv2d and its autograd."""
+    torch = _torch()
+    operands, attrs = config
+    x_shape, w_shape = operands[0][0], operands[1][0]
+    bias = [_rand(w_shape[0], seed=seed + 2)] if len(operands) == 3 else []
+    x, w = _rand(*x_shape, seed=seed), _rand(*w_shape, seed=seed + 1)
+    tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    ty = torch.nn.functional.conv2d(tx, tw, *map(torch.tensor, bias), **attrs)
+    y = ref("conv2d", x, w, *bias, **attrs)
+    _close(y, ty)
+    g = _rand(*y.shape, seed=seed + 3)
+    gx, gw = torch.autograd.grad(ty, (tx, tw), torch.tensor(g))
+    _close(ref("conv2d_grad_input", g, w, input_shape=x_shape, **attrs), gx)
+    _close(ref("conv2d_grad_weight", x, g, weight_shape=w_shape, **attrs), gw)
+
+
 POOL_TORCH_CONFIGS = [
     # (x shape, kernel, stride, padding, dilation (max) / count_include_pad (avg))
     ((2, 3, 6, 6), (2, 2), (2, 2), (0, 0), 1, True),
