@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from .ir import Graph, format_type
-from .memory import plan_memory, plan_training_memory
+from .memory import plan_memory
 from .passes import PASSES
 from .passes.report import GraphSummary, PassRecord, PassReport, graph_stats
+from .training_memory import plan_training_memory
 
 Pass = Callable[..., Graph]
 
@@ -123,9 +124,10 @@ def optimize_training(
 ) -> tuple[Graph, Graph, PassReport]:
     """Optimize a training step's two graphs. The forward graph keeps the saved values and
     its outputs; the backward graph is optimized on its own. Then ONE arena is planned for
-    both (``memory.plan_training_memory``): the backward graph reuses the bytes of each saved
-    activation after its last read. The report shows that arena once, on the forward graph's
-    summary (``report.plans`` holds both graphs' plans, which must share the arena)."""
+    both (``training_memory.plan_training_memory``): the backward graph reuses the bytes of
+    each saved activation after its last read. The report shows that arena once, on the
+    forward graph's summary (``report.plans`` holds both graphs' plans, which must share the
+    arena)."""
     keep = saved_ids(backward) | frozenset(forward.outputs)
     fwd, fwd_report = optimize(forward, passes, keep, disable, False, dump_dir, "forward")
     bwd, bwd_report = optimize(backward, passes, frozenset(), disable, False, dump_dir, "backward")

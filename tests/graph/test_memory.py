@@ -21,11 +21,10 @@ from numbagrad.graph.memory import (
     arena_views,
     liveness,
     plan_memory,
-    training_intervals,
     verify_plan,
-    verify_training_plan,
 )
 from numbagrad.graph.pipeline import optimize_training, saved_ids
+from numbagrad.graph.training_memory import training_intervals, verify_training_plan
 from numbagrad.models import lenet5
 
 
