@@ -423,7 +423,7 @@ def _step(x, value=3.0):
 
 
 # Activations, comparisons, losses and dropout (issue 4); torch comparisons of all of them are
-# in tests/engine/test_activations_losses.py.
+# in tests/engine/test_activations.py, test_losses.py and test_dropout.py.
 ACTIVATION_LOSS_CASES = [
     _c("maximum_bcast", "maximum", [((3, 1, 4), "f"), ((2, 1), "f")], O.maximum),
     _c("maximum_scalar", "maximum", [((2, 3), "f")], lambda a: O.maximum(a, 0.1)),
@@ -505,7 +505,7 @@ JOIN_NORM_CASES = [
 ]
 
 # Transposed conv, unpooling, upsampling, LRN (graph/ops/spatial.py, graph/ops/lrn.py); their
-# PyTorch comparisons are in tests/engine/test_spatial_recurrent.py. The unpooling indices
+# PyTorch comparisons are in tests/engine/test_spatial_layers.py. The unpooling indices
 # (seed 0) hold no repeats, where torch's gather-gradient and the assigning scatter differ.
 SPATIAL_CASES = [
     _c(
@@ -899,11 +899,11 @@ def test_elementwise_reduce_shape_and_matmul_references_match_torch():
     # Every forward op has a torch comparison somewhere in this file.
     elsewhere = {"conv2d", "max_pool2d", "avg_pool2d", "softmax", "log_softmax"}
     elsewhere |= {"cross_entropy", "mse_loss"}
-    elsewhere |= {c.op for c in ACTIVATION_LOSS_CASES}  # tests/engine/test_activations_losses
-    # tests/engine/test_spatial_recurrent.py
+    elsewhere |= {c.op for c in ACTIVATION_LOSS_CASES}  # test_activations, _losses, _dropout
+    # tests/engine/test_spatial_layers.py
     elsewhere |= {c.op for c in SPATIAL_CASES} | {"max_pool2d_indices"}
     elsewhere |= {c.op for c in JOIN_NORM_CASES}  # tests/engine/test_norm_concat.py
-    elsewhere.add("class_indices")  # identity on targets; refusals: test_activations_losses
+    elsewhere.add("class_indices")  # identity on targets; refusals: test_errors_inputs
     elsewhere.add("fused_elementwise")  # composed of the ops above (tests/graph/test_pass_fuse)
     elsewhere |= {"conv2d_epilogue", "matmul_epilogue"}  # likewise (test_pass_epilogue)
     differentiable = {name for name, op in all_ops().items() if op.vjp is not None}

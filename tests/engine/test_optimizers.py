@@ -1,9 +1,13 @@
-"""Optimizers emitted into the backward graph, against torch.optim on a tiny MLP; parameter
-groups, L1, gradient clipping; learning-rate schedules fed at run time."""
+"""Optimizers emitted into the backward graph, against torch.optim on a tiny MLP: SGD,
+Adagrad, RMSprop, Adam and AdamW with their options, gradient clipping and the L1 penalty;
+hyperparameter and group checks, option resolution and Adam's host-fed bias corrections.
+Parameter groups and learning rates fed at run time are in test_optim_groups_schedules.py."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,74 +19,19 @@ from numbagrad.models.mlp import mlp
 
 torch = pytest.importorskip("torch")
 
-SIZES = [4, 6, 3]
-BATCH = 5
-N_STEPS = 4
-RTOL, ATOL = 1e-4, 1e-6
-BACKENDS = ["interp", "cpu"]
-
-
-def _batches(n_steps=N_STEPS, seed=0):
-    rng = np.random.default_rng(seed)
-    return [
-        (
-            rng.standard_normal((BATCH, SIZES[0])).astype(np.float32),
-            rng.integers(0, SIZES[-1], BATCH),
-        )
-        for _ in range(n_steps)
-    ]
-
-
-def _train(optimizer, backend, batches, lrs=None, seed=7):
-    """N compiled steps; returns the initial weights, the losses and the compiled step."""
-    ng.manual_seed(seed)
-    model = mlp(SIZES)
-    init = model.state_dict()
-    step = ng.compile_training(
-        model,
-        nn.CrossEntropyLoss(),
-        optimizer,
-        ng.Spec((BATCH, SIZES[0])),
-        ng.Spec((BATCH,), "int64"),
-        backend,
-    )
-    losses = [step(x, y, lr=None if lrs is None else lrs[i]) for i, (x, y) in enumerate(batches)]
-    return init, losses, step
-
-
-def _torch_train(init, make_opt, batches, lrs=None, clip=None, l1=0.0):
-    """The same steps in PyTorch; ``l1`` adds l1*sign(p) to each gradient (after clipping, as
-    numbagrad does: the penalty is not part of the clipped loss gradient)."""
-    net = torch.nn.Sequential(
-        torch.nn.Linear(SIZES[0], SIZES[1]), torch.nn.ReLU(), torch.nn.Linear(SIZES[1], SIZES[2])
-    )
-    net.load_state_dict({k: torch.tensor(v) for k, v in init.items()})
-    opt = make_opt(net)
-    losses = []
-    for i, (x, y) in enumerate(batches):
-        if lrs is not None:
-            for group in opt.param_groups:
-                group["lr"] = lrs[i] * group.get("lr_ratio", 1.0)
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(net(torch.tensor(x)), torch.tensor(y))
-        loss.backward()
-        if clip is not None:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
-        with torch.no_grad():
-            for p in net.parameters():
-                p.grad += l1 * torch.sign(p)
-        opt.step()
-        losses.append(loss.item())
-    return losses, net, opt
-
-
-def _assert_same(losses, model_state, t_losses, net):
-    np.testing.assert_allclose(losses, t_losses, rtol=RTOL)
-    for key, value in net.state_dict().items():
-        np.testing.assert_allclose(
-            model_state[key], value.numpy(), rtol=RTOL, atol=ATOL, err_msg=key
-        )
-
+# The tiny-MLP training harness, shared by the optimizer and schedule tests.
+_spec = importlib.util.spec_from_file_location(
+    "_optim_harness", Path(__file__).with_name("_optim_harness.py")
+)
+_h = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_h)
+SIZES, N_STEPS, RTOL, ATOL, BACKENDS = _h.SIZES, _h.N_STEPS, _h.RTOL, _h.ATOL, _h.BACKENDS
+_batches, _train, _torch_train, _assert_same = (
+    _h._batches,
+    _h._train,
+    _h._torch_train,
+    _h._assert_same,
+)
 
 T = torch.optim
 CONFIGS = {  # name: (numbagrad optimizer, torch optimizer, clip)
@@ -225,152 +174,6 @@ def test_adam_l1_matches_numpy_reimplementation():
     expected = _numpy_adam_l1(init, _torch_grads, batches, lr=0.01, l1=0.03)
     for key, value in expected.items():
         np.testing.assert_allclose(step.model.state_dict()[key], value, rtol=RTOL, atol=ATOL)
-
-
-@pytest.mark.torch
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_param_groups_match_torch(backend):
-    groups = [
-        {"params": ["*.bias"], "weight_decay": 0.0},
-        {"params": "2.weight", "lr": 0.03, "betas": (0.8, 0.99), "l1": 0.0},
-    ]
-    opt = optim.Adam(0.01, weight_decay=0.2, groups=groups)
-    batches = _batches(seed=3)
-    lrs = [0.01, 0.02, 0.005, 0.01]
-    init, losses, step = _train(opt, backend, batches, lrs=lrs)
-
-    def make_torch(net):
-        (w0, b0), (w2, b2) = (net[0].weight, net[0].bias), (net[2].weight, net[2].bias)
-        return T.Adam(
-            [
-                {"params": [w0]},
-                {"params": [b0, b2], "weight_decay": 0.0},
-                {"params": [w2], "lr": 0.03, "betas": (0.8, 0.99), "lr_ratio": 3.0},
-            ],
-            lr=0.01,
-            weight_decay=0.2,
-        )
-
-    t_losses, net, _ = _torch_train(init, make_torch, batches, lrs=lrs)
-    _assert_same(losses, step.model.state_dict(), t_losses, net)
-    # One host-fed bias correction per distinct beta.
-    assert set(opt.scalar_inputs(1)) == {
-        "adam.bias_correction1(0.9)",
-        "adam.bias_correction2_sqrt(0.999)",
-        "adam.bias_correction1(0.8)",
-        "adam.bias_correction2_sqrt(0.99)",
-    }
-
-
-@pytest.mark.torch
-def test_runtime_lr_and_step_scalars_never_recompile():
-    batches = _batches(6, seed=4)
-    lrs = [0.01, 0.03, 0.02, 0.001, 0.05, 0.01]
-    ng.manual_seed(7)
-    model = mlp(SIZES)
-    init = model.state_dict()
-    step = ng.compile_training(
-        model,
-        nn.CrossEntropyLoss(),
-        optim.Adam(0.01),
-        ng.Spec((BATCH, SIZES[0])),
-        ng.Spec((BATCH,), "int64"),
-        "cpu",
-    )
-    exes = (step.forward, step.backward)
-    launches = [k.launch for k in step.backward.kernels]
-    sched_lrs = iter(lrs)
-    losses = []
-    for x, y in batches:
-        step.lr = next(sched_lrs)
-        losses.append(step(x, y))
-    assert (step.forward, step.backward) == exes
-    assert [k.launch for k in step.backward.kernels] == launches
-    assert step.step_count == len(batches)
-    t_losses, net, t_opt = _torch_train(
-        init, lambda n: T.Adam(n.parameters(), 0.01), batches, lrs=lrs
-    )
-    _assert_same(losses, model.state_dict(), t_losses, net)
-    state = step.optimizer_state
-    for key, p in net.named_parameters():
-        for slot in ("exp_avg", "exp_avg_sq"):
-            np.testing.assert_allclose(
-                state[f"{key}.{slot}"], t_opt.state[p][slot].numpy(), rtol=RTOL, atol=1e-8
-            )
-
-
-# --- schedules ----------------------------------------------------------------------------
-
-
-def _torch_lrs(make_sched, base_lr, n):
-    opt = T.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base_lr)
-    sched = make_sched(opt)
-    lrs = [opt.param_groups[0]["lr"]]
-    for _ in range(n):
-        opt.step()
-        sched.step()
-        lrs.append(opt.param_groups[0]["lr"])
-    return lrs
-
-
-S = optim.lr_scheduler
-SCHEDULES = {  # name: (numbagrad schedule from a base lr, torch scheduler)
-    "step": (lambda lr: S.StepDecay(lr, 3, gamma=0.5), lambda o: T.lr_scheduler.StepLR(o, 3, 0.5)),
-    "exponential_decay": (
-        lambda lr: S.ExponentialDecay(lr, decay=0.2),
-        lambda o: T.lr_scheduler.ExponentialLR(o, gamma=math.exp(-0.2)),
-    ),
-    "exponential_lr": (
-        lambda lr: S.ExponentialLR(lr, gamma=0.9),
-        lambda o: T.lr_scheduler.ExponentialLR(o, gamma=0.9),
-    ),
-    "cosine": (
-        lambda lr: S.CosineAnnealing(lr, T_max=8, eta_min=0.01),
-        lambda o: T.lr_scheduler.CosineAnnealingLR(o, T_max=8, eta_min=0.01),
-    ),
-}
-
-
-@pytest.mark.torch
-@pytest.mark.parametrize("name", list(SCHEDULES))
-def test_schedule_matches_torch(name):
-    make, make_torch = SCHEDULES[name]
-    n = 16  # cosine: through T_max and back up
-    expected = _torch_lrs(make_torch, 0.1, n)
-    sched = make(0.1)
-    np.testing.assert_allclose([sched.lr_at(i) for i in range(n + 1)], expected, rtol=1e-9)
-    stepped = [sched.get_last_lr()] + [sched.step() for _ in range(n)]
-    np.testing.assert_allclose(stepped, expected, rtol=1e-9)
-
-
-def test_exponential_decay_formula():
-    sched = S.ExponentialDecay(0.5, decay=0.1)
-    assert sched(0) == 0.5
-    assert sched(7) == pytest.approx(0.5 * math.exp(-0.7), rel=1e-15)
-
-
-def test_schedule_drives_a_training_step_without_recompiling():
-    step = ng.compile_training(
-        mlp(SIZES),
-        nn.CrossEntropyLoss(),
-        optim.SGD(0.2, momentum=0.9),
-        ng.Spec((BATCH, SIZES[0])),
-        ng.Spec((BATCH,), "int64"),
-        "interp",
-    )
-    exes = (step.forward, step.backward)
-    launches = [k.launch for k in step.backward.kernels]
-    sched = S.CosineAnnealing(step, T_max=4)
-    assert sched.base_lr == pytest.approx(0.2) and step.lr == pytest.approx(0.2)
-    seen = []
-    for x, y in _batches(4):
-        step(x, y)
-        sched.step()
-        seen.append(step.lr)
-    np.testing.assert_allclose(seen, [sched.lr_at(i) for i in range(1, 5)], rtol=1e-6)
-    assert seen[-1] == 0.0
-    assert (step.forward, step.backward) == exes
-    assert [k.launch for k in step.backward.kernels] == launches
 
 
 # --- errors and the graph API -------------------------------------------------------------
