@@ -1,7 +1,7 @@
 """LSTM, scaled dot-product and multi-head attention against PyTorch: outputs, and gradients
 of every parameter from copied weights (interp and cpu backends); an LSTM classifier trains.
 The spatial layers are in test_spatial_layers.py. Op kernels against the references and VJPs
-against finite differences are in tests/backends and tests/graph/test_ops_vjp.py."""
+against finite differences are in tests/backends and tests/graph/test_ops_vjp_cases.py."""
 
 from __future__ import annotations
 

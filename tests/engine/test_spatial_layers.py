@@ -1,7 +1,7 @@
 """ConvTranspose2d, MaxPool2d(return_indices) + MaxUnpool2d, Upsample and LocalResponseNorm
 against PyTorch: outputs, and gradients of every parameter from copied weights (interp and cpu
 backends). LSTM and attention are in test_lstm_attention.py. Op kernels against the references
-and VJPs against finite differences are in tests/backends and tests/graph/test_ops_vjp.py;
+and VJPs against finite differences are in tests/backends and tests/graph/test_ops_vjp_cases.py;
 hypothesis sweeps of the ops against PyTorch in test_spatial_sweeps.py."""
 
 from __future__ import annotations
