@@ -1,6 +1,6 @@
 """The op cases that every compiled backend runs against the NumPy references (the interp
 backend), with the checks that run them: test_backend_ops.py runs them on cpu, test_cuda_ops.py
-on cuda. tests/ is not a package, so those files load this one with importlib."""
+on cuda. Those files import it by name (tests/conftest.py puts this folder on sys.path)."""
 
 from __future__ import annotations
 

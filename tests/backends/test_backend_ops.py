@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 BACKENDS = ["cpu"]
 
-# The op cases and checks shared with test_cuda_ops.py (tests/ is not a package).
-_spec = importlib.util.spec_from_file_location("op_cases", Path(__file__).with_name("op_cases.py"))
-oc = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(oc)
+# The op cases and checks shared with test_cuda_ops.py.
+import op_cases as oc  # noqa: E402  (a sibling helper: tests/conftest.py)
+
 CASES = oc.op_cases(x4=(2, 3, 7, 6))
 _BY_ID = {case[0]: case for case in CASES}
 

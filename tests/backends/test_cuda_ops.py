@@ -16,10 +16,8 @@ if not REAL_GPU:
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 pytest.importorskip("numba_cuda")
 
-import importlib.util  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -41,10 +39,9 @@ pytestmark = [pytest.mark.cuda] + ([pytest.mark.gpu] if REAL_GPU else [])
 cuda = load_cuda()
 
 
-# The op cases and checks shared with test_backend_ops.py (tests/ is not a package).
-_spec = importlib.util.spec_from_file_location("op_cases", Path(__file__).with_name("op_cases.py"))
-oc = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(oc)
+# The op cases and checks shared with test_backend_ops.py.
+import op_cases as oc  # noqa: E402  (a sibling helper: tests/conftest.py)
+
 # A smaller NCHW input than on cpu, and a smaller plain conv2d: the simulator runs each thread.
 CASES = oc.op_cases(
     x4=(2, 3, 5, 4), specs={"conv2d": [((1, 2, 6, 6), "f"), ((3, 2, 3, 3), "f"), ((3,), "f")]}

@@ -1,7 +1,7 @@
-"""The harness of the activation, loss and dropout tests (test_activations.py,
-test_losses.py, test_dropout.py): one op-API call's forward and backward on a backend against
-PyTorch's autograd, and a small model with a loss through compile_grad against its torch twin.
-Loaded with importlib (tests/ is not a package); import torch (pytest.importorskip) first."""
+"""The harness of the activation, loss and dropout tests (test_activations.py, test_losses.py,
+test_dropout.py): one op-API call's forward and backward on a backend against PyTorch's
+autograd, and a small model with a loss through compile_grad against its torch twin. Imported by
+name (tests/conftest.py puts this folder on sys.path); import torch (pytest.importorskip) first."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The harness of the optimizer and schedule tests (test_optimizers.py,
 test_optim_groups_schedules.py): a few compiled training steps of a tiny MLP, the same steps in
-PyTorch from the same initial weights, and the comparison. Loaded with importlib (tests/ is
-not a package); import torch (pytest.importorskip) first."""
+PyTorch from the same initial weights, and the comparison. Imported by name (tests/conftest.py
+puts this folder on sys.path); import torch (pytest.importorskip) first."""
 
 from __future__ import annotations
 

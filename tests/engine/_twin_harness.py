@@ -1,7 +1,7 @@
 """The harness of the spatial-layer, LSTM and attention tests (test_spatial_layers.py,
 test_lstm_attention.py): a layer and its PyTorch twin from the same weights, compared on the
-output and on the gradient of every parameter. Loaded with importlib (tests/ is not a
-package); import torch (pytest.importorskip) first."""
+output and on the gradient of every parameter. Imported by name (tests/conftest.py puts this
+folder on sys.path); import torch (pytest.importorskip) first."""
 
 from __future__ import annotations
 

@@ -5,9 +5,6 @@ dropout in test_dropout.py."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -24,11 +21,8 @@ TF = torch.nn.functional
 pytestmark = pytest.mark.torch
 
 # The torch-comparison harness, shared by the activation, loss and dropout tests.
-_spec = importlib.util.spec_from_file_location(
-    "_op_harness", Path(__file__).with_name("_op_harness.py")
-)
-_h = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_h)
+import _op_harness as _h  # noqa: E402  (a sibling helper: tests/conftest.py)
+
 _rng, check_against_torch, _check_model = _h._rng, _h.check_against_torch, _h._check_model
 
 

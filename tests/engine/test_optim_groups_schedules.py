@@ -4,9 +4,7 @@ lr_scheduler, alone and driving a training step."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,11 +16,8 @@ from numbagrad.models.mlp import mlp
 torch = pytest.importorskip("torch")
 
 # The tiny-MLP training harness, shared by the optimizer and schedule tests.
-_spec = importlib.util.spec_from_file_location(
-    "_optim_harness", Path(__file__).with_name("_optim_harness.py")
-)
-_h = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_h)
+import _optim_harness as _h  # noqa: E402  (a sibling helper: tests/conftest.py)
+
 SIZES, BATCH, RTOL, BACKENDS = _h.SIZES, _h.BATCH, _h.RTOL, _h.BACKENDS
 _batches, _train, _torch_train, _assert_same = (
     _h._batches,

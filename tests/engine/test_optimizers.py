@@ -5,9 +5,7 @@ Parameter groups and learning rates fed at run time are in test_optim_groups_sch
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,11 +18,8 @@ from numbagrad.models.mlp import mlp
 torch = pytest.importorskip("torch")
 
 # The tiny-MLP training harness, shared by the optimizer and schedule tests.
-_spec = importlib.util.spec_from_file_location(
-    "_optim_harness", Path(__file__).with_name("_optim_harness.py")
-)
-_h = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_h)
+import _optim_harness as _h  # noqa: E402  (a sibling helper: tests/conftest.py)
+
 SIZES, N_STEPS, RTOL, ATOL, BACKENDS = _h.SIZES, _h.N_STEPS, _h.RTOL, _h.ATOL, _h.BACKENDS
 _batches, _train, _torch_train, _assert_same = (
     _h._batches,

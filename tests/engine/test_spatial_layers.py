@@ -6,9 +6,6 @@ hypothesis sweeps of the ops against PyTorch in test_spatial_sweeps.py."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -25,11 +22,8 @@ pytestmark = pytest.mark.torch
 TF = torch.nn.functional
 
 # The twin-comparison harness, shared by the spatial-layer, LSTM and attention tests.
-_spec = importlib.util.spec_from_file_location(
-    "_twin_harness", Path(__file__).with_name("_twin_harness.py")
-)
-_h = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_h)
+import _twin_harness as _h  # noqa: E402  (a sibling helper: tests/conftest.py)
+
 BACKENDS, _check_against_torch, _x = _h.BACKENDS, _h._check_against_torch, _h._x
 
 

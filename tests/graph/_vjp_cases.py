@@ -1,28 +1,13 @@
 """The op VJP case tables: one or more cases per differentiable op, checked against finite
 differences in test_ops_vjp_cases.py (which also checks that every registered op has a case).
-Loaded with importlib (tests/ is not a package)."""
+Imported by name: tests/conftest.py puts this folder on sys.path."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+import _vjp_harness as _h  # a sibling helper (tests/conftest.py)
 
 from numbagrad.graph import ops as O
 
-
-def _load(name):
-    """A sibling helper module, loaded by path once (tests/ is not a package); registered in
-    sys.modules, which the dataclass in _vjp_harness.py needs."""
-    if name not in sys.modules:
-        path = Path(__file__).with_name(f"{name}.py")
-        spec = importlib.util.spec_from_file_location(name, path)
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-_h = _load("_vjp_harness")
 Case, _conv = _h.Case, _h._conv
 
 X4 = (2, 3, 5, 4)

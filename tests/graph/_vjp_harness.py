@@ -1,10 +1,10 @@
 """The harness of the op VJP tests (test_ops_vjp_cases.py, test_ops_vjp_sweeps.py,
 test_ops_torch_reference.py): a case is ``sum(op(...) * R)`` for a fixed random ``R`` fed as an
-input leaf, so every output element carries a distinct weight. The forward graph is evaluated with
-the interp backend, ``numbagrad.engine.backward`` builds the backward graph, and the interp backend
-evaluates it with the saved values fed in; the finite differences call the op's ``reference``
-directly. Also the hypothesis settings and conv strategy shared by the sweeps. Loaded with
-importlib (tests/ is not a package)."""
+input leaf, so every output element carries a distinct weight. The forward graph is evaluated
+with the interp backend, ``numbagrad.engine.backward`` builds the backward graph, and the interp
+backend evaluates it with the saved values fed in; the finite differences call the op's
+``reference`` directly. Also the hypothesis settings and conv strategy shared by the sweeps.
+Imported by name (tests/conftest.py puts this folder on sys.path)."""
 
 from __future__ import annotations
 

@@ -3,10 +3,8 @@ finite differences are in test_ops_vjp_cases.py and test_ops_vjp_sweeps.py."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
+import _vjp_cases  # a sibling helper (tests/conftest.py puts tests/graph on sys.path)
+import _vjp_harness as _h  # a sibling helper (tests/conftest.py)
 import numpy as np
 import pytest
 from hypothesis import given
@@ -14,21 +12,8 @@ from hypothesis import strategies as st
 
 from numbagrad.graph.ops import all_ops, get_op
 
-
-def _load(name):
-    """A sibling helper module, loaded by path once (tests/ is not a package); registered in
-    sys.modules, which the dataclass in _vjp_harness.py needs."""
-    if name not in sys.modules:
-        path = Path(__file__).with_name(f"{name}.py")
-        spec = importlib.util.spec_from_file_location(name, path)
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-_h = _load("_vjp_harness")
 SWEEP, conv_configs, make_array = _h.SWEEP, _h.conv_configs, _h.make_array
-_cases = _load("_vjp_cases")
+_cases = _vjp_cases
 ACTIVATION_LOSS_CASES, JOIN_NORM_CASES = _cases.ACTIVATION_LOSS_CASES, _cases.JOIN_NORM_CASES
 SPATIAL_CASES = _cases.SPATIAL_CASES
 

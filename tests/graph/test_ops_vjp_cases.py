@@ -6,10 +6,8 @@ test_ops_vjp_sweeps.py; the references against PyTorch in test_ops_torch_referen
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
+import _vjp_cases  # a sibling helper (tests/conftest.py puts tests/graph on sys.path)
+import _vjp_harness as _h  # a sibling helper (tests/conftest.py)
 import numpy as np
 import pytest
 
@@ -19,22 +17,9 @@ from numbagrad.graph import ops as O
 from numbagrad.graph.ops import all_ops
 from numbagrad.graph.passes import EPILOGUE_OPS
 
-
-def _load(name):
-    """A sibling helper module, loaded by path once (tests/ is not a package); registered in
-    sys.modules, which the dataclass in _vjp_harness.py needs."""
-    if name not in sys.modules:
-        path = Path(__file__).with_name(f"{name}.py")
-        spec = importlib.util.spec_from_file_location(name, path)
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-_h = _load("_vjp_harness")
 build_case, make_array, forward_values = _h.build_case, _h.make_array, _h.forward_values
 backward_feeds, check_vjp = _h.backward_feeds, _h.check_vjp
-CASES = _load("_vjp_cases").CASES
+CASES = _vjp_cases.CASES
 
 # Backward ops (``vjp is None``): each is emitted by a forward op's VJP rule and exercised
 # through it (``test_backward_only_ops_appear_in_backward_graphs`` checks that they are).

@@ -4,10 +4,7 @@ The fixed cases are in test_ops_vjp_cases.py."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
+import _vjp_harness as _h  # a sibling helper (tests/conftest.py)
 import numpy as np
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -15,19 +12,6 @@ from hypothesis import strategies as st
 from numbagrad.graph import ops as O
 from numbagrad.graph.ops import get_op
 
-
-def _load(name):
-    """A sibling helper module, loaded by path once (tests/ is not a package); registered in
-    sys.modules, which the dataclass in _vjp_harness.py needs."""
-    if name not in sys.modules:
-        path = Path(__file__).with_name(f"{name}.py")
-        spec = importlib.util.spec_from_file_location(name, path)
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-_h = _load("_vjp_harness")
 SWEEP, _window_size, conv_configs = _h.SWEEP, _h._window_size, _h.conv_configs
 _conv, check_vjp, make_array = _h._conv, _h.check_vjp, _h.make_array
 

@@ -4,9 +4,6 @@ connection table, and the tied autoencoder's one shared parameter."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -19,12 +16,9 @@ BATCH = 2
 def _torch_zoo():
     """The inline torchvision-style definitions (tests/models/torch_zoo.py)."""
     pytest.importorskip("torch")
-    spec = importlib.util.spec_from_file_location(
-        "torch_zoo", Path(__file__).with_name("torch_zoo.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    import torch_zoo  # a sibling helper (tests/conftest.py); it imports torch
+
+    return torch_zoo
 
 
 def _count(module) -> int:

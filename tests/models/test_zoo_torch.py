@@ -5,8 +5,6 @@ through ``ng.compile_grad``, both on the CPU backend."""
 from __future__ import annotations
 
 import copy
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,12 +19,9 @@ BATCH = 2
 
 
 def _torch_zoo():
-    spec = importlib.util.spec_from_file_location(
-        "torch_zoo", Path(__file__).with_name("torch_zoo.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    import torch_zoo  # a sibling helper (tests/conftest.py); it imports torch
+
+    return torch_zoo
 
 
 tz = _torch_zoo()
