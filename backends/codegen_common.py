@@ -5,7 +5,13 @@ source depends only on the loop structure, not on the sizes."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
+
+# A float literal (1.0, .5, 2.5e-05, 1e-05) that is not part of a name such as a0 or in1.
+_FLOAT_LITERAL = re.compile(
+    r"(?<![\w.])(?:\d+\.\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+)"
+)
 
 
 def merge_dims(shape: Sequence[int], keys: Sequence) -> tuple[list[list[int]], list]:
@@ -22,6 +28,13 @@ def merge_dims(shape: Sequence[int], keys: Sequence) -> tuple[list[list[int]], l
             groups.append([d])
             group_keys.append(keys[d])
     return groups, group_keys
+
+
+def typed_literals(expr: str, cast: str) -> str:
+    """``expr`` with every float literal wrapped in ``cast(...)``. Numba types a bare ``1.0``
+    as float64, which turns float32 arithmetic (and ``math.exp``) into float64; casting the
+    literals to the output's type keeps a kernel in its own precision."""
+    return _FLOAT_LITERAL.sub(lambda m: f"{cast}({m.group(0)})", expr)
 
 
 def kernel_args(n_inputs: int, *extra: str) -> str:

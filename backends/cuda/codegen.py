@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..codegen_common import broadcast_plan, kernel_args, reduction_plan
+from ..codegen_common import broadcast_plan, kernel_args, reduction_plan, typed_literals
 from ..executable import Launch
 from .cache import load_kernel
 from .runtime import blocks_for, flat, grid_launcher, launcher, load_cuda, pow2_threads, sm_count
@@ -42,16 +42,19 @@ def _decompose(index: str, dims: Sequence[int], shape_of: str, indent: str) -> l
 
 
 def elementwise_source(expr: str, masks: Sequence[Sequence[bool]]) -> str:
-    """``kernel(in0, ..., out)``: ``out[i] = expr`` over ``a0, a1, ...``; ``masks[k][d]`` says
-    whether input k varies along (merged) axis d, else it is broadcast."""
+    """``kernel(in0, ..., out)``: ``out[i] = expr`` over ``a0, a1, ...``, computed in the
+    output's precision; ``masks[k][d]`` says whether input k varies along (merged) axis d,
+    else it is broadcast."""
     ndim = len(masks[0]) if masks else 1
     lines = ["@jit(cache=True)", f"def kernel({kernel_args(len(masks), 'out')}):"]
-    lines += ["    t = cuda.grid(1)", "    step = cuda.gridsize(1)", "    while t < out.size:"]
+    lines += ["    t = cuda.grid(1)", "    step = cuda.gridsize(1)", "    T = out.dtype.type"]
+    lines += ["    while t < out.size:"]
     lines += _decompose("t", list(range(ndim)), "out", " " * 8)
     for k, mask in enumerate(masks):
         idx = ", ".join(f"i{d}" if m else "0" for d, m in enumerate(mask))
         lines.append(f"        a{k} = in{k}[{idx}]")
-    lines.append(f"        out[{', '.join(f'i{d}' for d in range(ndim))}] = {expr}")
+    out_idx = ", ".join(f"i{d}" for d in range(ndim))
+    lines.append(f"        out[{out_idx}] = {typed_literals(expr, 'T')}")
     lines.append("        t += step")
     return _HEADER + "\n".join(lines) + "\n"
 

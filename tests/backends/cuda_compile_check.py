@@ -1,0 +1,251 @@
+"""Compile every CUDA kernel numbagrad launches to PTX, with the argument types it launches
+with, without a GPU: the check the CUDA simulator cannot make.
+
+The simulator runs kernels as Python, so it accepts code that Numba's CUDA target rejects
+(a value whose type changes, an unsupported call, a float64 where the kernel needs float32 is
+only slower, but an untyped global fails). This script runs in its own process with the real
+``numba.cuda`` (no simulator): device memory is replaced by host stand-ins, and each launch,
+instead of running, compiles its kernel with ``numba.cuda.compile_ptx`` for the launch's
+argument types and checks the launch configuration against the device limits. Nothing is
+computed, so shapes can be the benchmarks' own.
+
+    python tests/backends/cuda_compile_check.py             # op cases, LeNet-5, ResNet-18 step
+    python tests/backends/cuda_compile_check.py --quick     # op cases and a small LeNet-5 only
+
+Prints one line per distinct (kernel, argument types) compiled, then ``FAILED <n>`` or
+``OK <n>``; exits 0 when all compiled, 1 when some did not, 3 when this machine cannot compile
+CUDA (no NVVM/NVRTC libraries: ``pip install nvidia-nvvm nvidia-cuda-nvrtc``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+os.environ.pop("NUMBA_ENABLE_CUDASIM", None)  # the real CUDA target, or nothing to check
+import numbagrad  # noqa: E402, F401 - first, for its thread-pool settings (tests/conftest.py)
+
+CC = (9, 0)  # Hopper: what the GPU benchmark runs on
+MAX_THREADS_PER_BLOCK = 1024
+MAX_GRID_YZ = 65535
+MAX_STATIC_SHARED = 48 * 1024  # bytes of static __shared__ per block
+
+
+class StandInArray:
+    """A host array standing in for a DeviceNDArray: the methods the backend calls on device
+    arrays, and the numba type the real one would have at a launch."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.host = array
+
+    shape = property(lambda self: self.host.shape)
+    dtype = property(lambda self: self.host.dtype)
+    size = property(lambda self: self.host.size)
+    ndim = property(lambda self: self.host.ndim)
+    nbytes = property(lambda self: self.host.nbytes)
+    strides = property(lambda self: self.host.strides)
+
+    def __getitem__(self, index) -> StandInArray:
+        return StandInArray(self.host[index])
+
+    def reshape(self, *shape) -> StandInArray:
+        return StandInArray(self.host.reshape(*shape))
+
+    def view(self, dtype) -> StandInArray:
+        return StandInArray(self.host.view(dtype))
+
+    def copy_to_host(self, ary=None, stream=0) -> np.ndarray:
+        if ary is None:
+            return self.host.copy()
+        np.copyto(ary, self.host.reshape(ary.shape))
+        return ary
+
+    def copy_to_device(self, ary, stream=0) -> None:
+        source = ary.host if isinstance(ary, StandInArray) else np.asarray(ary)
+        np.copyto(self.host, source.reshape(self.host.shape))
+
+
+def _stand_in_memory(cuda) -> None:
+    """Device allocation and transfers become host ones; there is a "device" to compile for."""
+    cuda.is_available = lambda: True
+    cuda.to_device = lambda array, stream=0: StandInArray(np.array(array, copy=True))
+    cuda.device_array = lambda shape, dtype=np.float64, **_: StandInArray(np.zeros(shape, dtype))
+    cuda.pinned_array = lambda shape, dtype=np.float64, **_: np.zeros(shape, dtype)
+    cuda.synchronize = lambda: None
+    # Device functions compile for the current device's compute capability: make it CC.
+    from types import SimpleNamespace
+
+    from numba.cuda import dispatcher
+
+    dispatcher.get_current_device = lambda: SimpleNamespace(compute_capability=CC)
+
+
+class Compiler:
+    """Stands in for ``launcher.__call__``: compiles each distinct (kernel, types) once."""
+
+    def __init__(self, compile_ptx, typeof) -> None:
+        self.compile_ptx, self.typeof = compile_ptx, typeof
+        self.done: dict[tuple, str | None] = {}
+
+    def arg_type(self, arg):
+        return self.typeof(arg.host if isinstance(arg, StandInArray) else arg)
+
+    def launch(self, configured, *args) -> None:
+        kernel = configured.kernel
+        sig = tuple(self.arg_type(a) for a in args)
+        key = (kernel.py_func, sig)
+        if key in self.done:
+            return
+        name = _describe(kernel.py_func)
+        stats = ""
+        try:
+            problem = _launch_problem(configured.grid, configured.block)
+            if problem is None:
+                ptx, _ = self.compile_ptx(kernel.py_func, sig, cc=CC)
+                problem, stats = _shared_problem(ptx), _ptx_stats(ptx)
+        except Exception as e:
+            problem = f"{type(e).__name__}: {str(e).strip().splitlines()[0]}"
+            traceback.print_exc(file=sys.stderr)
+        self.done[key] = problem
+        types = ", ".join(str(t) for t in sig)
+        outcome = f"FAIL {name}({types}): {problem}" if problem else f"ok   {name}({types}) {stats}"
+        print(outcome, flush=True)
+
+    @property
+    def failures(self) -> int:
+        return sum(p is not None for p in self.done.values())
+
+
+def _describe(func) -> str:
+    """The kernel's module and name, and for a kernel made by a factory (a closure), the
+    factory's parameters that are plain values (tile sizes, flags)."""
+    name = f"{func.__module__}.{func.__qualname__}".replace(".<locals>", "")
+    cells = zip(func.__code__.co_freevars, func.__closure__ or ())
+    plain = [f"{v}={c.cell_contents}" for v, c in cells if type(c.cell_contents) in (int, bool)]
+    return f"{name}[{' '.join(plain)}]" if plain else name
+
+
+def _dims(value) -> tuple:
+    return tuple(value) if isinstance(value, tuple) else (value,)
+
+
+def _launch_problem(grid, block) -> str | None:
+    block, grid = _dims(block), _dims(grid)
+    if np.prod(block) > MAX_THREADS_PER_BLOCK or min(block) < 1:
+        return f"block {block} is not 1..{MAX_THREADS_PER_BLOCK} threads"
+    if min(grid) < 1 or any(g > MAX_GRID_YZ for g in grid[1:]) or grid[0] > 2**31 - 1:
+        return f"grid {grid} is outside the device's limits"
+    return None
+
+
+def _shared_problem(ptx: str) -> str | None:
+    """Static shared memory over the 48 KiB a block gets without opting in."""
+    total = 0
+    for line in ptx.splitlines():
+        line = line.strip()
+        if line.startswith(".shared") and "[" in line:
+            align_and_type, _, rest = line.partition(" .b")
+            bits = int(rest.split(" ", 1)[0])
+            total += bits // 8 * int(rest.split("[", 1)[1].split("]", 1)[0])
+    return f"{total} bytes of static shared memory" if total > MAX_STATIC_SHARED else None
+
+
+def _ptx_stats(ptx: str) -> str:
+    """What makes a kernel slow that the simulator hides: local-memory (not register) loads
+    and stores, and double-precision arithmetic."""
+    lines = [line.strip() for line in ptx.splitlines()]
+    local = sum(line.startswith(("ld.local", "st.local")) for line in lines)
+    f64 = sum(
+        line.split(" ", 1)[0].endswith(".f64") and not line.startswith(("ld.", "st.", "mov."))
+        for line in lines
+    )
+    return f"[local {local}, f64 {f64}]"
+
+
+# --- what to launch -----------------------------------------------------------------------
+
+
+def op_cases() -> None:
+    """Every op case (float32) and backward case (float64) of the op tests, at the CPU tests'
+    shapes (larger than the simulator's)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import op_cases as oc
+
+    cases = oc.op_cases(x4=(2, 3, 7, 6))
+    for case in cases:
+        graph, leaves = oc.build(case, "float32")
+        oc.run("cuda", graph, oc.feeds(case[1], leaves, "float32"))
+    by_id = {case[0]: case for case in cases}
+    for forward_case, _ in oc.GRAD_CASES.values():
+        bwd, bwd_feeds = oc._backward_inputs(by_id[forward_case])
+        oc.run("cuda", bwd, bwd_feeds)
+
+
+def training_step(model, x_shape, classes: int, adam: bool = False) -> None:
+    """One compiled training step of ``model`` on cuda, run once."""
+    import numbagrad as ng
+    from numbagrad import nn, optim
+
+    step = ng.compile_training(
+        model,
+        nn.CrossEntropyLoss(),
+        optim.Adam(1e-3, weight_decay=1e-4) if adam else optim.SGD(0.01, momentum=0.9),
+        ng.Spec(x_shape),
+        ng.Spec((x_shape[0],), "int64"),
+        backend="cuda",
+    )
+    x = np.zeros(x_shape, np.float32)
+    step(x, np.zeros(x_shape[0], np.int64) % classes)
+    ng.compile(model, ng.Spec(x_shape), backend="cuda")(x)
+
+
+def models(quick: bool) -> None:
+    from numbagrad import models as zoo
+
+    sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
+    if quick:
+        training_step(zoo.lenet5(), (8, 1, 32, 32), 10)
+        return
+    import gpu  # bench/gpu.py: the CIFAR ResNet-18 the benchmark times
+
+    training_step(zoo.lenet5(), (256, 1, 32, 32), 10)
+    training_step(zoo.lenet5(), (1, 1, 32, 32), 10, adam=True)
+    training_step(gpu.resnet18_numbagrad(), (128, 3, 32, 32), 10)
+    training_step(
+        zoo.resnet18(num_classes=10, in_channels=1, small_input=True), (8, 1, 32, 32), 10, adam=True
+    )
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="op cases and a small LeNet-5 only")
+    args = p.parse_args(argv)
+    try:
+        from numba import cuda, typeof
+        from numba.cuda import compile_ptx
+
+        compile_ptx(lambda a: None, "void(float32[::1])", cc=CC)
+    except Exception as e:
+        print(f"cannot compile CUDA here: {str(e).strip().splitlines()[0]}")
+        return 3
+    _stand_in_memory(cuda)
+    from numbagrad.backends.cuda import runtime
+
+    compiler = Compiler(compile_ptx, typeof)
+    runtime.launcher.__call__ = lambda self, *a: compiler.launch(self, *a)
+    op_cases()
+    models(args.quick)
+    if compiler.failures:
+        print(f"FAILED {compiler.failures} of {len(compiler.done)} kernels")
+    else:
+        print(f"OK {len(compiler.done)} kernels")
+    return 1 if compiler.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
