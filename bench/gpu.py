@@ -1,22 +1,31 @@
 """numbagrad on backend="cuda" against PyTorch CUDA, in one run: training-step medians, their
-ratio, and the achieved TFLOP/s of every convolution kernel (forward and both gradients).
+ratio, and the achieved TFLOP/s of every convolution kernel (forward and both gradients)
+against the device's FP32 peak, measured here.
 
     python bench/gpu.py                              # LeNet-5 at batch 256, ResNet-18 at 128
+    python bench/gpu.py --models resnet18_bn         # the zoo's CIFAR ResNet-18 (BatchNorm)
     python bench/gpu.py --models lenet5 --repeat 50  # one model, more samples
     python bench/gpu.py --no-torch --json out.json   # numbagrad only, results saved
     python bench/gpu.py --sim --models lenet5 --lenet-batch 1 --repeat 1 --warmup 0
                                                      # a smoke test on the CUDA simulator
 
+Speed is PyTorch's step time over numbagrad's: above 1x, numbagrad is faster.
 A step is what a training loop does: copy the batch in, forward, backward, SGD-momentum update,
 and bring the loss scalar back (``float(loss)`` / ``loss.item()``, which waits for the GPU), so
 both sides are timed the same way, wall clock, median of --repeat steps after --warmup steps.
 
-ResNet-18 is the CIFAR variant (3x3 stem, no max-pool, [2, 2, 2, 2] basic blocks, 64..512
-channels) defined here with numbagrad.nn, **without BatchNorm** (numbagrad has none yet); the
-PyTorch twin is built the same way, so both run the same convolutions.
+``resnet18`` is the CIFAR variant (3x3 stem, no max-pool, [2, 2, 2, 2] basic blocks, 64..512
+channels) defined here with numbagrad.nn without BatchNorm, so that the two sides run the
+same convolutions and little else; ``resnet18_bn`` is the zoo's ``resnet18(small_input=True)``
+with its BatchNorm layers, against the torchvision-style twin of tests/models/torch_zoo.py.
+
+PyTorch runs in strict FP32 like numbagrad (``torch.backends.cudnn.allow_tf32 = False``): its
+default lets cuDNN run convolutions on TF32 tensor cores, with 10-bit mantissas. That default
+is timed too ("torch tf32"), to show what the tensor cores add.
 
 Conv TFLOP/s: each conv kernel of the compiled step re-launched --repeat times on its own
-buffers between ``cuda.synchronize()`` calls; FLOPs are 2*N*K*OH*OW*C/groups*KH*KW.
+buffers between ``cuda.synchronize()`` calls; FLOPs are 2*N*K*OH*OW*C/groups*KH*KW. The FP32
+peak is measured by a kernel of independent fused multiply-add chains in registers.
 """
 
 from __future__ import annotations
@@ -28,12 +37,13 @@ import statistics
 import sys
 import time
 
-MODELS = ("lenet5", "resnet18")
+MODELS = ("lenet5", "resnet18", "resnet18_bn")
+DEFAULT_MODELS = ("lenet5", "resnet18")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(DEFAULT_MODELS))
     p.add_argument("--lenet-batch", type=int, default=256)
     p.add_argument("--resnet-batch", type=int, default=128)
     p.add_argument("--repeat", type=int, default=20, help="timed steps (median reported)")
@@ -49,7 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def resnet18_numbagrad(num_classes: int = 10):
-    """CIFAR ResNet-18 from numbagrad.nn (no BatchNorm; see the module docstring)."""
+    """CIFAR ResNet-18 from numbagrad.nn, without BatchNorm (see the module docstring)."""
     from numbagrad import nn
 
     class BasicBlock(nn.Module):
@@ -115,12 +125,29 @@ def lenet5_torch(num_classes: int = 10):
     )  # fmt: skip
 
 
+def resnet18_bn_torch(num_classes: int = 10):
+    """The torchvision-style ResNet-18 of the zoo tests, with the CIFAR stem."""
+    import torch.nn as tnn
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "models"))
+    import torch_zoo
+
+    model = torch_zoo.resnet18(num_classes=num_classes)
+    model.conv1 = tnn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    model.maxpool = tnn.Identity()
+    return model
+
+
 def _setup(name: str, args):
     """(numbagrad model, torch model factory, input shape, batch)."""
+    from numbagrad.models import resnet18
     from numbagrad.models.lenet import lenet5
 
     if name == "lenet5":
         return lenet5(), lenet5_torch, (1, 32, 32), args.lenet_batch
+    if name == "resnet18_bn":
+        model = resnet18(num_classes=10, small_input=True)
+        return model, resnet18_bn_torch, (3, 32, 32), args.resnet_batch
     return resnet18_numbagrad(), resnet18_torch, (3, 32, 32), args.resnet_batch
 
 
@@ -163,10 +190,13 @@ def bench_numbagrad(name: str, args) -> tuple[dict, object]:
     return result, step
 
 
-def bench_torch(name: str, args) -> float:
+def bench_torch(name: str, args, tf32: bool) -> float:
+    """PyTorch's step time, with cuDNN's TF32 convolutions allowed or not (strict FP32)."""
     import numpy as np
     import torch
 
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = False  # PyTorch's default for matmuls
     _, factory, shape, batch = _setup(name, args)
     torch.manual_seed(0)
     model = factory().cuda()
@@ -184,6 +214,31 @@ def bench_torch(name: str, args) -> float:
         return loss.item()
 
     return _median_ms(step, args.repeat, args.warmup)
+
+
+FMA_STEPS = 4096
+
+
+def fp32_peak_tflops(args) -> float:
+    """The device's FP32 throughput, measured: 8 blocks of 256 threads per multiprocessor,
+    each thread ``CHAINS`` x ``steps`` fused multiply-adds (2 FLOPs each)."""
+    import numpy as np
+    from fma_peak import CHAINS, fma_chains  # bench/fma_peak.py
+    from numba import cuda
+
+    from numbagrad.backends.cuda.runtime import launcher, sm_count
+
+    # The simulator runs a Python thread per GPU thread: one warp there, a few steps.
+    threads, blocks, steps = (32, 1, 4) if args.sim else (256, 8 * sm_count(), FMA_STEPS)
+    out = cuda.device_array(threads * blocks, np.float32)
+    run = launcher(fma_chains, blocks, threads)
+
+    def launch():
+        run(out, np.float32(0.999), np.float32(1e-3), steps)
+        cuda.synchronize()
+
+    ms = _median_ms(launch, args.repeat, 1)
+    return 2 * CHAINS * steps * threads * blocks / (ms * 1e-3) / 1e12
 
 
 def conv_kernel_table(step, args) -> list[dict]:
@@ -241,15 +296,21 @@ def main(argv=None) -> int:
     except BackendError as e:
         print(f"bench/gpu.py: {e}", file=sys.stderr)
         return 2
+    peak = fp32_peak_tflops(args)
     results, conv_rows = [], []
     for name in args.models:
         result, step = bench_numbagrad(name, args)
         if not args.no_torch:
-            result["torch_ms"] = bench_torch(name, args)
-            result["ratio"] = result["numbagrad_ms"] / result["torch_ms"]
+            for key, tf32 in (("torch_ms", False), ("torch_tf32_ms", True)):
+                result[key] = bench_torch(name, args, tf32)
+            # Speed relative to PyTorch: above 1, numbagrad's step is the faster.
+            result["speed"] = result["torch_ms"] / result["numbagrad_ms"]
+            result["speed_tf32"] = result["torch_tf32_ms"] / result["numbagrad_ms"]
         results.append(result)
         if not args.no_conv:
-            conv_rows += [{"model": name, **row} for row in conv_kernel_table(step, args)]
+            rows = conv_kernel_table(step, args)
+            conv_rows += [{"model": name, **row, "of_peak": row["tflops"] / peak} for row in rows]
+    print(f"\nFP32 peak, measured (FMA chains): {peak:.1f} TFLOP/s")
     columns = [
         ("model", ("model", "{}")),
         ("batch", ("batch", "{}")),
@@ -257,7 +318,12 @@ def main(argv=None) -> int:
         ("compile_s", ("compile s", "{:.1f}")),
     ]
     if not args.no_torch:
-        columns += [("torch_ms", ("torch ms/step", "{:.2f}")), ("ratio", ("ratio", "{:.2f}x"))]
+        columns += [
+            ("torch_ms", ("torch fp32 ms", "{:.2f}")),
+            ("speed", ("speed vs fp32", "{:.2f}x")),
+            ("torch_tf32_ms", ("torch tf32 ms", "{:.2f}")),
+            ("speed_tf32", ("speed vs tf32", "{:.2f}x")),
+        ]
     print("\ntraining step (median)")
     _print_table(results, columns)
     if conv_rows:
@@ -273,11 +339,12 @@ def main(argv=None) -> int:
                 ("splits", ("splits", "{}")),
                 ("ms", ("ms", "{:.3f}")),
                 ("tflops", ("TFLOP/s", "{:.2f}")),
+                ("of_peak", ("of peak", "{:.0%}")),
             ],
         )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"steps": results, "convs": conv_rows}, f, indent=2)
+            json.dump({"fp32_peak_tflops": peak, "steps": results, "convs": conv_rows}, f, indent=2)
     return 0
 
 

@@ -211,8 +211,9 @@ def models(quick: bool) -> None:
     if quick:
         training_step(zoo.lenet5(), (8, 1, 32, 32), 10)
         return
-    import gpu  # bench/gpu.py: the CIFAR ResNet-18 the benchmark times
+    import gpu  # bench/gpu.py: its FP32-peak kernel and the CIFAR ResNet-18 it times
 
+    gpu.fp32_peak_tflops(argparse.Namespace(sim=False, repeat=1))
     training_step(zoo.lenet5(), (256, 1, 32, 32), 10)
     training_step(zoo.lenet5(), (1, 1, 32, 32), 10, adam=True)
     training_step(gpu.resnet18_numbagrad(), (128, 3, 32, 32), 10)
