@@ -1,6 +1,7 @@
 """A small LeNet-like network end to end on backend="cuda" (the CUDA simulator unless
 NUMBAGRAD_TEST_REAL_GPU=1): inference, gradients and five SGD-momentum steps agree with the
-interp backend, and ``state_dict()``/``load_state_dict()`` read and write the device copies."""
+interp and cpu backends, and ``state_dict()``/``load_state_dict()`` read and write the device
+copies."""
 
 from __future__ import annotations
 
@@ -63,10 +64,13 @@ def _close(got, expected):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_inference_and_gradients_match_interp():
+REFERENCES = ("interp", "cpu")  # the NumPy references, and the cpu backend's kernels
+
+
+def test_inference_and_gradients_match_interp_and_cpu():
     (x, y), *_ = _batches()
     results = {}
-    for backend in ("interp", "cuda"):
+    for backend in (*REFERENCES, "cuda"):
         model = small_lenet()
         logits = ng.compile(model, X_SPEC, backend=backend)(x)
         grad_fn = ng.compile_grad(model, nn.CrossEntropyLoss(), X_SPEC, Y_SPEC, backend=backend)
@@ -74,18 +78,20 @@ def test_inference_and_gradients_match_interp():
         results[backend] = logits, loss, grads
         if backend == "cuda":
             assert grad_fn.backward.impl_counts() == {"cuda": len(grad_fn.backward.kernels)}
-    (logits, loss, grads), (logits_c, loss_c, grads_c) = results["interp"], results["cuda"]
-    _close(logits_c, logits)
-    assert loss_c == pytest.approx(loss, rel=1e-5)
-    assert set(grads_c) == set(grads)
-    for key in grads:
-        _close(grads_c[key], grads[key])
+    logits_c, loss_c, grads_c = results["cuda"]
+    for reference in REFERENCES:
+        logits, loss, grads = results[reference]
+        _close(logits_c, logits)
+        assert loss_c == pytest.approx(loss, rel=1e-5)
+        assert set(grads_c) == set(grads)
+        for key in grads:
+            _close(grads_c[key], grads[key])
 
 
-def test_training_steps_match_interp_and_state_dict_reads_the_device():
+def test_training_steps_match_interp_and_cpu_and_state_dict_reads_the_device():
     batches = _batches()
     runs = {}
-    for backend in ("interp", "cuda"):
+    for backend in (*REFERENCES, "cuda"):
         model = small_lenet()
         step = ng.compile_training(
             model, nn.CrossEntropyLoss(), optim.SGD(0.1, momentum=0.9), X_SPEC, Y_SPEC, backend
@@ -98,13 +104,15 @@ def test_training_steps_match_interp_and_state_dict_reads_the_device():
         assert not any(np.array_equal(trained[k], initial[k]) for k in initial)
         assert step.lr == pytest.approx(0.05)
         runs[backend] = losses, model.state_dict(), step.optimizer_state
-    (losses, params, state), (losses_c, params_c, state_c) = runs["interp"], runs["cuda"]
-    np.testing.assert_allclose(losses_c, losses, rtol=1e-5)
-    for key in params:
-        _close(params_c[key], params[key])
-    assert set(state_c) == set(state) and state
-    for key in state:
-        _close(state_c[key], state[key])
+    losses_c, params_c, state_c = runs["cuda"]
+    for reference in REFERENCES:
+        losses, params, state = runs[reference]
+        np.testing.assert_allclose(losses_c, losses, rtol=1e-5)
+        for key in params:
+            _close(params_c[key], params[key])
+        assert set(state_c) == set(state) and state
+        for key in state:
+            _close(state_c[key], state[key])
 
 
 def test_inference_compiled_after_training_sees_the_trained_parameters():
