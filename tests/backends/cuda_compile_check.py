@@ -6,7 +6,8 @@ The simulator runs kernels as Python, so it accepts code that Numba's CUDA targe
 only slower, but an untyped global fails). This script runs in its own process with the real
 ``numba.cuda`` (no simulator): device memory is replaced by host stand-ins, and each launch,
 instead of running, compiles its kernel with ``numba.cuda.compile_ptx`` for the launch's
-argument types and checks the launch configuration against the device limits. Nothing is
+argument types, assembles the PTX with nvJitLink (ptxas) and checks the launch configuration
+and the kernel's registers and shared memory against the device's limits. Nothing is
 computed, so shapes can be the benchmarks' own.
 
     python tests/backends/cuda_compile_check.py             # op cases, LeNet-5, ResNet-18 step
@@ -14,13 +15,14 @@ computed, so shapes can be the benchmarks' own.
 
 Prints one line per distinct (kernel, argument types) compiled, then ``FAILED <n>`` or
 ``OK <n>``; exits 0 when all compiled, 1 when some did not, 3 when this machine cannot compile
-CUDA (no NVVM/NVRTC libraries: ``pip install nvidia-nvvm nvidia-cuda-nvrtc``).
+CUDA (no NVVM/NVRTC/nvJitLink libraries: the ``dev`` extra installs them).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -34,6 +36,7 @@ CC = (9, 0)  # Hopper: what the GPU benchmark runs on
 MAX_THREADS_PER_BLOCK = 1024
 MAX_GRID_YZ = 65535
 MAX_STATIC_SHARED = 48 * 1024  # bytes of static __shared__ per block
+REGISTERS_PER_BLOCK = 64 * 1024  # 32-bit registers a block may use (every CUDA GPU since Kepler)
 
 
 class StandInArray:
@@ -107,7 +110,9 @@ class Compiler:
             problem = _launch_problem(configured.grid, configured.block)
             if problem is None:
                 ptx, _ = self.compile_ptx(kernel.py_func, sig, cc=CC)
-                problem, stats = _shared_problem(ptx), _ptx_stats(ptx)
+                resources = sass_resources(ptx)
+                problem = _resource_problem(resources, configured.block)
+                stats = _stats(ptx, resources)
         except Exception as e:
             problem = f"{type(e).__name__}: {str(e).strip().splitlines()[0]}"
             traceback.print_exc(file=sys.stderr)
@@ -143,28 +148,55 @@ def _launch_problem(grid, block) -> str | None:
     return None
 
 
-def _shared_problem(ptx: str) -> str | None:
-    """Static shared memory over the 48 KiB a block gets without opting in."""
-    total = 0
-    for line in ptx.splitlines():
-        line = line.strip()
-        if line.startswith(".shared") and "[" in line:
-            align_and_type, _, rest = line.partition(" .b")
-            bits = int(rest.split(" ", 1)[0])
-            total += bits // 8 * int(rest.split("[", 1)[1].split("]", 1)[0])
-    return f"{total} bytes of static shared memory" if total > MAX_STATIC_SHARED else None
+def sass_resources(ptx: str) -> dict[str, int]:
+    """Assemble ``ptx`` for sm_90 with nvJitLink (ptxas, no driver) and read what the kernel
+    uses from its log: registers per thread, shared and local memory bytes per block/thread,
+    spill stores and loads."""
+    from cuda.bindings import nvjitlink
+
+    handle = nvjitlink.create(2, [f"-arch=sm_{CC[0]}{CC[1]}", "-verbose"])
+    try:
+        data = ptx.encode()
+        nvjitlink.add_data(handle, nvjitlink.InputType.PTX, data, len(data), "kernel.ptx")
+        nvjitlink.complete(handle)
+        log = bytearray(nvjitlink.get_info_log_size(handle))
+        nvjitlink.get_info_log(handle, log)
+    finally:
+        nvjitlink.destroy(handle)
+    text = log.decode(errors="replace")
+    found = {
+        "regs": re.findall(r"used (\d+) registers", text),
+        "smem": re.findall(r"(\d+) bytes smem", text),
+        "lmem": re.findall(r"(\d+) bytes lmem", text),
+        "spill_stores": re.findall(r"(\d+) bytes spill stores", text),
+        "spill_loads": re.findall(r"(\d+) bytes spill loads", text),
+    }
+    return {key: max(map(int, values), default=0) for key, values in found.items()}
 
 
-def _ptx_stats(ptx: str) -> str:
-    """What makes a kernel slow that the simulator hides: local-memory (not register) loads
-    and stores, and double-precision arithmetic."""
-    lines = [line.strip() for line in ptx.splitlines()]
-    local = sum(line.startswith(("ld.local", "st.local")) for line in lines)
+def _resource_problem(resources: dict[str, int], block) -> str | None:
+    """Why the launch would fail on the device: too many registers for the block (the
+    'too many resources requested for launch' error), or too much static shared memory."""
+    threads = int(np.prod(_dims(block)))
+    if resources["regs"] * threads > REGISTERS_PER_BLOCK:
+        return f"{resources['regs']} registers x {threads} threads > {REGISTERS_PER_BLOCK}"
+    if resources["smem"] > MAX_STATIC_SHARED:
+        return f"{resources['smem']} bytes of static shared memory > {MAX_STATIC_SHARED}"
+    return None
+
+
+def _stats(ptx: str, resources: dict[str, int]) -> str:
+    """What makes a kernel slow that the simulator hides: registers (occupancy), spills and
+    local memory, and double-precision arithmetic in the PTX."""
     f64 = sum(
-        line.split(" ", 1)[0].endswith(".f64") and not line.startswith(("ld.", "st.", "mov."))
-        for line in lines
+        op.endswith(".f64") and not op.startswith(("ld.", "st.", "mov."))
+        for op in (line.strip().split(" ", 1)[0] for line in ptx.splitlines())
     )
-    return f"[local {local}, f64 {f64}]"
+    spills = resources["spill_stores"] + resources["spill_loads"]
+    return (
+        f"[regs {resources['regs']}, smem {resources['smem']}, lmem {resources['lmem']}, "
+        f"spills {spills}, f64 {f64}]"
+    )
 
 
 # --- what to launch -----------------------------------------------------------------------
@@ -230,7 +262,7 @@ def main(argv=None) -> int:
         from numba import cuda, typeof
         from numba.cuda import compile_ptx
 
-        compile_ptx(lambda a: None, "void(float32[::1])", cc=CC)
+        sass_resources(compile_ptx(lambda a: None, "void(float32[::1])", cc=CC)[0])
     except Exception as e:
         print(f"cannot compile CUDA here: {str(e).strip().splitlines()[0]}")
         return 3
