@@ -94,8 +94,12 @@ class DeviceExecutable:
         self.host_bindings: dict[int, np.ndarray] = {}
         bindings = dict(bindings or {})
         planned = self._arena_views(plan, arena) if plan is not None else {}
+        into_state = plan.updates_inplace if plan is not None else {}
         for node in graph.nodes:
-            self.buffers[node.id] = planned.get(node.id)
+            if node.id in into_state:  # an update computed straight into its state's buffer
+                self.buffers[node.id] = self.buffers[into_state[node.id]]
+            else:
+                self.buffers[node.id] = planned.get(node.id)
             if self.buffers[node.id] is None:
                 self.buffers[node.id] = self._buffer_for(node, bindings)
         self.kernels: list[DeviceKernel] = []
@@ -111,7 +115,9 @@ class DeviceExecutable:
             )
             for position, check in checks.items():
                 self._checks.setdefault(node.inputs[position], []).append(check)
-        self._updates = [(self.buffers[s], self.buffers[v]) for s, v in graph.updates]
+        self._updates = [
+            (self.buffers[s], self.buffers[v]) for s, v in graph.updates if v not in into_state
+        ]
         self._updated = [s for s, _ in graph.updates if s in self.host_bindings]
         self._staging: dict[int, np.ndarray] = {}
         self._outputs = [self._pinned(graph[o]) for o in graph.outputs]
