@@ -24,6 +24,7 @@ used as they are, never copied.
 from __future__ import annotations
 
 import time
+import warnings
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from ...errors import ShapeError
 from ...graph import Graph, Node
 from ...graph.memory import MemoryPlan
 from ..executable import Launch, Lowering, check_array
+from . import graphs
 from .runtime import load_cuda
 
 _RESIDENT: dict[int, tuple[weakref.ref, object]] = {}
@@ -122,6 +124,9 @@ class DeviceExecutable:
         self._staging: dict[int, np.ndarray] = {}
         self._outputs = [self._pinned(graph[o]) for o in graph.outputs]
         self._dirty = False
+        self._runs = 0
+        self._graph: graphs.CapturedGraph | None = None
+        self._graph_failed = False
 
     # --- building ---------------------------------------------------------------------------
 
@@ -167,10 +172,37 @@ class DeviceExecutable:
 
     def run(self) -> None:
         """Launch every kernel in order, then copy update values into their state leaves (all
-        on the device; nothing is allocated or copied to the host)."""
+        on the device; nothing is allocated or copied to the host). With CUDA graphs on
+        (``graphs.py``), the second run captures this work and every later run replays it."""
+        if self._graph is None and self._runs and self._capturable():
+            self._graph = self._capture()
+        if self._graph is not None:
+            self._graph.launch()
+            self._dirty = self._dirty or bool(self._updated)
+        else:
+            self._launch_all()
+        self._runs += 1
+
+    def _launch_all(self, stream=0) -> None:
         for k in self.kernels:
             k.launch(k.inputs, k.out)
-        self._apply_updates()
+        self._apply_updates(stream)
+
+    def _capturable(self) -> bool:
+        # A host-reference kernel copies to and from the host: it cannot be captured.
+        return graphs.enabled() and not self._graph_failed and "reference" not in self.impl_counts()
+
+    def _capture(self):
+        try:
+            return graphs.capture(self._launch_all)
+        except Exception as e:
+            self._graph_failed = True
+            warnings.warn(
+                f"CUDA graph capture failed ({e}); launching the kernels one by one",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return None
 
     def run_timed(self, seconds: dict[int, float]) -> None:
         """``run``, synchronizing after each kernel to add its wall time to ``seconds``."""
@@ -181,9 +213,9 @@ class DeviceExecutable:
             seconds[k.node.id] = seconds.get(k.node.id, 0.0) + time.perf_counter() - t0
         self._apply_updates()
 
-    def _apply_updates(self) -> None:
+    def _apply_updates(self, stream=0) -> None:
         for state, value in self._updates:
-            state.copy_to_device(value)
+            state.copy_to_device(value, stream=stream)
         self._dirty = self._dirty or bool(self._updated)
 
     def set_input(self, node_id: int, array) -> None:

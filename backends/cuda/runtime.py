@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from contextlib import contextmanager
 from types import ModuleType
 
 from ...errors import BackendError
@@ -120,6 +121,19 @@ def flat(array):
     return array.reshape(max(1, math.prod(array.shape)))
 
 
+_STREAMS: list = []  # where launches go while a CUDA graph is captured (graphs.py)
+
+
+@contextmanager
+def launching_on(stream):
+    """Send every ``launcher`` call inside the block to ``stream`` (not the default one)."""
+    _STREAMS.append(stream)
+    try:
+        yield
+    finally:
+        _STREAMS.pop()
+
+
 class launcher:
     """``kernel[grid, block]``, configured at each call: the simulator's kernel objects keep
     the last configuration on themselves, so one configured up front can be overwritten."""
@@ -130,7 +144,10 @@ class launcher:
         self.kernel, self.grid, self.block = kernel, grid, block
 
     def __call__(self, *args) -> None:
-        self.kernel[self.grid, self.block](*args)
+        if _STREAMS:
+            self.kernel[self.grid, self.block, _STREAMS[-1]](*args)
+        else:
+            self.kernel[self.grid, self.block](*args)
 
 
 def grid_launcher(kernel, n: int) -> launcher:
