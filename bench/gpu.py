@@ -9,7 +9,9 @@ against the device's FP32 peak, measured here.
     python bench/gpu.py --sim --models lenet5 --lenet-batch 1 --repeat 1 --warmup 0
                                                      # a smoke test on the CUDA simulator
 
-Speed is PyTorch's step time over numbagrad's: above 1x, numbagrad is faster.
+Speed is PyTorch's step time over numbagrad's: above 1x, numbagrad is faster. numbagrad's
+step is timed twice: launching its kernels one by one, and captured and replayed as CUDA graphs
+(``NUMBAGRAD_CUDA_GRAPHS=1``, backends/cuda/graphs.py).
 A step is what a training loop does: copy the batch in, forward, backward, SGD-momentum update,
 and bring the loss scalar back (``float(loss)`` / ``loss.item()``, which waits for the GPU), so
 both sides are timed the same way, wall clock, median of --repeat steps after --warmup steps.
@@ -187,6 +189,16 @@ def bench_numbagrad(name: str, args) -> tuple[dict, object]:
     compile_s = time.perf_counter() - t0
     ms = _median_ms(lambda: step(x, y), args.repeat, args.warmup)
     result = {"model": name, "batch": batch, "numbagrad_ms": ms, "compile_s": compile_s}
+    if not args.sim:  # the same step again, captured and replayed as CUDA graphs
+        from numbagrad.backends.cuda import graphs
+
+        os.environ[graphs.ENV] = "1"
+        try:
+            result["graphs_ms"] = _median_ms(lambda: step(x, y), args.repeat, args.warmup)
+        finally:
+            del os.environ[graphs.ENV]
+        if step.backward._graph is None:  # capture failed (it warned): no graph was timed
+            result["graphs_ms"] = float("nan")
     return result, step
 
 
@@ -306,6 +318,8 @@ def main(argv=None) -> int:
             # Speed relative to PyTorch: above 1, numbagrad's step is the faster.
             result["speed"] = result["torch_ms"] / result["numbagrad_ms"]
             result["speed_tf32"] = result["torch_tf32_ms"] / result["numbagrad_ms"]
+            if "graphs_ms" in result:
+                result["graphs_speed"] = result["torch_ms"] / result["graphs_ms"]
         results.append(result)
         if not args.no_conv:
             rows = conv_kernel_table(step, args)
@@ -317,12 +331,15 @@ def main(argv=None) -> int:
         ("numbagrad_ms", ("numbagrad ms/step", "{:.2f}")),
         ("compile_s", ("compile s", "{:.1f}")),
     ]
+    if not args.sim:
+        columns += [("graphs_ms", ("with CUDA graphs ms", "{:.2f}"))]
     if not args.no_torch:
         columns += [
             ("torch_ms", ("torch fp32 ms", "{:.2f}")),
             ("speed", ("speed vs fp32", "{:.2f}x")),
             ("torch_tf32_ms", ("torch tf32 ms", "{:.2f}")),
             ("speed_tf32", ("speed vs tf32", "{:.2f}x")),
+            ("graphs_speed", ("graphs speed vs fp32", "{:.2f}x")),
         ]
     print("\ntraining step (median)")
     _print_table(results, columns)
