@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import warnings
 from contextlib import contextmanager
 from types import ModuleType
 
@@ -135,19 +136,34 @@ def launching_on(stream):
 
 
 class launcher:
-    """``kernel[grid, block]``, configured at each call: the simulator's kernel objects keep
-    the last configuration on themselves, so one configured up front can be overwritten."""
+    """``kernel[grid, block](*args)``. On a GPU the configured kernel is made at the first
+    call and kept: making it costs microseconds per launch, and Numba warns there about grids
+    under 128 blocks, which numbagrad sizes on purpose. The simulator's kernel objects keep
+    the last configuration on themselves, so there it is made at each call."""
 
-    __slots__ = ("kernel", "grid", "block")
+    __slots__ = ("kernel", "grid", "block", "_configured")
 
     def __init__(self, kernel, grid, block) -> None:
         self.kernel, self.grid, self.block = kernel, grid, block
+        self._configured = None
 
     def __call__(self, *args) -> None:
         if _STREAMS:
-            self.kernel[self.grid, self.block, _STREAMS[-1]](*args)
-        else:
+            self._configure(_STREAMS[-1])(*args)
+        elif self._configured is not None:
+            self._configured(*args)
+        elif simulated():
             self.kernel[self.grid, self.block](*args)
+        else:
+            self._configured = self._configure(0)
+            self._configured(*args)
+
+    def _configure(self, stream):
+        from numba.core.errors import NumbaPerformanceWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NumbaPerformanceWarning)
+            return self.kernel[self.grid, self.block, stream]
 
 
 def grid_launcher(kernel, n: int) -> launcher:

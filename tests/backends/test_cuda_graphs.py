@@ -61,6 +61,14 @@ def _train() -> tuple[list[float], dict, object]:
     return losses, model.state_dict(), step
 
 
+@pytest.fixture(scope="module")
+def plain():
+    """Losses and final state of the training launched one by one, without graphs."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv(graphs.ENV, raising=False)
+        return _train()[:2]
+
+
 class StandInGraph:
     """What ``graphs.capture`` returns, for the simulator: each launch re-runs the captured
     function on a stream, counting the launches that reach that stream."""
@@ -89,8 +97,8 @@ class StandInGraph:
 
 
 @pytest.mark.skipif(REAL_GPU, reason="the stand-in replaces real graphs")
-def test_second_run_is_captured_and_later_runs_replay(monkeypatch):
-    expected_losses, expected_state, _ = _train()
+def test_second_run_is_captured_and_later_runs_replay(plain, monkeypatch):
+    expected_losses, expected_state = plain
     monkeypatch.setattr(graphs, "enabled", lambda: True)
     log = {"captures": 0, "replays": 0}
     monkeypatch.setattr(graphs, "capture", lambda launch_all: StandInGraph(launch_all, log))
@@ -104,8 +112,8 @@ def test_second_run_is_captured_and_later_runs_replay(monkeypatch):
 
 
 @pytest.mark.skipif(REAL_GPU, reason="the stand-in replaces real graphs")
-def test_failed_capture_warns_once_and_launches_one_by_one(monkeypatch):
-    expected_losses, _, _ = _train()
+def test_failed_capture_warns_once_and_launches_one_by_one(plain, monkeypatch):
+    expected_losses, _ = plain
     monkeypatch.setattr(graphs, "enabled", lambda: True)
 
     def fail(launch_all):
@@ -127,9 +135,8 @@ def test_graphs_are_off_unless_asked_for_and_never_on_the_simulator(monkeypatch)
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not REAL_GPU, reason="needs a real GPU (NUMBAGRAD_TEST_REAL_GPU=1)")
-def test_real_graph_replays_train_like_plain_launches(monkeypatch):
-    monkeypatch.delenv(graphs.ENV, raising=False)
-    expected_losses, expected_state, _ = _train()
+def test_real_graph_replays_train_like_plain_launches(plain, monkeypatch):
+    expected_losses, expected_state = plain
     monkeypatch.setenv(graphs.ENV, "1")
     losses, state, step = _train()
     assert step.forward._graph is not None and step.backward._graph is not None
