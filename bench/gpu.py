@@ -6,6 +6,7 @@ against the device's FP32 peak, measured here.
     python bench/gpu.py --models resnet18_bn         # the zoo's CIFAR ResNet-18 (BatchNorm)
     python bench/gpu.py --models lenet5 --repeat 50  # one model, more samples
     python bench/gpu.py --no-torch --json out.json   # numbagrad only, results saved
+    python bench/gpu.py --no-torch --tile-sweep      # every conv kernel with every GEMM tile
     python bench/gpu.py --sim --models lenet5 --lenet-batch 1 --repeat 1 --warmup 0
                                                      # a smoke test on the CUDA simulator
 
@@ -52,6 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps (compilation, caches)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch side")
     p.add_argument("--no-conv", action="store_true", help="skip the per-conv-kernel table")
+    p.add_argument(
+        "--tile-sweep", action="store_true", help="time every conv kernel with every GEMM tile"
+    )
     p.add_argument("--sim", action="store_true", help="run on the CUDA simulator (tiny only)")
     p.add_argument("--json", help="also write the results to this file")
     return p.parse_args(argv)
@@ -288,6 +292,51 @@ def conv_kernel_table(step, args) -> list[dict]:
     return rows
 
 
+def _conv_gemm(node, graph, tile):
+    """The conv-family node's GEMM (an epilogue node's producer's), planned with ``tile``."""
+    from numbagrad.backends.cuda import conv
+    from numbagrad.graph.passes.epilogue import producer_node
+
+    if node.op.endswith("_epilogue"):
+        node = producer_node(node, graph)
+    shapes = [graph[i].shape for i in node.inputs]
+    if node.op == "conv2d":
+        bias = len(shapes) == 3
+        args = (*shapes[:2], node.shape, node.attrs, node.dtype, bias)
+        return conv.forward_gemm(*args, tile=tile), len(node.inputs)
+    build = {"conv2d_grad_input": conv.grad_input_gemm, "conv2d_grad_weight": conv.grad_weight_gemm}
+    return build[node.op](*shapes, node.shape, node.attrs, node.dtype, tile=tile), 2
+
+
+def tile_sweep(step, args) -> list[dict]:
+    """Each conv kernel of the step re-planned with every GEMM tile and timed alone (its
+    default split-K for that tile), writing into the step's own buffers."""
+    from numba import cuda
+
+    from numbagrad.backends.cuda.gemm import TILES
+    from numbagrad.backends.cuda.runtime import flat
+
+    rows = []
+    for exe in (step.forward, step.backward):
+        for k in exe.kernels:
+            if not k.node.op.startswith("conv2d"):
+                continue
+            row = {"layer": k.node.name, "op": k.node.op, "chosen": k.launch.plan.tile}
+            for name, tile in TILES.items():
+                gemm, n_inputs = _conv_gemm(k.node, exe.graph, tile)
+                ins, out = [flat(a) for a in k.inputs[:n_inputs]], flat(k.out)
+
+                def launch(gemm=gemm, ins=ins, out=out):
+                    gemm(*ins[:2], out, *ins[2:])
+                    cuda.synchronize()
+
+                row[name] = _median_ms(launch, args.repeat, 1)
+            row["chosen"] = next(n for n, t in TILES.items() if t == row["chosen"])
+            row["best"] = min(TILES, key=lambda n: row[n])
+            rows.append(row)
+    return rows
+
+
 def _print_table(rows: list[dict], columns: list[tuple[str, str]]) -> None:
     widths = [max(len(h), *(len(fmt.format(r[key])) for r in rows)) for key, (h, fmt) in columns]
     print("  ".join(h.ljust(w) for (_, (h, _)), w in zip(columns, widths)))
@@ -309,7 +358,7 @@ def main(argv=None) -> int:
         print(f"bench/gpu.py: {e}", file=sys.stderr)
         return 2
     peak = fp32_peak_tflops(args)
-    results, conv_rows = [], []
+    results, conv_rows, sweep_rows = [], [], []
     for name in args.models:
         result, step = bench_numbagrad(name, args)
         if not args.no_torch:
@@ -324,6 +373,8 @@ def main(argv=None) -> int:
         if not args.no_conv:
             rows = conv_kernel_table(step, args)
             conv_rows += [{"model": name, **row, "of_peak": row["tflops"] / peak} for row in rows]
+        if args.tile_sweep:
+            sweep_rows += [{"model": name, **row} for row in tile_sweep(step, args)]
     print(f"\nFP32 peak, measured (FMA chains): {peak:.1f} TFLOP/s")
     columns = [
         ("model", ("model", "{}")),
@@ -359,9 +410,18 @@ def main(argv=None) -> int:
                 ("of_peak", ("of peak", "{:.0%}")),
             ],
         )
+    if sweep_rows:
+        from numbagrad.backends.cuda.gemm import TILES
+
+        print("\nGEMM tile sweep (ms per conv kernel, each alone)")
+        columns = [("model", ("model", "{}")), ("layer", ("layer", "{}")), ("op", ("op", "{}"))]
+        columns += [(name, (name, "{:.3f}")) for name in TILES]
+        columns += [("chosen", ("chosen", "{}")), ("best", ("best", "{}"))]
+        _print_table(sweep_rows, columns)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"fp32_peak_tflops": peak, "steps": results, "convs": conv_rows}, f, indent=2)
+            data = {"fp32_peak_tflops": peak, "steps": results, "convs": conv_rows}
+            json.dump({**data, "tile_sweep": sweep_rows}, f, indent=2)
     return 0
 
 

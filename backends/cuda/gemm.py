@@ -50,7 +50,10 @@ LARGE = Tile(64, 64, 8, 4, 4)  # 256 threads x 16 outputs: large operands
 WIDE = Tile(16, 128, 8, 2, 8)  # 128 threads: few rows (output channels), many columns
 SMALL = Tile(16, 16, 16, 2, 2)  # 64 threads: small problems
 TINY = Tile(16, 32, 16, 4, 4)  # one warp: problems of a few thousand outputs or fewer
-TILES = {"large": LARGE, "wide": WIDE, "small": SMALL, "tiny": TINY}
+# 256 threads x 64 outputs, the classic SGEMM tile: not chosen until bench/gpu.py's
+# --tile-sweep has measured it against LARGE on a GPU.
+HUGE = Tile(128, 128, 8, 8, 8)
+TILES = {"huge": HUGE, "large": LARGE, "wide": WIDE, "small": SMALL, "tiny": TINY}
 
 
 def choose_tile(m: int, n: int) -> Tile:

@@ -21,6 +21,7 @@ CUDA (no NVVM/NVRTC/nvJitLink libraries: the ``dev`` extra installs them).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -218,8 +219,22 @@ def op_cases() -> None:
         oc.run("cuda", bwd, bwd_feeds)
 
 
-def training_step(model, x_shape, classes: int, adam: bool = False) -> None:
-    """One compiled training step of ``model`` on cuda, run once."""
+def gemm_tiles() -> None:
+    """Every GEMM tile, chosen by the planner or not (bench/gpu.py --tile-sweep times them
+    all), as a conv2d forward and as a plain matmul."""
+    from numbagrad.backends.cuda import conv, gemm
+
+    attrs = {"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1), "groups": 1}
+    x, w, y = (8, 64, 16, 16), (128, 64, 3, 3), (8, 128, 16, 16)
+    buffers = [StandInArray(np.zeros(math.prod(s), np.float32)) for s in (x, w, y)]
+    for tile in gemm.TILES.values():
+        conv.forward_gemm(x, w, y, attrs, "float32", False, tile=tile)(*buffers)
+        plan = gemm.matmul_gemm((256, 64), (64, 256), False, False, "float32", tile=tile)
+        plan(*(StandInArray(np.zeros(n, np.float32)) for n in (256 * 64, 64 * 256, 256 * 256)))
+
+
+def training_step(model, x_shape, classes: int, adam: bool = False):
+    """One compiled training step of ``model`` on cuda, run once (and returned)."""
     import numbagrad as ng
     from numbagrad import nn, optim
 
@@ -234,6 +249,7 @@ def training_step(model, x_shape, classes: int, adam: bool = False) -> None:
     x = np.zeros(x_shape, np.float32)
     step(x, np.zeros(x_shape[0], np.int64) % classes)
     ng.compile(model, ng.Spec(x_shape), backend="cuda")(x)
+    return step
 
 
 def models(quick: bool) -> None:
@@ -243,10 +259,11 @@ def models(quick: bool) -> None:
     if quick:
         training_step(zoo.lenet5(), (8, 1, 32, 32), 10)
         return
-    import gpu  # bench/gpu.py: its FP32-peak kernel and the CIFAR ResNet-18 it times
+    import gpu  # bench/gpu.py: its FP32-peak kernel, its tile sweep, the ResNet-18 it times
 
     gpu.fp32_peak_tflops(argparse.Namespace(sim=False, repeat=1))
-    training_step(zoo.lenet5(), (256, 1, 32, 32), 10)
+    lenet = training_step(zoo.lenet5(), (256, 1, 32, 32), 10)
+    gpu.tile_sweep(lenet, argparse.Namespace(repeat=1))  # every tile on LeNet-5's convs
     training_step(zoo.lenet5(), (1, 1, 32, 32), 10, adam=True)
     training_step(gpu.resnet18_numbagrad(), (128, 3, 32, 32), 10)
     training_step(
@@ -272,6 +289,7 @@ def main(argv=None) -> int:
     compiler = Compiler(compile_ptx, typeof)
     runtime.launcher.__call__ = lambda self, *a: compiler.launch(self, *a)
     op_cases()
+    gemm_tiles()
     models(args.quick)
     if compiler.failures:
         print(f"FAILED {compiler.failures} of {len(compiler.done)} kernels")

@@ -92,6 +92,7 @@ def _dev(a):
 @pytest.mark.parametrize(
     "tile, splits, shapes",
     [
+        ("huge", 1, ((130, 9), (9, 128))),  # 128x128, 8x8 outputs a thread, a partial tile
         ("large", 1, ((64, 16), (16, 64))),  # the real 64x64 tile, 4x4 outputs a thread
         ("wide", 1, ((5, 20), (20, 130))),
         ("small", 2, ((17, 40), (40, 18))),  # split K: partial tiles + a second pass
