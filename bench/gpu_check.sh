@@ -7,8 +7,9 @@
 #    numba-cuda and PyTorch CUDA are the ones used); the versions and the GPU printed;
 # 2. the CUDA tests on the GPU, no simulator (NUMBAGRAD_TEST_REAL_GPU=1), without the
 #    PTX-compile check, which the GPU run makes redundant;
-# 3. bench/gpu.py: LeNet-5 at batch 256 and ResNet-18 at 128 against PyTorch, the conv kernels
-#    against the measured FP32 peak (--json saved to $OUT/gpu.json).
+# 3. bench/gpu.py: LeNet-5 at batch 256 and ResNet-18 at 128 against PyTorch, with and without
+#    CUDA graphs, the conv kernels against the measured FP32 peak (--json: $OUT/gpu.json);
+# 4. the GEMM tile sweep on ResNet-18's conv kernels (--json: $OUT/tiles.json), to choose tiles.
 # Each stage has its own time limit, so that a hang in one still leaves the others' results.
 set -u
 OUT=${OUT:-/tmp/gpu_check}
@@ -42,3 +43,7 @@ NUMBAGRAD_TEST_REAL_GPU=1 timeout "${TEST_LIMIT:-240}" python -m pytest -q -p no
 echo "== bench/gpu.py"
 timeout "${BENCH_LIMIT:-420}" python bench/gpu.py --json "$OUT/gpu.json" "$@" 2>&1 \
     | tee "$OUT/bench.txt" | tail -60
+
+echo "== GEMM tile sweep"
+timeout "${SWEEP_LIMIT:-240}" python bench/gpu.py --models resnet18 --no-torch --no-conv \
+    --tile-sweep --repeat 5 --json "$OUT/tiles.json" 2>&1 | tee "$OUT/tiles.txt" | tail -60
