@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Everything a session with a GPU has to run, in one call of the `device` tool (repository root):
 #
-#     bash bench/gpu_check.sh            # results under $OUT (or /tmp/gpu_check)
+#     bash bench/gpu_check.sh                       # results under $OUT (or /tmp/gpu_check)
+#     STAGES=tests bash bench/gpu_check.sh          # one device call (at most 10 minutes) ...
+#     STAGES="bench sweep" bash bench/gpu_check.sh  # ... and the next
 #
 # 1. numbagrad made importable without touching the machine's packages (its numba,
 #    numba-cuda and PyTorch CUDA are the ones used); the versions and the GPU printed;
@@ -35,15 +37,20 @@ print("numbagrad from", numbagrad.__file__)
 EOF
 } 2>&1 | tee "$OUT/versions.txt"
 
-echo "== CUDA tests on the GPU"
-NUMBAGRAD_TEST_REAL_GPU=1 timeout "${TEST_LIMIT:-240}" python -m pytest -q -p no:cacheprovider \
-    -m cuda tests/backends --deselect tests/backends/test_cuda_compile.py 2>&1 \
-    | tee "$OUT/tests.txt" | tail -25
-
-echo "== bench/gpu.py"
-timeout "${BENCH_LIMIT:-420}" python bench/gpu.py --json "$OUT/gpu.json" "$@" 2>&1 \
-    | tee "$OUT/bench.txt" | tail -60
-
-echo "== GEMM tile sweep"
-timeout "${SWEEP_LIMIT:-240}" python bench/gpu.py --models resnet18 --no-torch --no-conv \
-    --tile-sweep --repeat 5 --json "$OUT/tiles.json" 2>&1 | tee "$OUT/tiles.txt" | tail -60
+STAGES=${STAGES:-tests bench sweep}
+if [[ " $STAGES " == *" tests "* ]]; then
+    echo "== CUDA tests on the GPU"
+    NUMBAGRAD_TEST_REAL_GPU=1 timeout "${TEST_LIMIT:-480}" python -m pytest -q \
+        -p no:cacheprovider -m cuda tests/backends --deselect tests/backends/test_cuda_compile.py \
+        2>&1 | tee "$OUT/tests.txt" | tail -25
+fi
+if [[ " $STAGES " == *" bench "* ]]; then
+    echo "== bench/gpu.py"
+    timeout "${BENCH_LIMIT:-360}" python bench/gpu.py --json "$OUT/gpu.json" "$@" 2>&1 \
+        | tee "$OUT/bench.txt" | tail -60
+fi
+if [[ " $STAGES " == *" sweep "* ]]; then
+    echo "== GEMM tile sweep"
+    timeout "${SWEEP_LIMIT:-180}" python bench/gpu.py --models resnet18 --no-torch --no-conv \
+        --tile-sweep --repeat 5 --json "$OUT/tiles.json" 2>&1 | tee "$OUT/tiles.txt" | tail -60
+fi
