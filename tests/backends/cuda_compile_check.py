@@ -12,6 +12,7 @@ computed, so shapes can be the benchmarks' own.
 
     python tests/backends/cuda_compile_check.py             # op cases, LeNet-5, ResNet-18 step
     python tests/backends/cuda_compile_check.py --quick     # op cases and a small LeNet-5 only
+    python tests/backends/cuda_compile_check.py --dump DIR  # and write each kernel's PTX there
 
 Prints one line per distinct (kernel, argument types) compiled, then ``FAILED <n>`` or
 ``OK <n>``; exits 0 when all compiled, 1 when some did not, 3 when this machine cannot compile
@@ -92,8 +93,8 @@ def _stand_in_memory(cuda) -> None:
 class Compiler:
     """Stands in for ``launcher.__call__``: compiles each distinct (kernel, types) once."""
 
-    def __init__(self, compile_ptx, typeof) -> None:
-        self.compile_ptx, self.typeof = compile_ptx, typeof
+    def __init__(self, compile_ptx, typeof, dump: Path | None = None) -> None:
+        self.compile_ptx, self.typeof, self.dump = compile_ptx, typeof, dump
         self.done: dict[tuple, str | None] = {}
 
     def arg_type(self, arg):
@@ -111,6 +112,9 @@ class Compiler:
             problem = _launch_problem(configured.grid, configured.block)
             if problem is None:
                 ptx, _ = self.compile_ptx(kernel.py_func, sig, cc=CC)
+                if self.dump is not None:
+                    stem = re.sub(r"[^\w.=-]+", "_", name)[:150]
+                    (self.dump / f"{len(self.done):03d}_{stem}.ptx").write_text(ptx)
                 resources = sass_resources(ptx)
                 problem = _resource_problem(resources, configured.block)
                 stats = _stats(ptx, resources)
@@ -274,6 +278,7 @@ def models(quick: bool) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="op cases and a small LeNet-5 only")
+    p.add_argument("--dump", type=Path, help="write each kernel's PTX into this directory")
     args = p.parse_args(argv)
     try:
         from numba import cuda, typeof
@@ -286,7 +291,9 @@ def main(argv=None) -> int:
     _stand_in_memory(cuda)
     from numbagrad.backends.cuda import runtime
 
-    compiler = Compiler(compile_ptx, typeof)
+    if args.dump is not None:
+        args.dump.mkdir(parents=True, exist_ok=True)
+    compiler = Compiler(compile_ptx, typeof, args.dump)
     runtime.launcher.__call__ = lambda self, *a: compiler.launch(self, *a)
     op_cases()
     gemm_tiles()
