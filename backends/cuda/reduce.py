@@ -4,7 +4,8 @@ Arrays are seen as (outer, R, inner) around the op's axis, as on the CPU backend
 one (outer, inner) pair, its R elements ``base + r*inner``. When inner == 1 (the last axis, the
 usual case) a block owns a line: its threads stride the contiguous row and meet in
 shared-memory trees for the max and the sum. When inner > 1 a thread owns a line and walks it
-serially, so a warp reads consecutive elements. Sums accumulate in float64.
+serially, so a warp reads consecutive elements. Sums accumulate in float64; the per-element
+arithmetic (``exp`` included) is in the arrays' own precision.
 
 Cross-entropy is two passes: a block per row writes that row's loss to a workspace, then one
 block averages the rows. An out-of-range target makes the loss NaN in the kernel (never an
@@ -66,7 +67,7 @@ def _block_max(buf, v, tid, nt):
 
 @jit(device=True)
 def _line_max(a, base, start, step, r_len, inner):
-    m = -math.inf
+    m = a.dtype.type(-math.inf)
     for r in range(start, r_len, step):
         v = a[base + r * inner]
         if v > m or v != v:
@@ -91,16 +92,26 @@ def _line_sum(a, b, base, start, step, r_len, inner, mode, m):
 
 @jit(device=True)
 def _line_write(a, b, out, base, start, step, r_len, inner, mode, m, s):
+    """The line's outputs from its max ``m`` and float64 sum ``s``, computed in the arrays'
+    own precision: the per-line constants are rounded once, so no float64 operation (or
+    float64 exp) runs per element."""
+    t = a.dtype.type
+    if mode == SOFTMAX:
+        c = t(1.0 / s)
+    elif mode == LOG_SOFTMAX:
+        c = t(m + math.log(s))
+    else:
+        c = t(s)
     for r in range(start, r_len, step):
         k = base + r * inner
         if mode == SOFTMAX:
-            out[k] = math.exp(a[k] - m) / s
+            out[k] = math.exp(a[k] - m) * c
         elif mode == LOG_SOFTMAX:
-            out[k] = a[k] - m - math.log(s)
+            out[k] = a[k] - c
         elif mode == SOFTMAX_GRAD:  # a = dy, b = y
-            out[k] = b[k] * (a[k] - s)
+            out[k] = b[k] * (a[k] - c)
         else:  # LOG_SOFTMAX_GRAD: a = dy, b = y = log_softmax
-            out[k] = a[k] - math.exp(b[k]) * s
+            out[k] = a[k] - math.exp(b[k]) * c
 
 
 @jit(device=True)
@@ -122,11 +133,11 @@ def along_axis(a, b, out, lines, r_len, inner, mode, per_block):
     while line < lines:
         o = line // inner
         base = o * r_len * inner + line - o * inner
-        m = 0.0
+        m = a.dtype.type(0)
         if mode <= LOG_SOFTMAX:
             m = _line_max(a, base, tid, nt, r_len, inner)
             if per_block:
-                m = _block_max(buf, m, tid, nt)
+                m = a.dtype.type(_block_max(buf, m, tid, nt))
         s = _line_sum(a, b, base, tid, nt, r_len, inner, mode, m)
         if per_block:
             s = _block_sum(buf, s, tid, nt)
@@ -139,7 +150,7 @@ def _row_stats(buf, logits, base, tid, nt, c, per_block):
     """(max, sum of exp(x - max)) of one row of logits."""
     m = _line_max(logits, base, tid, nt, c, 1)
     if per_block:
-        m = _block_max(buf, m, tid, nt)
+        m = logits.dtype.type(_block_max(buf, m, tid, nt))
     s = _line_sum(logits, logits, base, tid, nt, c, 1, SOFTMAX, m)
     if per_block:
         s = _block_sum(buf, s, tid, nt)
@@ -182,15 +193,17 @@ def cross_entropy_grad_rows(logits, targets, g, out, n, c, per_block):
     """out[i] = (softmax(logits[i]) - onehot(targets[i])) * g / n; NaN for a bad target."""
     buf = cuda.shared.array(256, float64)
     tid, nt, i, step = _lanes(per_block)
-    scale = g[0] / n
+    real = logits.dtype.type
+    scale = real(g[0] / n)
     while i < n:
         base = i * c
         m, s = _row_stats(buf, logits, base, tid, nt, c, per_block)
+        inv = real(1.0 / s)
         t = targets[i]
         bad = t < 0 or t >= c
         for j in range(tid, c, nt):
-            p = math.exp(logits[base + j] - m) / s
+            p = math.exp(logits[base + j] - m) * inv
             if j == t:
-                p -= 1.0
+                p -= real(1)
             out[base + j] = math.nan if bad else p * scale
         i += step
