@@ -80,8 +80,9 @@ def _divisor(oh, ow, kh, kw, sh, sw, ph, pw, h, w, include_pad):
 def _window_grads(g, x, plane, ih, iw, h, w, oh_, ow_, kh, kw, sh, sw, ph, pw, dh, dw, is_max, pad):
     """The gradient reaching input (ih, iw) of ``plane`` from the windows that hold it: for
     max pooling, g of each window whose first maximum (in x) it is; for average pooling, g over
-    each window's divisor (``pad``: count_include_pad)."""
-    acc = 0.0
+    each window's divisor (``pad``: count_include_pad). In g's precision, as the forward."""
+    real = g.dtype.type
+    acc = real(0)
     for i in range(kh):
         oh = _first_window(ih, ph, kh, sh, dh, oh_, i)
         if oh >= 0:
@@ -96,7 +97,7 @@ def _window_grads(g, x, plane, ih, iw, h, w, oh_, ow_, kh, kw, sh, sw, ph, pw, d
                             acc += g[(plane * oh_ + oh) * ow_ + ow]
                     else:
                         div = _divisor(oh, ow, kh, kw, sh, sw, ph, pw, h, w, pad)
-                        acc += g[(plane * oh_ + oh) * ow_ + ow] / div
+                        acc += g[(plane * oh_ + oh) * ow_ + ow] / real(div)
     return acc
 
 
@@ -122,7 +123,7 @@ def avg_pool_forward(x, out, nc, h, w, oh_, ow_, kh, kw, sh, sw, ph, pw, include
     total = nc * oh_ * ow_
     while t < total:
         plane, oh, ow = plane_position(t, oh_, ow_)
-        acc = 0.0
+        acc = x.dtype.type(0)  # the window's sum in x's precision (a few terms)
         for i in range(kh):
             ih = oh * sh - ph + i
             if 0 <= ih < h:
@@ -130,7 +131,7 @@ def avg_pool_forward(x, out, nc, h, w, oh_, ow_, kh, kw, sh, sw, ph, pw, include
                     iw = ow * sw - pw + j
                     if 0 <= iw < w:
                         acc += x[(plane * h + ih) * w + iw]
-        out[t] = acc / _divisor(oh, ow, kh, kw, sh, sw, ph, pw, h, w, include_pad)
+        out[t] = acc / x.dtype.type(_divisor(oh, ow, kh, kw, sh, sw, ph, pw, h, w, include_pad))
         t += step
 
 
