@@ -12,6 +12,8 @@ computed, so shapes can be the benchmarks' own.
 
     python tests/backends/cuda_compile_check.py             # op cases, LeNet-5, ResNet-18 step
     python tests/backends/cuda_compile_check.py --quick     # op cases and a small LeNet-5 only
+    python tests/backends/cuda_compile_check.py --part ops  # one half (ops: op cases and
+                                                            # tiles; models: the steps)
     python tests/backends/cuda_compile_check.py --dump DIR  # and write each kernel's PTX there
 
 Prints one line per distinct (kernel, argument types) compiled, then ``FAILED <n>`` or
@@ -278,6 +280,8 @@ def models(quick: bool) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="op cases and a small LeNet-5 only")
+    p.add_argument("--part", choices=("ops", "models"), help="only the op cases and GEMM tiles, "
+                   "or only the models (two processes can share the work)")  # fmt: skip
     p.add_argument("--dump", type=Path, help="write each kernel's PTX into this directory")
     args = p.parse_args(argv)
     try:
@@ -295,9 +299,11 @@ def main(argv=None) -> int:
         args.dump.mkdir(parents=True, exist_ok=True)
     compiler = Compiler(compile_ptx, typeof, args.dump)
     runtime.launcher.__call__ = lambda self, *a: compiler.launch(self, *a)
-    op_cases()
-    gemm_tiles()
-    models(args.quick)
+    if args.part != "models":
+        op_cases()
+        gemm_tiles()
+    if args.part != "ops":
+        models(args.quick)
     if compiler.failures:
         print(f"FAILED {compiler.failures} of {len(compiler.done)} kernels")
     else:
