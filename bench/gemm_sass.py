@@ -43,21 +43,6 @@ def nvdisasm() -> str:
     sys.exit("bench/gemm_sass.py: nvdisasm not found (pip install 'nvidia-cuda-nvdisasm==13.*')")
 
 
-def cubin(ptx: str) -> bytes:
-    from cuda.bindings import nvjitlink
-
-    handle = nvjitlink.create(1, [f"-arch=sm_{check.CC[0]}{check.CC[1]}"])
-    try:
-        data = ptx.encode()
-        nvjitlink.add_data(handle, nvjitlink.InputType.PTX, data, len(data), "kernel.ptx")
-        nvjitlink.complete(handle)
-        out = bytearray(nvjitlink.get_linked_cubin_size(handle))
-        nvjitlink.get_linked_cubin(handle, out)
-    finally:
-        nvjitlink.destroy(handle)
-    return bytes(out)
-
-
 def hot_loop(sass: str) -> collections.Counter:
     """Opcode counts of the basic block with the most FFMA instructions."""
     blocks: list[list[str]] = [[]]
@@ -122,7 +107,7 @@ def main(argv=None) -> int:
     for name, ptx, resources in conv_kernels(args.op, x, w, y):
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "kernel.cubin"
-            path.write_bytes(cubin(ptx))
+            path.write_bytes(check.assemble(ptx)[0])
             sass = subprocess.run([tool, "-c", str(path)], capture_output=True, text=True).stdout
         if args.dump is not None:
             args.dump.mkdir(parents=True, exist_ok=True)

@@ -155,10 +155,8 @@ def _launch_problem(grid, block) -> str | None:
     return None
 
 
-def sass_resources(ptx: str) -> dict[str, int]:
-    """Assemble ``ptx`` for sm_90 with nvJitLink (ptxas, no driver) and read what the kernel
-    uses from its log: registers per thread, shared and local memory bytes per block/thread,
-    spill stores and loads."""
+def assemble(ptx: str) -> tuple[bytes, str]:
+    """``ptx`` assembled for sm_90 by nvJitLink (ptxas, no driver): the cubin and the log."""
     from cuda.bindings import nvjitlink
 
     handle = nvjitlink.create(2, [f"-arch=sm_{CC[0]}{CC[1]}", "-verbose"])
@@ -168,9 +166,17 @@ def sass_resources(ptx: str) -> dict[str, int]:
         nvjitlink.complete(handle)
         log = bytearray(nvjitlink.get_info_log_size(handle))
         nvjitlink.get_info_log(handle, log)
+        cubin = bytearray(nvjitlink.get_linked_cubin_size(handle))
+        nvjitlink.get_linked_cubin(handle, cubin)
     finally:
         nvjitlink.destroy(handle)
-    text = log.decode(errors="replace")
+    return bytes(cubin), log.decode(errors="replace")
+
+
+def sass_resources(ptx: str) -> dict[str, int]:
+    """What the assembled kernel uses, from the assembler's log: registers per thread, shared
+    and local memory bytes per block/thread, spill stores and loads."""
+    text = assemble(ptx)[1]
     found = {
         "regs": re.findall(r"used (\d+) registers", text),
         "smem": re.findall(r"(\d+) bytes smem", text),

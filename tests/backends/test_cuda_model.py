@@ -5,26 +5,14 @@ copies."""
 
 from __future__ import annotations
 
-import os
-
+import numpy as np
 import pytest
+from cuda_setup import REAL_GPU, require_cuda_backend  # first: it chooses the simulator
 
-REAL_GPU = os.environ.get("NUMBAGRAD_TEST_REAL_GPU") == "1"
-if not REAL_GPU:
-    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"  # see test_cuda_ops.py: before numba.cuda
-pytest.importorskip("numba_cuda")
+import numbagrad as ng
+from numbagrad import nn, optim
 
-import numpy as np  # noqa: E402
-
-import numbagrad as ng  # noqa: E402
-from numbagrad import nn, optim  # noqa: E402
-from numbagrad.backends import get_backend  # noqa: E402
-from numbagrad.errors import BackendError  # noqa: E402
-
-try:
-    get_backend("cuda")
-except BackendError as e:  # pragma: no cover - depends on the machine
-    pytest.skip(str(e), allow_module_level=True)
+require_cuda_backend()
 
 pytestmark = [pytest.mark.cuda] + ([pytest.mark.gpu] if REAL_GPU else [])
 BATCH, SIDE, CLASSES, STEPS = 2, 10, 5, 5

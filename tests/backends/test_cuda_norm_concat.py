@@ -5,25 +5,15 @@ with NUMBAGRAD_TEST_REAL_GPU=1): a training step's loss, parameters and running 
 from __future__ import annotations
 
 import copy
-import os
 
+import numpy as np
 import pytest
+from cuda_setup import require_cuda_backend  # first: it chooses the simulator
 
-if os.environ.get("NUMBAGRAD_TEST_REAL_GPU") != "1":
-    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"  # before numba.cuda is first imported
-pytest.importorskip("numba_cuda")
+import numbagrad as ng
+from numbagrad import nn, optim
 
-import numpy as np  # noqa: E402
-
-import numbagrad as ng  # noqa: E402
-from numbagrad import nn, optim  # noqa: E402
-from numbagrad.backends import get_backend  # noqa: E402
-from numbagrad.errors import BackendError  # noqa: E402
-
-try:
-    get_backend("cuda")
-except BackendError as e:  # pragma: no cover - depends on the machine
-    pytest.skip(str(e), allow_module_level=True)
+require_cuda_backend()
 
 pytestmark = pytest.mark.cuda
 

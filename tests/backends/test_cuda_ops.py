@@ -5,31 +5,18 @@ simulator runs every GPU thread as a Python thread."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
+import numpy as np
 import pytest
+from cuda_setup import REAL_GPU, require_cuda_backend  # first: it chooses the simulator
 
-REAL_GPU = os.environ.get("NUMBAGRAD_TEST_REAL_GPU") == "1"
-if not REAL_GPU:
-    # Must precede the first import of numba.cuda in this process. It is left set on purpose:
-    # numba.cuda stays the simulator for the whole process anyway, and @cuda.jit reads the
-    # variable again (via Numba's config reload) each time it compiles; CPU Numba ignores it.
-    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
-pytest.importorskip("numba_cuda")
+from numbagrad.backends import interp
+from numbagrad.graph import Builder
+from numbagrad.graph import ops as O
 
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from numbagrad.backends import get_backend, interp  # noqa: E402
-from numbagrad.errors import BackendError  # noqa: E402
-from numbagrad.graph import Builder  # noqa: E402
-from numbagrad.graph import ops as O  # noqa: E402
-
-try:
-    cuda_backend = get_backend("cuda")
-except BackendError as e:  # pragma: no cover - depends on the machine
-    pytest.skip(str(e), allow_module_level=True)
+cuda_backend = require_cuda_backend()
 
 from numbagrad.backends.cuda import conv, gemm, lowering  # noqa: E402
 from numbagrad.backends.cuda.codegen import reduction_launch  # noqa: E402
