@@ -271,13 +271,14 @@ def models(quick: bool) -> None:
     if quick:
         training_step(zoo.lenet5(), (8, 1, 32, 32), 10)
         return
-    import gpu  # bench/gpu.py: its FP32-peak kernel, its tile sweep, the ResNet-18 it times
+    import gpu  # bench/gpu.py: its FP32-peak kernel and its tile sweep
+    import gpu_models  # bench/gpu_models.py: the ResNet-18 it times
 
     gpu.fp32_peak_tflops(argparse.Namespace(sim=False, repeat=1))
     lenet = training_step(zoo.lenet5(), (256, 1, 32, 32), 10)
     gpu.tile_sweep(lenet, argparse.Namespace(repeat=1))  # every tile on LeNet-5's convs
     training_step(zoo.lenet5(), (1, 1, 32, 32), 10, adam=True)
-    training_step(gpu.resnet18_numbagrad(), (128, 3, 32, 32), 10)
+    training_step(gpu_models.resnet18_numbagrad(), (128, 3, 32, 32), 10)
     training_step(
         zoo.resnet18(num_classes=10, in_channels=1, small_input=True), (8, 1, 32, 32), 10, adam=True
     )
