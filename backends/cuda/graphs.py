@@ -38,6 +38,12 @@ def graph_stream():
     return _STREAM[0]
 
 
+def _handle(stream) -> int:
+    """The stream's driver handle as an int: numba-cuda's ``Stream.__int__`` gives it for both
+    of its bindings (a ctypes ``c_void_p`` or a ``cuda.bindings`` ``CUstream``)."""
+    return int(stream)
+
+
 def _check(result: tuple, call: str):
     from cuda.bindings import driver
 
@@ -56,7 +62,7 @@ class CapturedGraph:
     def launch(self) -> None:
         from cuda.bindings import driver
 
-        _check(driver.cuGraphLaunch(self._instance, self._stream.handle), "cuGraphLaunch")
+        _check(driver.cuGraphLaunch(self._instance, _handle(self._stream)), "cuGraphLaunch")
 
     def __del__(self) -> None:
         try:
@@ -74,13 +80,13 @@ def capture(launch_all: Callable[[object], None]) -> CapturedGraph:
 
     stream = graph_stream()
     mode = driver.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
-    _check(driver.cuStreamBeginCapture(stream.handle, mode), "cuStreamBeginCapture")
+    _check(driver.cuStreamBeginCapture(_handle(stream), mode), "cuStreamBeginCapture")
     try:
         with launching_on(stream):
             launch_all(stream)
     except BaseException:
-        driver.cuStreamEndCapture(stream.handle)  # leaves the stream usable
+        driver.cuStreamEndCapture(_handle(stream))  # leaves the stream usable
         raise
-    graph = _check(driver.cuStreamEndCapture(stream.handle), "cuStreamEndCapture")
+    graph = _check(driver.cuStreamEndCapture(_handle(stream)), "cuStreamEndCapture")
     instance = _check(driver.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")
     return CapturedGraph(graph, instance, stream)

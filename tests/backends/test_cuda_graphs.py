@@ -2,7 +2,9 @@
 replays it afterwards. On the simulator, which has no graphs, a stand-in "graph" re-runs the
 captured function on a stream, which checks the executable's side: when it captures, that
 every launch and copy goes to the capture stream, that replays give the same training as
-launching one by one, and that a failed capture falls back with a warning. With
+launching one by one, and that a failed capture falls back with a warning. The driver side
+of ``graphs.capture`` (which calls, in which order, with which handles) is checked against a
+recording stand-in for ``cuda.bindings.driver``. With
 NUMBAGRAD_TEST_REAL_GPU=1 the last test runs real graphs against plain launches."""
 
 from __future__ import annotations
@@ -119,6 +121,81 @@ def test_graphs_are_off_unless_asked_for_and_never_on_the_simulator(monkeypatch)
     assert not graphs.enabled()
     monkeypatch.setenv(graphs.ENV, "1")
     assert graphs.enabled() == (not runtime.simulated())
+
+
+class RecordingDriver:
+    """``cuda.bindings.driver`` for ``graphs.capture`` without a GPU: the real enums, and
+    calls that are recorded and return what the real ones return ((CUresult, value...))."""
+
+    def __init__(self, real, fail: str = "") -> None:
+        self.CUresult, self.CUstreamCaptureMode = real.CUresult, real.CUstreamCaptureMode
+        self.calls: list[tuple] = []
+        self._fail = fail
+
+    def _result(self, name: str, *values) -> tuple:
+        ok = self.CUresult.CUDA_SUCCESS
+        return (self.CUresult.CUDA_ERROR_INVALID_VALUE if name == self._fail else ok, *values)
+
+    def __getattr__(self, name: str):
+        values = {"cuStreamEndCapture": ("graph",), "cuGraphInstantiate": ("instance",)}
+
+        def call(*args):
+            self.calls.append((name, *args))
+            return self._result(name, *values.get(name, ()))
+
+        return call
+
+
+class HandleStream:
+    def __int__(self) -> int:
+        return 1234
+
+
+@pytest.fixture
+def recording_driver(monkeypatch):
+    bindings = pytest.importorskip("cuda.bindings")
+    from cuda.bindings import driver
+
+    def install(fail: str = "") -> RecordingDriver:
+        fake = RecordingDriver(driver, fail)
+        monkeypatch.setattr(bindings, "driver", fake)
+        monkeypatch.setattr(graphs, "_STREAM", [HandleStream()])
+        return fake
+
+    return install
+
+
+def test_capture_records_launches_on_the_graph_stream_then_instantiates(recording_driver):
+    fake = recording_driver()
+    seen = []
+    graph = graphs.capture(lambda stream: seen.append((stream, runtime._STREAMS[-1])))
+    stream = graphs._STREAM[0]
+    assert seen == [(stream, stream)] and not runtime._STREAMS
+    thread_local = fake.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+    assert fake.calls == [
+        ("cuStreamBeginCapture", 1234, thread_local),
+        ("cuStreamEndCapture", 1234),
+        ("cuGraphInstantiate", "graph", 0),
+    ]
+    graph.launch()
+    assert fake.calls[-1] == ("cuGraphLaunch", "instance", 1234)
+
+
+def test_capture_ends_the_capture_when_a_launch_raises(recording_driver):
+    fake = recording_driver()
+
+    def launch_all(stream):
+        raise ValueError("bad launch")
+
+    with pytest.raises(ValueError, match="bad launch"):
+        graphs.capture(launch_all)
+    assert [c[0] for c in fake.calls] == ["cuStreamBeginCapture", "cuStreamEndCapture"]
+
+
+def test_a_driver_error_names_the_call_and_the_error(recording_driver):
+    recording_driver(fail="cuGraphInstantiate")
+    with pytest.raises(RuntimeError, match="cuGraphInstantiate failed with CUDA_ERROR_INVALID"):
+        graphs.capture(lambda stream: None)
 
 
 @pytest.mark.gpu
