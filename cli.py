@@ -1,4 +1,5 @@
-"""The command line: ``numbagrad train lenet5 [--epochs N] [--backend cpu|interp] ...`` and
+"""The command line:
+``numbagrad train lenet5 [--epochs N] [--backend cpu|interp|cuda] [--optimizer adam] ...`` and
 ``numbagrad profile lenet5 [--training] [--dump DIR] [--json FILE] [--disable PASS ...]`` and
 ``numbagrad summary lenet5_classic [--all]``.
 
@@ -66,6 +67,30 @@ def build_model(name: str) -> nn.Module:
     return MODELS[name](**MODEL_ARGS.get(name, {}))
 
 
+# --optimizer name -> (class, default lr, default momentum or None where it takes none).
+OPTIMIZERS: dict[str, tuple[type[optim.Optimizer], float, float | None]] = {
+    "sgd": (optim.SGD, 0.01, 0.9),
+    "adam": (optim.Adam, 1e-3, None),
+    "adamw": (optim.AdamW, 1e-3, None),
+    "rmsprop": (optim.RMSprop, 1e-3, 0.0),
+    "adagrad": (optim.Adagrad, 0.01, None),
+}
+
+
+def build_optimizer(
+    name: str, lr: float | None, momentum: float | None, weight_decay: float
+) -> optim.Optimizer:
+    """The ``--optimizer`` named ``name``; ``None`` takes the table's default."""
+    cls, default_lr, default_momentum = OPTIMIZERS[name]
+    lr = default_lr if lr is None else lr
+    if default_momentum is None:
+        if momentum is not None:
+            raise UsageError(f"--momentum applies to sgd and rmsprop, not to --optimizer {name}")
+        return cls(lr, weight_decay=weight_decay)
+    momentum = default_momentum if momentum is None else momentum
+    return cls(lr, momentum=momentum, weight_decay=weight_decay)
+
+
 class UsageError(NumbagradError):
     """A command-line argument that argparse or our checks refuse."""
 
@@ -105,17 +130,28 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser(
         "train",
         help="train a zoo model on Fashion-MNIST",
-        description="Train a zoo model on Fashion-MNIST with SGD; print loss, test accuracy and "
-        "throughput per epoch. Data: --data DIR, else /usr/share/datasets/fashion-mnist, else "
-        "the subset bundled with numbagrad.",
+        description="Train a zoo model on Fashion-MNIST (SGD with momentum unless --optimizer "
+        "says otherwise); print loss, test accuracy and throughput per epoch. Data: --data DIR, "
+        "else /usr/share/datasets/fashion-mnist, else the subset bundled with numbagrad.",
     )
     train.add_argument("model", help=f"model name: {', '.join(MODELS)}")
     add = train.add_argument
     add("--epochs", type=_int_at_least(1), default=5, metavar="N", help="epochs (default 5)")
     add("--batch-size", type=_int_at_least(1), default=64, metavar="B", help="(default 64)")
     add("--eval-batch-size", type=_int_at_least(1), default=256, metavar="B", help="(default 256)")
-    add("--lr", type=_non_negative, default=0.01, metavar="X", help="learning rate (default 0.01)")
-    add("--momentum", type=_non_negative, default=0.9, metavar="X", help="(default 0.9)")
+    add("--optimizer", choices=OPTIMIZERS, default="sgd", help="(default sgd)")
+    add(
+        "--lr",
+        type=_non_negative,
+        metavar="X",
+        help="learning rate (default 0.01 for sgd and adagrad, else 0.001)",
+    )
+    add(
+        "--momentum",
+        type=_non_negative,
+        metavar="X",
+        help="sgd and rmsprop only (default 0.9 for sgd, 0 for rmsprop)",
+    )
     add("--weight-decay", type=_non_negative, default=5e-4, metavar="X", help="(default 5e-4)")
     add("--data", metavar="DIR", help="directory with the four Fashion-MNIST IDX files")
     add("--backend", choices=BACKENDS, default="cpu", help="(default cpu)")
@@ -195,6 +231,7 @@ def evaluate(predict, x: np.ndarray, y: np.ndarray, batch: int) -> float:
 def train_command(args: argparse.Namespace) -> int:
     if args.model not in MODELS:
         raise UsageError(f"unknown model {args.model!r}; known models: {', '.join(MODELS)}")
+    optimizer = build_optimizer(args.optimizer, args.lr, args.momentum, args.weight_decay)
     bundled = True if args.bundled else None
     print(f"data: {data.describe_source(args.data, bundled)}", flush=True)
     x_train, y_train = data.load_fashion_mnist("train", args.data, bundled=bundled)
@@ -210,14 +247,14 @@ def train_command(args: argparse.Namespace) -> int:
     model = build_model(args.model)
     print(
         f"model: {args.model}, {model.num_parameters():,} parameters; "
-        f"{len(x_train)} train / {len(x_test)} test images",
+        f"{len(x_train)} train / {len(x_test)} test images; optimizer {args.optimizer}",
         flush=True,
     )
     t0 = time.perf_counter()
     step = compile_training(
         model,
         loss=nn.CrossEntropyLoss(),
-        optimizer=optim.SGD(args.lr, args.momentum, weight_decay=args.weight_decay),
+        optimizer=optimizer,
         inputs=Spec((b, *x_train.shape[1:])),
         targets=Spec((b,), "int64"),
         backend=args.backend,

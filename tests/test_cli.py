@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from numbagrad import cli, data, models
+from numbagrad import cli, data, models, optim
 
 # Forces the bundled subset (--bundled) so the run is the same where the full data is installed.
 QUICK = ["train", "lenet5", "--backend", "interp", "--bundled", "--limit", "256", "--epochs", "1"]
@@ -33,6 +33,34 @@ def test_train_quick_run_prints_source_compile_time_and_epoch_lines(capsys):
         assert math.isfinite(loss) and loss > 0
         assert 0.0 <= acc <= 1.0
         assert speed > 0 and seconds > 0
+
+
+@pytest.mark.parametrize(
+    "argv, cls, options",
+    [
+        ([], optim.SGD, {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}),
+        (["--lr", "0.1", "--momentum", "0"], optim.SGD, {"lr": 0.1, "momentum": 0.0}),
+        (["--optimizer", "adam"], optim.Adam, {"lr": 1e-3, "weight_decay": 5e-4}),
+        (["--optimizer", "adamw", "--weight-decay", "0.01"], optim.AdamW, {"weight_decay": 0.01}),
+        (["--optimizer", "rmsprop"], optim.RMSprop, {"lr": 1e-3, "momentum": 0.0}),
+        (["--optimizer", "rmsprop", "--momentum", "0.5"], optim.RMSprop, {"momentum": 0.5}),
+        (["--optimizer", "adagrad", "--lr", "0.05"], optim.Adagrad, {"lr": 0.05}),
+    ],
+)
+def test_optimizer_flags_build_the_named_optimizer(argv, cls, options):
+    args = cli.build_parser().parse_args(["train", "lenet5", *argv])
+    optimizer = cli.build_optimizer(args.optimizer, args.lr, args.momentum, args.weight_decay)
+    assert type(optimizer) is cls
+    assert {k: optimizer.defaults[k] for k in options} == options
+
+
+def test_train_with_adam_prints_the_optimizer_and_learns(capsys):
+    argv = [*QUICK, "--optimizer", "adam", "--batch-size", "32"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert any(line.endswith("; optimizer adam") for line in out if line.startswith("model: "))
+    (epoch,) = [m for m in map(EPOCH_LINE.match, out) if m]
+    assert float(epoch[4]) > 0.15  # chance is 0.1 on the 1000 test images
 
 
 def test_evaluate_counts_every_row_of_a_partial_last_batch():
@@ -57,6 +85,11 @@ def test_evaluate_counts_every_row_of_a_partial_last_batch():
         (["train", "lenet5", "--batch-size", "0"], "--batch-size: must be >= 1"),
         (["train", "lenet5", "--lr", "-0.1"], "--lr: must be a finite number >= 0"),
         (["train", "lenet5", "--backend", "tpu"], "invalid choice: 'tpu'"),
+        (["train", "lenet5", "--optimizer", "lbfgs"], "invalid choice: 'lbfgs'"),
+        (
+            ["train", "lenet5", "--optimizer", "adam", "--momentum", "0.5"],
+            "--momentum applies to sgd and rmsprop, not to --optimizer adam",
+        ),
         (["train", "resnet999"], "unknown model 'resnet999'; known models: lenet5"),
         (["train", "lenet5", "--data", "/no/such/dir"], "/no/such/dir does not exist"),
         (["train", "lenet5", "--bundled", "--limit", "10"], "make no full batch of 64"),
