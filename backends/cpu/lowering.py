@@ -126,10 +126,10 @@ def _cross_entropy_grad(node, graph):
 
 @lowers("class_indices")
 def _class_indices(node, graph):
-    classes, what = node.attrs["num_classes"], node.attrs["what"]
+    classes, what, ignore = (node.attrs[k] for k in ("num_classes", "what", "ignore_index"))
 
     def launch(inputs, out):
-        check_class_indices(inputs[0], classes, what)
+        check_class_indices(inputs[0], classes, what, ignore)
         np.copyto(out, inputs[0])
 
     return launch

@@ -196,9 +196,9 @@ def _class_indices(node, graph):
     source = graph[node.inputs[0]]
     if source.role != "input":
         return host_reference_launch(node)
-    classes, what = node.attrs["num_classes"], node.attrs["what"]
+    classes, what, ignore = (node.attrs[k] for k in ("num_classes", "what", "ignore_index"))
     launch = elementwise_launch("a0", [node.shape], node.shape)
-    launch.host_checks = {0: lambda targets: check_class_indices(targets, classes, what)}
+    launch.host_checks = {0: lambda targets: check_class_indices(targets, classes, what, ignore)}
     return launch
 
 

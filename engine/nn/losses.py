@@ -3,6 +3,8 @@ arguments and defaults (``reduction`` is ``"mean"``, ``"sum"`` or ``"none"``).""
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import functional as F
 from .module import Module
 
@@ -16,23 +18,57 @@ class _Loss(Module):
         return f"reduction={self.reduction!r}"
 
 
-class CrossEntropyLoss(_Loss):
-    """Cross-entropy of (N, C, *d) logits against int64 class indices (N, *d), with optional
-    label smoothing. The default (2-d logits, mean, no smoothing) is one fused op."""
+class _ClassLoss(_Loss):
+    """A loss of class-index targets: per-class ``weight`` and an ``ignore_index`` as torch's
+    (which ignores -100 by default; numbagrad ignores nothing unless asked)."""
 
-    def __init__(self, reduction: str = "mean", label_smoothing: float = 0.0) -> None:
+    def __init__(
+        self, reduction: str = "mean", *, weight=None, ignore_index: int | None = None
+    ) -> None:
         super().__init__(reduction)
+        self.weight = None if weight is None else np.array(weight, dtype=np.float64)
+        self.ignore_index = ignore_index
+
+    def extra_repr(self) -> str:
+        extra = "" if self.ignore_index is None else f", ignore_index={self.ignore_index}"
+        weighted = "" if self.weight is None else ", weight=..."
+        return f"{super().extra_repr()}{weighted}{extra}"
+
+
+class CrossEntropyLoss(_ClassLoss):
+    """Cross-entropy of (N, C, *d) logits against int64 class indices (N, *d), with optional
+    label smoothing, class weights and ignored index. The default (2-d logits, mean, none of
+    the options) is one fused op."""
+
+    def __init__(
+        self,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+        *,
+        weight=None,
+        ignore_index: int | None = None,
+    ) -> None:
+        super().__init__(reduction, weight=weight, ignore_index=ignore_index)
         self.label_smoothing = label_smoothing
 
     def forward(self, logits, target):
-        return F.cross_entropy(logits, target, self.reduction, self.label_smoothing)
+        return F.cross_entropy(
+            logits,
+            target,
+            self.reduction,
+            self.label_smoothing,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+        )
 
 
-class NLLLoss(_Loss):
+class NLLLoss(_ClassLoss):
     """Negative log-likelihood of (N, C, *d) log-probabilities at int64 targets (N, *d)."""
 
     def forward(self, log_probs, target):
-        return F.nll_loss(log_probs, target, self.reduction)
+        return F.nll_loss(
+            log_probs, target, self.reduction, weight=self.weight, ignore_index=self.ignore_index
+        )
 
 
 class MSELoss(_Loss):

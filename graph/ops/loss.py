@@ -32,14 +32,25 @@ def _infer_ce(types, attrs) -> TensorType:
     return TensorType((), logits.dtype)
 
 
-def check_class_indices(targets: np.ndarray, classes: int, what: str = "cross_entropy") -> None:
-    """Refuse class indices outside [0, classes) before they index out of bounds (or, in a
-    one-hot, silently match no class); ``what`` names the op or loss in the message."""
+def check_class_indices(
+    targets: np.ndarray,
+    classes: int,
+    what: str = "cross_entropy",
+    ignore_index: int | None = None,
+) -> None:
+    """Refuse class indices outside [0, classes) (other than ``ignore_index``) before they
+    index out of bounds (or, in a one-hot, silently match no class); ``what`` names the op or
+    loss in the message."""
     if targets.size and (targets.min() < 0 or targets.max() >= classes):
-        bad = targets[(targets < 0) | (targets >= classes)][0]
-        raise ClassIndexError(
-            f"{what}: target {bad} is not a class index in [0, {classes}) ({classes} classes)"
-        )
+        bad = (targets < 0) | (targets >= classes)
+        if ignore_index is not None:
+            bad &= targets != ignore_index
+        if bad.any():
+            also = "" if ignore_index is None else f" nor the ignore_index {ignore_index}"
+            raise ClassIndexError(
+                f"{what}: target {targets[bad][0]} is not a class index in [0, {classes}) "
+                f"({classes} classes){also}"
+            )
 
 
 def _ce_ref(logits, targets):
@@ -200,13 +211,20 @@ def _same_shape(what: str, *values: Value) -> None:
         )
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def _normalize_classes(attrs: dict) -> dict:
-    classes = attrs["num_classes"]
-    if isinstance(classes, bool) or not isinstance(classes, (int, np.integer)) or classes < 1:
+    classes, ignore = attrs["num_classes"], attrs["ignore_index"]
+    if not _is_int(classes) or classes < 1:
         raise OpError(f"num_classes must be a positive integer, got {classes!r}")
     if not isinstance(attrs["what"], str):
         raise OpError(f"what must name the op or loss, got {attrs['what']!r}")
-    return {"num_classes": int(classes), "what": attrs["what"]}
+    if ignore is not None and not _is_int(ignore):
+        raise OpError(f"{attrs['what']}: ignore_index must be an integer, got {ignore!r}")
+    ignore = None if ignore is None else int(ignore)
+    return {"num_classes": int(classes), "what": attrs["what"], "ignore_index": ignore}
 
 
 def _infer_classes(types, attrs) -> TensorType:
@@ -216,8 +234,8 @@ def _infer_classes(types, attrs) -> TensorType:
     return t
 
 
-def _classes_ref(targets, num_classes, what):
-    check_class_indices(targets, num_classes, what)
+def _classes_ref(targets, num_classes, what, ignore_index):
+    check_class_indices(targets, num_classes, what, ignore_index)
     return targets.copy()
 
 
@@ -230,27 +248,38 @@ register(
         infer=_infer_classes,
         reference=_classes_ref,
         vjp=lambda ctx, g: [None],  # integer indices: no gradient
-        attrs={"num_classes": None, "what": "one_hot"},
+        attrs={"num_classes": None, "what": "one_hot", "ignore_index": None},
         normalize=_normalize_classes,
-        doc="identity on int64 class indices that refuses any outside [0, num_classes), "
-        "naming ``what`` (the op or loss reading them)",
+        doc="identity on int64 class indices that refuses any outside [0, num_classes) "
+        "other than ``ignore_index``, naming ``what`` (the op or loss reading them)",
     )
 )
 
 
-def class_indices(targets, num_classes: int, what: str = "one_hot") -> Value:
-    """Int64 class indices, unchanged; running the graph refuses any outside [0, C)."""
+def class_indices(
+    targets, num_classes: int, what: str = "one_hot", ignore_index: int | None = None
+) -> Value:
+    """Int64 class indices, unchanged; running the graph refuses any outside [0, C) other
+    than ``ignore_index``."""
     t = as_value(targets)
-    return t.builder.emit("class_indices", [t], num_classes=num_classes, what=what)
+    return t.builder.emit(
+        "class_indices", [t], num_classes=num_classes, what=what, ignore_index=ignore_index
+    )
 
 
-def _one_hot(t: Value, num_classes: int, dtype: str, what: str, axis: int = 1) -> Value:
+def _one_hot(
+    t: Value, num_classes: int, dtype: str, what: str, axis: int = 1, ignore_index=None
+) -> Value:
+    """One-hot (classes along ``axis``); a target equal to ``ignore_index`` gets a zero row."""
     if t.dtype != "int64":
         raise DTypeError(f"{what}: targets must be int64 class indices, not {t.dtype}")
     shape = (*t.shape[:axis], 1, *t.shape[axis:])
     classes = np.arange(num_classes).reshape((num_classes,) + (1,) * (len(shape) - axis - 1))
-    t = class_indices(t, num_classes, what)
-    return equal(t.reshape(shape), t.builder.const(classes, "int64"), dtype=dtype)
+    t = class_indices(t, num_classes, what, ignore_index).reshape(shape)
+    q = equal(t, t.builder.const(classes, "int64"), dtype=dtype)
+    if ignore_index is not None and 0 <= ignore_index < num_classes:
+        q = q * (1.0 - equal(t, t.builder.const(ignore_index, "int64"), dtype=dtype))
+    return q
 
 
 def one_hot(targets, num_classes: int, dtype: str = "float32", axis: int = 1) -> Value:
@@ -271,29 +300,81 @@ def _class_targets(what: str, scores: Value, targets: Value) -> None:
         raise ShapeError(f"{what}: targets {targets.shape} must have shape {expected}")
 
 
-def nll_loss(log_probs, targets, reduction: str = "mean") -> Value:
-    """Negative log-likelihood of (N, C, *d) log-probabilities at int64 targets (N, *d)."""
+def _class_weight(what: str, weight, logp: Value) -> Value | None:
+    """``weight`` (one number per class) as a constant shaped to broadcast over (N, C, *d)."""
+    if weight is None:
+        return None
+    c = logp.shape[1]
+    w = np.asarray(weight.data if hasattr(weight, "data") else weight, dtype=logp.dtype)
+    if w.shape != (c,):
+        raise ShapeError(f"{what}: weight must have shape ({c},), one per class, got {w.shape}")
+    if not np.all(np.isfinite(w)):
+        raise OpError(f"{what}: weight must be finite, got {w}")
+    return logp.builder.const(w.reshape((1, c) + (1,) * (logp.ndim - 2)), logp.dtype)
+
+
+def _class_loss(what, logp, t, reduction, weight, ignore_index, smoothing=0.0) -> Value:
+    """-sum_c q_c logp_c per target, q = ((1 - e) one_hot + e / C) * weight, 0 for ignored
+    targets; "mean" divides by the summed weight of the targets not ignored (as torch)."""
+    what = _where(what, logp)
+    if ignore_index is not None and not _is_int(ignore_index):
+        raise OpError(f"{what}: ignore_index must be an integer or None, got {ignore_index!r}")
+    if reduction not in REDUCTIONS:
+        raise OpError(f"{what}: reduction must be one of {REDUCTIONS}, not {reduction!r}")
+    c = logp.shape[1]
+    hot = _one_hot(t, c, logp.dtype, what, ignore_index=ignore_index)
+    w = _class_weight(what, weight, logp)
+    q = hot * (1.0 - smoothing) if smoothing else hot
+    if smoothing:
+        counted = hot.sum(1, keepdims=True) if ignore_index is not None else 1.0
+        q = q + counted * (smoothing / c)
+    if w is not None:
+        q, hot = q * w, hot * w
+    loss = -(q * logp).sum(1)
+    if reduction != "mean" or (w is None and ignore_index is None):
+        return _reduce(loss, reduction, what)
+    return loss.sum() / hot.sum()
+
+
+def nll_loss(
+    log_probs,
+    targets,
+    reduction: str = "mean",
+    *,
+    weight=None,
+    ignore_index: int | None = None,
+) -> Value:
+    """Negative log-likelihood of (N, C, *d) log-probabilities at int64 targets (N, *d), as
+    torch's: ``weight`` scales each class's terms, targets equal to ``ignore_index`` count
+    for nothing (torch ignores -100 by default; numbagrad only when asked, and refuses any
+    other index outside the classes)."""
     logp, t = as_value(log_probs), as_value(targets)
     _class_targets("nll_loss", logp, t)
-    picked = -(_one_hot(t, logp.shape[1], logp.dtype, _where("nll_loss", logp)) * logp).sum(1)
-    return _reduce(picked, reduction, "nll_loss")
+    return _class_loss("nll_loss", logp, t, reduction, weight, ignore_index)
 
 
-def cross_entropy(logits, targets, reduction: str = "mean", label_smoothing: float = 0.0):
+def cross_entropy(
+    logits,
+    targets,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    weight=None,
+    ignore_index: int | None = None,
+) -> Value:
     """Cross-entropy of (N, C, *d) logits against int64 class indices (N, *d). With label
-    smoothing the target distribution is (1 - e) one_hot + e / C (as torch). The default
-    (2-d, mean, no smoothing) is the fused ``cross_entropy`` op."""
+    smoothing the target distribution is (1 - e) one_hot + e / C; ``weight`` and
+    ``ignore_index`` as in ``nll_loss`` (all as torch). The default (2-d, mean, no smoothing,
+    weight or ignored index) is the fused ``cross_entropy`` op."""
     logits, t = as_value(logits), as_value(targets)
     _class_targets("cross_entropy", logits, t)
     if not 0.0 <= label_smoothing <= 1.0:
         raise OpError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
-    if reduction == "mean" and not label_smoothing and logits.ndim == 2:
+    plain = not label_smoothing and weight is None and ignore_index is None
+    if reduction == "mean" and plain and logits.ndim == 2:
         return logits.builder.emit("cross_entropy", [logits, t])
-    c = logits.shape[1]
-    q = _one_hot(t, c, logits.dtype, _where("cross_entropy", logits))
-    if label_smoothing:
-        q = q * (1.0 - label_smoothing) + label_smoothing / c
-    return _reduce(-(q * log_softmax(logits, 1)).sum(1), reduction, "cross_entropy")
+    logp = log_softmax(logits, 1)
+    return _class_loss("cross_entropy", logp, t, reduction, weight, ignore_index, label_smoothing)
 
 
 def mse_loss(prediction, target, reduction: str = "mean") -> Value:

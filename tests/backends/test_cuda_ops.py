@@ -186,6 +186,17 @@ def test_composed_class_losses_refuse_bad_targets_on_the_host():
         exe.run()
 
 
+def test_an_ignored_target_index_passes_the_host_check():
+    b = Builder()
+    t = b.leaf("input", (4,), "int64", "t")
+    exe = cuda_backend.compile(b.build([O.class_indices(t, 3, "nll_loss", ignore_index=-100)]))
+    exe.set_input(t.id, np.array([0, -100, 2, -100]))
+    exe.run()
+    np.testing.assert_array_equal(exe.output_arrays()[0], [0, -100, 2, -100])
+    with pytest.raises(ValueError, match="target -1 is not a class index .* nor the ignore_index"):
+        exe.set_input(t.id, np.array([0, -1, 2, 1]))
+
+
 def test_an_op_without_lowering_runs_its_reference_on_the_host(monkeypatch):
     monkeypatch.delitem(lowering.LOWERINGS, "transpose")
     case = _BY_ID["transpose"]
