@@ -14,6 +14,7 @@ lower them to Numba kernels::
 from .backends.cpu.kernels import _env  # noqa: F401, I001
 
 from . import errors
+from .aot import load
 from .compiler import compile, compile_grad, compile_training
 from .engine import Spec, Tensor, backward, functional, nn, optim, trace
 from .engine.nn.init import manual_seed
@@ -33,6 +34,7 @@ __all__ = [
     "compile_training",
     "errors",
     "functional",
+    "load",
     "manual_seed",
     "nn",
     "optim",

@@ -83,8 +83,36 @@ def _feed(exe: Executable, names: Sequence[str], arrays: Sequence[np.ndarray], w
         exe.set_input(node.id, array)
 
 
-class CompiledModel:
-    """``ng.compile``: inference. ``predict(x) -> ndarray`` (a tuple for several outputs)."""
+class InferenceModel:
+    """What ``ng.compile`` and ``ng.load`` return: ``predict(x) -> ndarray`` (a tuple for
+    several outputs), with its optimized ``forward_graph`` and ``executable``."""
+
+    forward_graph: Graph
+    input_names: list[str]
+    backend: str
+    executable: Executable
+
+    def __call__(self, *inputs: np.ndarray):
+        _feed(self.executable, self.input_names, inputs, "compiled model")
+        self.executable.run()
+        outs = [a.copy() for a in self.executable.output_arrays()]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def profile(self, *inputs: np.ndarray, n_runs: int = 20) -> KernelProfile:
+        """Time every kernel over ``n_runs`` calls on ``inputs``."""
+        _feed(self.executable, self.input_names, inputs, "compiled model")
+        return profile_runs([self.executable], n_runs)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the compiled model to one ``.npz`` file (graph and memory plan as JSON,
+        parameters and constants as arrays) for ``numbagrad.load``; returns its path."""
+        from .aot import save
+
+        return save(self, path)
+
+
+class CompiledModel(InferenceModel):
+    """``ng.compile``: inference, traced and optimized from ``model``."""
 
     def __init__(
         self,
@@ -106,17 +134,6 @@ class CompiledModel:
         self.backend = module.NAME
         self.executable = _compile_forward(module, model, self.forward_graph, self.report)
         model.attach_state_holder(self.executable)  # load_state_dict() reaches a GPU copy
-
-    def __call__(self, *inputs: np.ndarray):
-        _feed(self.executable, self.input_names, inputs, "compiled model")
-        self.executable.run()
-        outs = [a.copy() for a in self.executable.output_arrays()]
-        return outs[0] if len(outs) == 1 else tuple(outs)
-
-    def profile(self, *inputs: np.ndarray, n_runs: int = 20) -> KernelProfile:
-        """Time every kernel over ``n_runs`` calls on ``inputs``."""
-        _feed(self.executable, self.input_names, inputs, "compiled model")
-        return profile_runs([self.executable], n_runs)
 
 
 class _LossStep:

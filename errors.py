@@ -32,3 +32,7 @@ class DataError(NumbagradError):
 
 class BackendError(NumbagradError):
     """A backend that cannot run here (no GPU, missing package) or cannot lower a graph."""
+
+
+class SavedModelError(NumbagradError):
+    """A file that ``numbagrad.load`` cannot read as a saved compiled model."""

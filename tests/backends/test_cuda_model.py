@@ -103,8 +103,9 @@ def test_training_steps_match_interp_and_cpu_and_state_dict_reads_the_device():
             _close(state_c[key], state[key])
 
 
-def test_inference_compiled_after_training_sees_the_trained_parameters():
-    """Executables binding the same Parameter arrays share one device copy."""
+def test_inference_compiled_after_training_sees_the_trained_parameters(tmp_path):
+    """Executables binding the same Parameter arrays share one device copy; a saved model
+    holds the device's (trained) values, not the stale host arrays."""
     (x, y), *_ = _batches()
     model = small_lenet()
     step = ng.compile_training(
@@ -115,7 +116,12 @@ def test_inference_compiled_after_training_sees_the_trained_parameters():
     step(x, y)
     after = infer(x)
     assert not np.allclose(before, after)
+    path = infer.save(tmp_path / "trained")  # before anything copies the device values back
     _close(after, ng.compile(model, X_SPEC, backend="interp")(x))
+    _close(ng.load(path, backend="cpu")(x), after)
+    loaded = ng.load(path)
+    assert loaded.backend == "cuda"
+    _close(loaded(x), after)
 
 
 def test_load_state_dict_reaches_the_device_copies():
