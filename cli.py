@@ -157,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--backend", choices=BACKENDS, default="cpu", help="(default cpu)")
     add("--seed", type=int, default=0, metavar="S", help="weights and shuffling (default 0)")
     add("--limit", type=_int_at_least(1), metavar="N", help="train on the first N images only")
+    add(
+        "--save",
+        metavar="FILE",
+        help="after training, save the compiled inference model (.npz) for numbagrad.load",
+    )
     # Hidden: force the bundled subset even where the full data set is installed (tests).
     train.add_argument("--bundled", action="store_true", help=argparse.SUPPRESS)
     train.set_defaults(run=train_command)
@@ -300,6 +305,8 @@ def train_command(args: argparse.Namespace) -> int:
             f"{time.perf_counter() - t_epoch:.2f} s",
             flush=True,
         )
+    if args.save:
+        print(f"saved the compiled model: {predict.save(args.save)} (numbagrad.load)", flush=True)
     return 0
 
 

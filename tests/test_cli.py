@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+import numbagrad as ng
 from numbagrad import cli, data, models, optim
 
 # Forces the bundled subset (--bundled) so the run is the same where the full data is installed.
@@ -61,6 +62,16 @@ def test_train_with_adam_prints_the_optimizer_and_learns(capsys):
     assert any(line.endswith("; optimizer adam") for line in out if line.startswith("model: "))
     (epoch,) = [m for m in map(EPOCH_LINE.match, out) if m]
     assert float(epoch[4]) > 0.15  # chance is 0.1 on the 1000 test images
+
+
+def test_train_saves_the_trained_model_for_load(tmp_path, capsys):
+    path = tmp_path / "lenet5.npz"
+    assert cli.main([*QUICK, "--batch-size", "32", "--save", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == f"saved the compiled model: {path} (numbagrad.load)"
+    acc = float([m for m in map(EPOCH_LINE.match, out) if m][0][4])
+    x, y = data.load_fashion_mnist("test", bundled=True)
+    assert cli.evaluate(ng.load(path), x, y, 256) == acc  # the evaluation batch size
 
 
 def test_evaluate_counts_every_row_of_a_partial_last_batch():
