@@ -15,6 +15,7 @@ from .backends.profile import KernelProfile, profile_runs
 from .engine.autodiff import SEED_NAME, build_backward
 from .engine.nn import Module
 from .engine.optim import LR_NAME, Optimizer
+from .engine.optimizer import host_scalar_value, is_host_scalar
 from .engine.tensor import Spec
 from .engine.trace import trace
 from .errors import NumbagradError, ShapeError
@@ -183,6 +184,9 @@ class _LossStep:
         )
         model.attach_state_holder(self.forward)  # on a GPU, state_dict() reads back from them
         model.attach_state_holder(self.backward)
+        self._feed_seed()
+
+    def _feed_seed(self) -> None:
         for seed in self.backward_graph.leaves("input"):
             if seed.name == SEED_NAME:  # absent when the loss does not depend on a parameter
                 self.backward.set_input(seed.id, 1.0)
@@ -252,15 +256,18 @@ class TrainingStep(_LossStep):
     ) -> None:
         self.optimizer = optimizer
         super().__init__(model, loss, inputs, targets, backend, passes, disable, dump_dir)
-        self._lr_id = self.backward_graph.by_name(LR_NAME, role="input").id
-        self.lr = optimizer.lr
-        # Step-dependent scalars (Adam's bias corrections, ...) are host-fed inputs too.
-        wanted = optimizer.scalar_inputs(1)
-        self._scalar_ids = {
-            n.name: n.id for n in self.backward_graph.leaves("input") if n.name in wanted
-        }
         self.step_count = 0  # optimizer steps taken (torch's state["step"])
-        self._feed_step_scalars(1)  # so profile() runs valid (step-1) steps too
+        self._prepare_steps(optimizer.lr)
+
+    def _prepare_steps(self, lr: float) -> None:
+        """Feed ``lr`` and the next step's host-fed scalars (Adam's bias corrections, ...), so
+        profile() runs valid steps too."""
+        self._lr_id = self.backward_graph.by_name(LR_NAME, role="input").id
+        self.lr = lr
+        self._scalar_ids = {
+            n.name: n.id for n in self.backward_graph.leaves("input") if is_host_scalar(n.name)
+        }
+        self._feed_step_scalars(self.step_count + 1)
 
     def finish_backward(self, builder, values, grads) -> Graph:
         params = {name: values.param(name) for name in grads}
@@ -296,9 +303,16 @@ class TrainingStep(_LossStep):
         return loss
 
     def _feed_step_scalars(self, step: int) -> None:
-        for name, value in self.optimizer.scalar_inputs(step).items():
-            if name in self._scalar_ids:
-                self.backward.set_input(self._scalar_ids[name], value)
+        for name, node_id in self._scalar_ids.items():
+            self.backward.set_input(node_id, host_scalar_value(name, step))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the step to one ``.npz`` file (both graphs and their memory plan as JSON;
+        parameters, buffers and optimizer state as arrays; lr and the step count) for
+        ``numbagrad.load``, which resumes training where this step is; returns the path."""
+        from .aot import save_training
+
+        return save_training(self, path)
 
 
 def compile(  # noqa: A001

@@ -19,12 +19,11 @@ Every optimizer takes, besides its hyperparameters:
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import Any
 
 from ..errors import NumbagradError
 from ..graph.ops import sqrt
-from .optimizer import LR_NAME, Optimizer, maximum
+from .optimizer import HOST_SCALARS, LR_NAME, Optimizer, maximum
 
 
 class SGD(Optimizer):
@@ -94,8 +93,7 @@ class Adagrad(Optimizer):
     def update(self, builder, name, p, g, lr, o):
         g = self.regularized(p, g, o)
         if o["lr_decay"]:
-            fn = partial(_adagrad_lr_factor, o["lr_decay"])
-            lr = lr * self.host_scalar(builder, f"adagrad.lr_factor({o['lr_decay']})", fn, p.dtype)
+            lr = lr * self.host_scalar(builder, "adagrad.lr_factor", o["lr_decay"], p.dtype)
         acc = self.state(builder, p, name, "sum")
         new_acc = acc + g * g
         total = (
@@ -106,6 +104,9 @@ class Adagrad(Optimizer):
 
 def _adagrad_lr_factor(lr_decay: float, step: int) -> float:
     return 1.0 / (1.0 + (step - 1) * lr_decay)
+
+
+HOST_SCALARS["adagrad.lr_factor"] = _adagrad_lr_factor
 
 
 class RMSprop(Optimizer):
@@ -210,10 +211,8 @@ class Adam(Optimizer):
             vmax = self.state(builder, p, name, "max_exp_avg_sq")
             new_v = maximum(vmax, new_v)
             updates.append((vmax, new_v))
-        bc1 = self.host_scalar(builder, f"adam.bias_correction1({b1})", partial(_bc, b1), p.dtype)
-        bc2_sqrt = self.host_scalar(
-            builder, f"adam.bias_correction2_sqrt({b2})", partial(_bc_sqrt, b2), p.dtype
-        )
+        bc1 = self.host_scalar(builder, "adam.bias_correction1", b1, p.dtype)
+        bc2_sqrt = self.host_scalar(builder, "adam.bias_correction2_sqrt", b2, p.dtype)
         denom = sqrt(new_v) / bc2_sqrt + o["eps"]
         updates.append((p, p_decayed - (lr / bc1) * new_m / denom))
         return updates
@@ -225,6 +224,10 @@ def _bc(beta: float, step: int) -> float:
 
 def _bc_sqrt(beta: float, step: int) -> float:
     return math.sqrt(1.0 - beta**step)
+
+
+HOST_SCALARS["adam.bias_correction1"] = _bc
+HOST_SCALARS["adam.bias_correction2_sqrt"] = _bc_sqrt
 
 
 class AdamW(Adam):

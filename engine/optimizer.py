@@ -4,6 +4,7 @@ parameter's updates. The algorithms (SGD, Adam, ...) live in ``optim.py``."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from fnmatch import fnmatchcase
 from functools import reduce
@@ -49,7 +50,6 @@ class Optimizer:
             )
         self.clip_grad_norm = clip_grad_norm
         self.__dict__.update(self.defaults)  # read-only views: opt.lr, opt.momentum, ...
-        self._host: dict[str, Callable[[int], float]] = {}
         self._host_values: dict[str, Value] = {}
 
     # --- hyperparameters and groups -----------------------------------------------------------
@@ -104,17 +104,20 @@ class Optimizer:
 
     # --- host-fed scalars ---------------------------------------------------------------------
 
-    def host_scalar(self, builder: Builder, name: str, fn: Callable[[int], float], dtype: str):
-        """A scalar graph input the host sets to ``fn(step)`` before each step (1-based)."""
+    def host_scalar(self, builder: Builder, kind: str, arg: float, dtype: str) -> Value:
+        """A scalar graph input named ``kind(arg)`` that the host sets to
+        ``HOST_SCALARS[kind](arg, step)`` before each step (1-based)."""
+        if kind not in HOST_SCALARS:
+            raise NumbagradError(f"unknown host scalar {kind!r}; known: {sorted(HOST_SCALARS)}")
+        name = f"{kind}({float(arg)!r})"
         if name not in self._host_values:
             self._host_values[name] = builder.leaf("input", (), dtype, name)
-            self._host[name] = fn
         return self._host_values[name]
 
     def scalar_inputs(self, step: int) -> dict[str, float]:
         """The scalar inputs (besides ``lr``) that step number ``step`` (1 for the first) reads,
         by input name. ``TrainingStep`` feeds them; whoever runs a built graph by hand must."""
-        return {name: fn(step) for name, fn in self._host.items()}
+        return {name: host_scalar_value(name, step) for name in self._host_values}
 
     # --- the graph ----------------------------------------------------------------------------
 
@@ -184,3 +187,21 @@ class Optimizer:
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatchcase(name, p) for p in patterns)
+
+
+# Host-fed scalars by kind: f(arg, step). The input's name ``kind(arg)`` says all there is to
+# compute it, so a training step loaded from a file (``numbagrad.load``) feeds it too.
+HOST_SCALARS: dict[str, Callable[[float, int], float]] = {}
+_HOST_NAME = re.compile(r"(?P<kind>[\w.]+)\((?P<arg>[^()]*)\)")
+
+
+def host_scalar_value(name: str, step: int) -> float:
+    """The value of the host-fed scalar input ``name`` at step ``step`` (1-based)."""
+    match = _HOST_NAME.fullmatch(name)
+    return HOST_SCALARS[match["kind"]](float(match["arg"]), step)
+
+
+def is_host_scalar(name: str) -> bool:
+    """Whether a graph input named ``name`` is a host-fed scalar (see ``HOST_SCALARS``)."""
+    match = _HOST_NAME.fullmatch(name)
+    return match is not None and match["kind"] in HOST_SCALARS

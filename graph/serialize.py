@@ -31,12 +31,13 @@ def _decode(value: Any) -> Any:
     return tuple(_decode(v) for v in value) if isinstance(value, list) else value
 
 
-def const_key(node_id: int) -> str:
-    return f"const{node_id}"
+def const_key(node_id: int, prefix: str = "") -> str:
+    return f"{prefix}const{node_id}"
 
 
-def graph_to_dict(graph: Graph) -> tuple[dict, dict[str, np.ndarray]]:
-    """``graph`` as JSON-ready data and the constant leaves' values (``const<id>``)."""
+def graph_to_dict(graph: Graph, prefix: str = "") -> tuple[dict, dict[str, np.ndarray]]:
+    """``graph`` as JSON-ready data and the constant leaves' values (``<prefix>const<id>``:
+    a prefix keeps two graphs' constants apart in one file)."""
     nodes, arrays = [], {}
     for n in graph.nodes:
         where = f"saving {n.format()}"
@@ -53,7 +54,7 @@ def graph_to_dict(graph: Graph) -> tuple[dict, dict[str, np.ndarray]]:
             }
         )
         if n.role == "const":
-            arrays[const_key(n.id)] = n.value
+            arrays[const_key(n.id, prefix)] = n.value
     data = {
         "name": graph.name,
         "nodes": nodes,
@@ -65,15 +66,15 @@ def graph_to_dict(graph: Graph) -> tuple[dict, dict[str, np.ndarray]]:
     return data, arrays
 
 
-def graph_from_dict(data: dict, arrays) -> Graph:
-    """The graph ``graph_to_dict`` saved; ``arrays`` maps ``const<id>`` to values."""
+def graph_from_dict(data: dict, arrays, prefix: str = "") -> Graph:
+    """The graph ``graph_to_dict`` saved; ``arrays`` maps ``<prefix>const<id>`` to values."""
     nodes = []
     for d in data["nodes"]:
         if d["role"] is None:
             get_op(d["op"])  # an op this numbagrad does not know fails here, by name
         value = None
         if d["role"] == "const":
-            value = np.array(arrays[const_key(d["id"])], dtype=d["dtype"])
+            value = np.array(arrays[const_key(d["id"], prefix)], dtype=d["dtype"])
             value.setflags(write=False)
         attrs = {k: _decode(v) for k, v in d["attrs"].items()}
         shape = tuple(d["shape"])

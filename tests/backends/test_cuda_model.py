@@ -124,6 +124,36 @@ def test_inference_compiled_after_training_sees_the_trained_parameters(tmp_path)
     _close(loaded(x), after)
 
 
+def test_a_training_step_saved_on_the_device_resumes_on_the_cpu_and_the_device(tmp_path):
+    """Saving reads the parameters and the momentum buffers from the device (an MLP: the
+    simulator is slow)."""
+    ng.manual_seed(4)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, CLASSES))
+    rng = np.random.default_rng(1)
+    batches = [
+        (rng.standard_normal((BATCH, 6)).astype(np.float32), rng.integers(0, CLASSES, BATCH))
+        for _ in range(4)
+    ]
+    step = ng.compile_training(
+        model,
+        nn.CrossEntropyLoss(),
+        optim.SGD(0.1, momentum=0.9),
+        ng.Spec((BATCH, 6)),
+        Y_SPEC,
+        "cuda",
+    )
+    for x, y in batches[:2]:
+        step(x, y)
+    path = step.save(tmp_path / "step")
+    losses = [step(x, y) for x, y in batches[2:]]
+    for backend in ("cpu", "cuda"):
+        loaded = ng.load(path, backend=backend)
+        assert loaded.step_count == 2
+        _close([loaded(x, y) for x, y in batches[2:]], losses)
+        for key, value in model.state_dict().items():
+            _close(loaded.state_dict()[key], value)
+
+
 def test_load_state_dict_reaches_the_device_copies():
     (x, y), *_ = _batches()
     model = small_lenet()
