@@ -12,7 +12,8 @@ warm-up calls, then --repeat timed calls: median, interquartile range and min. "
 numbagrad median / PyTorch median (below 1 means numbagrad is faster). Last, the cold and warm
 start of a training step in a fresh process: a child Python runs import + compile_training +
 the first step twice, first with empty NUMBAGRAD_CACHE_DIR / NUMBA_CACHE_DIR, then with the
-caches the first run left.
+caches the first run left; a third child loads the step the others saved (ng.load, "load" row:
+the compile column is the load).
 """
 
 from __future__ import annotations
@@ -147,33 +148,41 @@ def bench_torch(kind: str, b: int, repeat: int, warmup: int) -> dict:
     return {"compile": None, **measure(fn, repeat, warmup)}
 
 
+# argv: backend, batch, the file a compiled step is saved to (after its first step), and
+# "load" to load that file instead of tracing and compiling.
 CHILD = """
 import json, sys, time
 t0 = time.perf_counter()
 import numpy as np, numbagrad as ng
 from numbagrad import models, nn, optim
 t1 = time.perf_counter()
-backend, b = sys.argv[1], int(sys.argv[2])
-ng.manual_seed(0)
-step = ng.compile_training(models.lenet5(), loss=nn.CrossEntropyLoss(),
-    optimizer=optim.SGD(0.01, 0.9, weight_decay=5e-4), inputs=ng.Spec((b, 1, 32, 32)),
-    targets=ng.Spec((b,), "int64"), backend=backend)
+backend, b, path, how = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+if how == "load":
+    step = ng.load(path)
+else:
+    ng.manual_seed(0)
+    step = ng.compile_training(models.lenet5(), loss=nn.CrossEntropyLoss(),
+        optimizer=optim.SGD(0.01, 0.9, weight_decay=5e-4), inputs=ng.Spec((b, 1, 32, 32)),
+        targets=ng.Spec((b,), "int64"), backend=backend)
 t2 = time.perf_counter()
 rng = np.random.default_rng(0)
 step(rng.standard_normal((b, 1, 32, 32), dtype=np.float32), rng.integers(0, 10, b))
 t3 = time.perf_counter()
+if how != "load":
+    step.save(path)
 print(json.dumps({"import": t1 - t0, "compile": t2 - t1, "first": t3 - t2}))
 """
 
 
 def compile_times(backend: str, b: int) -> None:
-    """Cold then warm start of a training step, each in a fresh child process."""
+    """Cold then warm start of a training step, each in a fresh child process, then the
+    step that the warm run saved, loaded (ng.load: no tracing, no passes) with warm caches."""
     with tempfile.TemporaryDirectory(prefix="numbagrad-bench-") as tmp:
         env = {**os.environ, "NUMBAGRAD_CACHE_DIR": f"{tmp}/numbagrad", "NUMBA_CACHE_DIR": tmp}
-        for label in ("cold", "warm"):
+        for label, how in (("cold", "compile"), ("warm", "compile"), ("load", "load")):
             t0 = time.perf_counter()
             proc = subprocess.run(
-                [sys.executable, "-c", CHILD, backend, str(b)],
+                [sys.executable, "-c", CHILD, backend, str(b), f"{tmp}/step.npz", how],
                 env=env,
                 capture_output=True,
                 text=True,
