@@ -24,6 +24,7 @@ functions; the template, specialized per (mode, tile, dtype), does the arithmeti
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -138,6 +139,14 @@ matmul_mode = register_mode("matmul", _matmul_mode)
 _KERNELS: dict[tuple, Callable] = {}
 
 
+def _shared_alignment() -> bool:
+    """Whether ``cuda.shared.array`` takes ``alignment=``: not on the simulator, which refuses
+    it, nor in numba-cuda releases older than the keyword (mid-2025)."""
+    if simulated():
+        return False
+    return "alignment" in inspect.signature(load_cuda().shared.array).parameters
+
+
 def _tiled_kernel(mode: Mode, tile: Tile, dtype: str, a_kmajor: bool, b_kmajor: bool, split: bool):
     key = (mode.name, tile, dtype, a_kmajor, b_kmajor, split)
     if key in _KERNELS:
@@ -148,7 +157,7 @@ def _tiled_kernel(mode: Mode, tile: Tile, dtype: str, a_kmajor: bool, b_kmajor: 
     uint64 = numba.uint64
     BM, BN, BK, TM, TN = tile
     A_SIZE, B_SIZE = BK * BM, BK * BN
-    ALIGN = None if simulated() else 16  # 128-bit loads; the simulator refuses alignments
+    ALIGNED = _shared_alignment()  # 16-byte shared arrays, so rows load as 128-bit words
     TY, TX = BM // TM, BN // TN
     NT = TY * TX
     TKA, TKB = NT // BM, NT // BN  # threads sharing one A row / one B column
@@ -169,8 +178,12 @@ def _tiled_kernel(mode: Mode, tile: Tile, dtype: str, a_kmajor: bool, b_kmajor: 
         n0 = cuda.blockIdx.x * BN
         k_begin = (z - batch * splits) * chunk
         k_end = min(K, k_begin + chunk)
-        As = cuda.shared.array(A_SIZE, nbtype, alignment=ALIGN)  # [BK][BM], flat: see below
-        Bs = cuda.shared.array(B_SIZE, nbtype, alignment=ALIGN)  # [BK][BN]
+        if ALIGNED:  # a constant: Numba prunes the other branch before typing it
+            As = cuda.shared.array(A_SIZE, nbtype, alignment=16)  # [BK][BM], flat: see below
+            Bs = cuda.shared.array(B_SIZE, nbtype, alignment=16)  # [BK][BN]
+        else:
+            As = cuda.shared.array(A_SIZE, nbtype)
+            Bs = cuda.shared.array(B_SIZE, nbtype)
         acc = cuda.local.array((TM, TN), nbtype)
         ra = cuda.local.array(TM, nbtype)
         rb = cuda.local.array(TN, nbtype)

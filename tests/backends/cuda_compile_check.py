@@ -243,6 +243,14 @@ def gemm_tiles() -> None:
         conv.forward_gemm(x, w, y, attrs, "float32", False, tile=tile)(*buffers)
         plan = gemm.matmul_gemm((256, 64), (64, 256), False, False, "float32", tile=tile)
         plan(*(StandInArray(np.zeros(n, np.float32)) for n in (256 * 64, 64 * 256, 256 * 256)))
+    # As a numba-cuda without shared arrays' alignment= compiles it (the branch not taken).
+    aligned, gemm._shared_alignment = gemm._shared_alignment, lambda: False
+    try:
+        gemm._KERNELS.clear()
+        conv.forward_gemm(x, w, y, attrs, "float32", False, tile=gemm.TILES["large"])(*buffers)
+    finally:
+        gemm._shared_alignment = aligned
+        gemm._KERNELS.clear()
 
 
 def training_step(model, x_shape, classes: int, adam: bool = False):
