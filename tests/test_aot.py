@@ -106,6 +106,25 @@ def test_a_model_saved_after_training_holds_the_trained_values(tmp_path):
     np.testing.assert_array_equal(loaded(_x()), compiled(_x()))
 
 
+def test_two_inputs_and_no_memory_plan_survive_saving(tmp_path):
+    class Pair(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 2), nn.Linear(4, 2)
+
+        def forward(self, x, z):
+            return self.a(x) * self.b(z)
+
+    ng.manual_seed(8)
+    specs = ng.Spec((2, 3)), ng.Spec((2, 4))
+    compiled = ng.compile(Pair(), *specs, disable=["plan_memory"])
+    assert compiled.executable.plan is None
+    loaded = ng.load(compiled.save(tmp_path / "pair"))
+    assert loaded.input_names == ["input0", "input1"] and loaded.executable.plan is None
+    x, z = np.ones((2, 3), np.float32), np.arange(8, dtype=np.float32).reshape(2, 4)
+    np.testing.assert_array_equal(loaded(x, z), compiled(x, z))
+
+
 def _round_trip(graph: ng.Graph) -> ng.Graph:
     data, arrays = graph_to_dict(graph)
     return graph_from_dict(json.loads(json.dumps(data)), arrays)
