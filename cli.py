@@ -195,7 +195,8 @@ def _add_profile_parser(sub) -> None:
     profile = sub.add_parser(
         "profile",
         help="show what each graph pass does to a zoo model, and where the time goes",
-        description="Compile a zoo model (inference, or with --training a whole SGD step) and "
+        description="Compile a zoo model (inference, or with --training a whole training step) "
+        "and "
         "print the pass report: per pass, wall time, nodes, kernels, FLOPs and intermediate "
         "bytes, then the planned arena; then time every kernel on random data.",
     )
@@ -203,6 +204,7 @@ def _add_profile_parser(sub) -> None:
     add = profile.add_argument
     add("--batch-size", type=_int_at_least(1), default=64, metavar="B", help="(default 64)")
     add("--training", action="store_true", help="profile a training step (forward + backward)")
+    add("--optimizer", choices=OPTIMIZERS, default="sgd", help="with --training (default sgd)")
     add("--dump", metavar="DIR", help="write the graph after every pass (.txt and .dot) here")
     add("--json", metavar="FILE", help="save the pass report as JSON")
     add(
@@ -320,7 +322,7 @@ def profile_command(args: argparse.Namespace) -> int:
     manual_seed(args.seed)
     model = build_model(args.model)
     b = args.batch_size
-    what = "training step" if args.training else "inference"
+    what = f"training step ({args.optimizer})" if args.training else "inference"
     off = f"; disabled: {', '.join(args.disable)}" if args.disable else ""
     print(f"model: {args.model}, {what} at batch {b} on backend {args.backend}{off}", flush=True)
     t0 = time.perf_counter()
@@ -330,7 +332,7 @@ def profile_command(args: argparse.Namespace) -> int:
         compiled = compile_training(
             model,
             loss=nn.CrossEntropyLoss(),
-            optimizer=optim.SGD(0.01, 0.9, weight_decay=5e-4),
+            optimizer=build_optimizer(args.optimizer, None, None, 5e-4),
             inputs=x_spec,
             targets=Spec((b,), "int64"),
             **common,

@@ -149,7 +149,7 @@ def test_profile_training_prints_the_pass_table_dumps_and_saves_json(tmp_path, c
     argv = ["profile", "lenet5", "--training", "--batch-size", "2", "--steps", "2"]
     assert cli.main([*argv, "--dump", str(dump), "--json", str(report)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("model: lenet5, training step at batch 2 on backend cpu\n")
+    assert out.startswith("model: lenet5, training step (sgd) at batch 2 on backend cpu\n")
     table = [line.split() for line in out.splitlines()]
     assert ["fuse_epilogue", "forward"] in [row[:2] for row in table]
     assert ["fuse_epilogue", "backward"] in [row[:2] for row in table]
@@ -165,6 +165,13 @@ def test_profile_training_prints_the_pass_table_dumps_and_saves_json(tmp_path, c
     for graph in ("forward", "backward"):
         assert f"{graph}.00.input.txt" in names
         assert any(n.startswith(graph) and n.endswith(".fuse_epilogue.dot") for n in names)
+
+
+def test_profile_of_an_adam_step_on_interp(tmp_path, capsys):
+    argv = ["profile", "lenet5", "--training", "--optimizer", "adam", "--batch-size", "1"]
+    assert cli.main([*argv, "--steps", "1", "--backend", "interp", "--dump", str(tmp_path)]) == 0
+    assert "training step (adam) at batch 1" in capsys.readouterr().out.splitlines()[0]
+    assert "adam.bias_correction1(0.9)" in (tmp_path / "backward.00.input.txt").read_text()
 
 
 def test_profile_with_passes_disabled_on_interp(capsys):
