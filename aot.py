@@ -59,11 +59,18 @@ def _write(path: str | Path, meta: dict, arrays: dict[str, np.ndarray]) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's file is private; a saved model is not
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 # --- inference ---------------------------------------------------------------------------------

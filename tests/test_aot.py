@@ -66,6 +66,9 @@ def saved(tmp_path_factory):
 def test_save_adds_the_npz_suffix_and_writes_no_pickle(saved):
     path, *_ = saved
     assert path.name == "net.npz" and path.is_file()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # like any file the user writes
     with np.load(path, allow_pickle=False) as f:  # would raise on any pickled member
         assert all(f[k].dtype != object for k in f.files)
 
