@@ -30,11 +30,12 @@ ALGORITHMS = ("gemm1x1", "full_window", "direct", "im2col")
 IM2COL_BYTES = 16 << 20  # scratch budget for one chunk of im2col columns (bigger GEMMs win)
 DIRECT_CHANNEL_BLOCK = 8  # output channels per work item of the direct kernel
 # Crossovers measured with bench/conv_kernels.py --all --extra (2 cores, float32): the direct
-# kernels win while the GEMM im2col would feed BLAS is thin (reduction C/g*KH*KW up to ~600 for
-# forward; for backward-input the roles of C and K swap), or has very few output rows. For the
-# weight gradient the direct kernel only wins when the whole (K/g, C/g*KH*KW) result is tiny
-# (LeNet C1: 6 x 25), where BLAS is slowest.
-DIRECT_MAX_REDUCTION = 600
+# kernels win while the GEMM im2col would feed BLAS is thin (reduction C/g*KH*KW up to ~200 for
+# forward: 3x3 16->16 and LeNet C3's 150 win direct, 3x3 32->32's 288 and 64->64's 576 win
+# im2col by 20-50%; for backward-input the roles of C and K swap), or has very few output
+# rows. For the weight gradient the direct kernel only wins when the whole (K/g, C/g*KH*KW)
+# result is tiny (LeNet C1: 6 x 25), where BLAS is slowest.
+DIRECT_MAX_REDUCTION = 200
 DIRECT_MAX_ROWS = 8
 DIRECT_MAX_WGRAD_SIZE = 1024
 
