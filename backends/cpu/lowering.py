@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from ...graph import Graph, Node
-from ...graph.ops.loss import check_class_indices
+from ...graph.ops.class_targets import check_class_indices
 from ..executable import Launch
 from ..interp import reference_launch
 from ..lowering_common import (

@@ -16,7 +16,7 @@ import numpy as np
 
 from ...graph import Graph, Node
 from ...graph.ops import get_op
-from ...graph.ops.loss import check_class_indices
+from ...graph.ops.class_targets import check_class_indices
 from ..executable import Launch
 from ..lowering_common import (
     Lowering,

@@ -4,6 +4,7 @@ Importing this package registers every built-in op.
 """
 
 from .activation import elu, leaky_relu, prelu, scaled_tanh, silu, softplus
+from .class_targets import class_indices, one_hot
 from .conv import conv2d
 from .elementwise import (
     abs,
@@ -32,14 +33,12 @@ from .linalg import matmul
 from .loss import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
-    class_indices,
     cross_entropy,
     kl_div,
     l1_loss,
     margin_ranking_loss,
     mse_loss,
     nll_loss,
-    one_hot,
 )
 from .lrn import local_response_norm
 from .norm import batch_norm
