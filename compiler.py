@@ -15,7 +15,7 @@ from .backends.profile import KernelProfile, profile_runs
 from .engine.autodiff import SEED_NAME, build_backward
 from .engine.nn import Module
 from .engine.optim import LR_NAME, Optimizer
-from .engine.optimizer import host_scalar_value, is_host_scalar
+from .engine.optimizer import host_scalar_fn
 from .engine.tensor import Spec
 from .engine.trace import trace
 from .errors import NumbagradError, ShapeError
@@ -264,9 +264,8 @@ class TrainingStep(_LossStep):
         profile() runs valid steps too."""
         self._lr_id = self.backward_graph.by_name(LR_NAME, role="input").id
         self.lr = lr
-        self._scalar_ids = {
-            n.name: n.id for n in self.backward_graph.leaves("input") if is_host_scalar(n.name)
-        }
+        feeds = ((n.id, host_scalar_fn(n.name)) for n in self.backward_graph.leaves("input"))
+        self._scalar_feeds = [(node_id, fn) for node_id, fn in feeds if fn is not None]
         self._feed_step_scalars(self.step_count + 1)
 
     def finish_backward(self, builder, values, grads) -> Graph:
@@ -303,8 +302,8 @@ class TrainingStep(_LossStep):
         return loss
 
     def _feed_step_scalars(self, step: int) -> None:
-        for name, node_id in self._scalar_ids.items():
-            self.backward.set_input(node_id, host_scalar_value(name, step))
+        for node_id, fn in self._scalar_feeds:
+            self.backward.set_input(node_id, fn(step))
 
     def save(self, path: str | Path) -> Path:
         """Write the step to one ``.npz`` file (both graphs and their memory plan as JSON;

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from fnmatch import fnmatchcase
-from functools import reduce
+from functools import partial, reduce
 from typing import Any
 
 from ..errors import NumbagradError
@@ -117,7 +117,7 @@ class Optimizer:
     def scalar_inputs(self, step: int) -> dict[str, float]:
         """The scalar inputs (besides ``lr``) that step number ``step`` (1 for the first) reads,
         by input name. ``TrainingStep`` feeds them; whoever runs a built graph by hand must."""
-        return {name: host_scalar_value(name, step) for name in self._host_values}
+        return {name: host_scalar_fn(name)(step) for name in self._host_values}
 
     # --- the graph ----------------------------------------------------------------------------
 
@@ -195,13 +195,10 @@ HOST_SCALARS: dict[str, Callable[[float, int], float]] = {}
 _HOST_NAME = re.compile(r"(?P<kind>[\w.]+)\((?P<arg>[^()]*)\)")
 
 
-def host_scalar_value(name: str, step: int) -> float:
-    """The value of the host-fed scalar input ``name`` at step ``step`` (1-based)."""
+def host_scalar_fn(name: str) -> Callable[[int], float] | None:
+    """step -> value of the host-fed scalar input ``name`` (steps are 1-based), or None when
+    ``name`` is not one (see ``HOST_SCALARS``). Parsed once; called at every step."""
     match = _HOST_NAME.fullmatch(name)
-    return HOST_SCALARS[match["kind"]](float(match["arg"]), step)
-
-
-def is_host_scalar(name: str) -> bool:
-    """Whether a graph input named ``name`` is a host-fed scalar (see ``HOST_SCALARS``)."""
-    match = _HOST_NAME.fullmatch(name)
-    return match is not None and match["kind"] in HOST_SCALARS
+    if match is None or match["kind"] not in HOST_SCALARS:
+        return None
+    return partial(HOST_SCALARS[match["kind"]], float(match["arg"]))
