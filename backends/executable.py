@@ -99,7 +99,7 @@ class Executable:
             return self.buffers[node.inputs[0]].reshape(node.shape)
         return np.zeros(node.shape, dtype=node.dtype)
 
-    def check_finite(self, label: str) -> None:
+    def enable_finite_checks(self, label: str) -> None:
         """Anomaly mode from now on: every run checks every float value it makes and raises
         ``NonFiniteError`` at the first NaN or infinity (``backends/finite.py``); ``label``
         names the graph in the message ("forward", "backward")."""

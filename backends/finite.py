@@ -43,7 +43,7 @@ def arm_finite_checks(check_finite: bool | None, **executables) -> bool:
     on = checks_enabled(check_finite)
     if on:
         for label, exe in executables.items():
-            exe.check_finite(label)
+            exe.enable_finite_checks(label)
     return on
 
 
@@ -86,7 +86,7 @@ def describe(node: Node, graph: Graph) -> str:
     """``%12 matmul_epilogue (add, log) 'features.0'``: id, op, fused ops and layer path (for
     an unnamed optimizer update, the state it updates)."""
     text = f"%{node.id} {node.role if node.op == 'leaf' else node.op}"
-    body = node.attrs.get("body") if node.attrs else None
+    body = node.attrs.get("body")
     if body:
         text += f" ({', '.join(step[0] for step in body)})"
     if node.name:

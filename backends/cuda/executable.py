@@ -170,7 +170,7 @@ class DeviceExecutable:
     def _pinned(self, node: Node) -> np.ndarray:
         return self._cuda.pinned_array(node.shape, dtype=node.dtype)
 
-    def check_finite(self, label: str) -> None:
+    def enable_finite_checks(self, label: str) -> None:
         """Anomaly mode from now on (``backends/finite.py``): after every kernel, synchronize
         and copy its output to the host to check it, so no run is captured as a CUDA graph."""
         checker = FiniteChecker(self.graph, label, self._synchronized_copy)
