@@ -241,11 +241,16 @@ def _read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     return meta, arrays
 
 
-def load(path: str | Path, backend: str | None = None) -> LoadedModel | LoadedTrainingStep:
+def load(
+    path: str | Path, backend: str | None = None, check_finite: bool | None = None
+) -> LoadedModel | LoadedTrainingStep:
     """A model or training step saved by ``.save(path)``, on ``backend`` (default: the one it
     was compiled for): a ``LoadedModel`` called as ``predict(x)``, or a
-    ``LoadedTrainingStep`` called as ``loss = step(x, y)``."""
+    ``LoadedTrainingStep`` called as ``loss = step(x, y)``. ``check_finite``: anomaly mode,
+    as in ``numbagrad.compile``."""
     path = Path(path)
     meta, arrays = _read(path)
     kind = {INFERENCE: LoadedModel, TRAINING: LoadedTrainingStep}[meta["kind"]]
-    return kind(meta, arrays, backend or meta["backend"])
+    loaded = kind(meta, arrays, backend or meta["backend"])
+    loaded._arm_finite_checks(check_finite)
+    return loaded

@@ -14,9 +14,9 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from . import data, models
 from .backends import BACKENDS
@@ -28,6 +28,7 @@ from .engine.nn.summary import summary
 from .errors import NumbagradError
 from .graph.passes import PASSES
 from .graph.pipeline import PLAN
+from .train_loop import evaluate, train_epochs  # noqa: F401  (cli.evaluate for callers)
 
 PROG = "numbagrad"
 
@@ -113,14 +114,34 @@ def _int_at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
-def _non_negative(text: str) -> float:
+def _finite(text: str, positive: bool = False) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number {'> 0' if positive else '>= 0'}, got {text}"
+        )
     return value
+
+
+def _non_negative(text: str) -> float:
+    return _finite(text)
+
+
+def _positive(text: str) -> float:
+    return _finite(text, positive=True)
+
+
+def _add_check_finite(add) -> None:
+    add(
+        "--check-finite",
+        action="store_true",
+        default=None,  # absent: NUMBAGRAD_CHECK_FINITE decides
+        help="anomaly mode: stop at the first NaN or infinity, naming the op and layer that "
+        "made it (slow; also NUMBAGRAD_CHECK_FINITE=1)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--optimizer", choices=OPTIMIZERS, default="sgd", help="(default sgd)")
     add(
         "--lr",
-        type=_non_negative,
+        type=_positive,
         metavar="X",
         help="learning rate (default 0.01 for sgd and adagrad, else 0.001)",
     )
@@ -162,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="after training, save the compiled inference model (.npz) for numbagrad.load",
     )
+    _add_check_finite(add)
     # Hidden: force the bundled subset even where the full data set is installed (tests).
     train.add_argument("--bundled", action="store_true", help=argparse.SUPPRESS)
     train.set_defaults(run=train_command)
@@ -218,27 +240,16 @@ def _add_profile_parser(sub) -> None:
     add("--backend", choices=BACKENDS, default="cpu", help="(default cpu)")
     add("--steps", type=_int_at_least(1), default=20, metavar="N", help="timed runs (default 20)")
     add("--seed", type=int, default=0, metavar="S", help="weights and data (default 0)")
+    _add_check_finite(add)
     profile.set_defaults(run=profile_command)
-
-
-def evaluate(predict, x: np.ndarray, y: np.ndarray, batch: int) -> float:
-    """Accuracy over every row of ``x``: the last partial batch is zero-padded to ``batch``
-    rows (the compiled model has a static shape) and the padded rows are ignored."""
-    correct = 0
-    buf = np.zeros((batch, *x.shape[1:]), dtype=x.dtype)
-    for start in range(0, len(x), batch):
-        rows = min(batch, len(x) - start)
-        buf[:rows] = x[start : start + rows]
-        buf[rows:] = 0
-        logits = predict(buf)
-        correct += int(np.sum(np.argmax(logits[:rows], axis=1) == y[start : start + rows]))
-    return correct / len(x)
 
 
 def train_command(args: argparse.Namespace) -> int:
     if args.model not in MODELS:
         raise UsageError(f"unknown model {args.model!r}; known models: {', '.join(MODELS)}")
     optimizer = build_optimizer(args.optimizer, args.lr, args.momentum, args.weight_decay)
+    if args.save and not Path(args.save).resolve().parent.is_dir():  # refuse before training
+        raise UsageError(f"--save {args.save}: no such directory to save into")
     bundled = True if args.bundled else None
     print(f"data: {data.describe_source(args.data, bundled)}", flush=True)
     x_train, y_train = data.load_fashion_mnist("train", args.data, bundled=bundled)
@@ -265,50 +276,24 @@ def train_command(args: argparse.Namespace) -> int:
         inputs=Spec((b, *x_train.shape[1:])),
         targets=Spec((b,), "int64"),
         backend=args.backend,
+        check_finite=args.check_finite,
     )
-    predict = compile_model(model, Spec((eval_b, *x_test.shape[1:])), backend=args.backend)
+    predict = compile_model(
+        model,
+        Spec((eval_b, *x_test.shape[1:])),
+        backend=args.backend,
+        check_finite=args.check_finite,
+    )
     print(f"compiled on backend {args.backend} in {time.perf_counter() - t0:.2f} s", flush=True)
 
     rng = np.random.default_rng(args.seed)
-    n_batches = len(x_train) // b
-    for epoch in range(1, args.epochs + 1):
-        t_epoch = time.perf_counter()
-        batches = data.iterate_minibatches(x_train, y_train, b, rng=rng)
-        bar = tqdm(
-            batches,
-            total=n_batches,
-            desc=f"epoch {epoch}/{args.epochs}",
-            unit="batch",
-            file=sys.stderr,
-            leave=False,
-            disable=not sys.stderr.isatty(),
-        )
-        losses = []
-        for xb, yb in bar:
-            losses.append(step(xb, yb))
-            if len(losses) == 1:
-                t_first = time.perf_counter()
-            if len(losses) % 10 == 0:
-                bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
-        bar.close()
-        train_s, counted = time.perf_counter() - t_epoch, n_batches
-        if epoch == 1:  # the first step runs the lazy JIT compilation: report it apart
-            first_s = t_first - t_epoch
-            print(
-                f"first training step: {first_s:.2f} s (includes any JIT compilation)", flush=True
-            )
-            if n_batches > 1:
-                train_s, counted = train_s - first_s, n_batches - 1
-        step.sync()
-        acc = evaluate(predict, x_test, y_test, eval_b)
-        print(
-            f"epoch {epoch}/{args.epochs}: train loss {np.mean(losses):.4f}, "
-            f"test accuracy {acc:.4f}, {counted * b / train_s:.1f} images/s, "
-            f"{time.perf_counter() - t_epoch:.2f} s",
-            flush=True,
-        )
+    train_epochs(step, predict, (x_train, y_train), (x_test, y_test), b, eval_b, args.epochs, rng)
     if args.save:
-        print(f"saved the compiled model: {predict.save(args.save)} (numbagrad.load)", flush=True)
+        try:
+            saved = predict.save(args.save)
+        except OSError as e:
+            raise NumbagradError(f"cannot save the model to {args.save}: {e.strerror}") from None
+        print(f"saved the compiled model: {saved} (numbagrad.load)", flush=True)
     return 0
 
 
@@ -327,7 +312,12 @@ def profile_command(args: argparse.Namespace) -> int:
     print(f"model: {args.model}, {what} at batch {b} on backend {args.backend}{off}", flush=True)
     t0 = time.perf_counter()
     x_spec = Spec((b, 1, 32, 32))
-    common = {"backend": args.backend, "disable": args.disable, "dump_dir": args.dump}
+    common = {
+        "backend": args.backend,
+        "disable": args.disable,
+        "dump_dir": args.dump,
+        "check_finite": args.check_finite,
+    }
     if args.training:
         compiled = compile_training(
             model,

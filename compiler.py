@@ -11,6 +11,7 @@ import numpy as np
 
 from .backends import get_backend
 from .backends.executable import Executable, check_array
+from .backends.finite import arm_finite_checks, undone_if_non_finite
 from .backends.profile import KernelProfile, profile_runs
 from .engine.autodiff import SEED_NAME, build_backward
 from .engine.nn import Module
@@ -92,6 +93,10 @@ class InferenceModel:
     input_names: list[str]
     backend: str
     executable: Executable
+    check_finite = False  # anomaly mode (see compile)
+
+    def _arm_finite_checks(self, check_finite: bool | None) -> None:
+        self.check_finite = arm_finite_checks(check_finite, forward=self.executable)
 
     def __call__(self, *inputs: np.ndarray):
         _feed(self.executable, self.input_names, inputs, "compiled model")
@@ -123,6 +128,7 @@ class CompiledModel(InferenceModel):
         passes: Passes = None,
         disable: Sequence[str] = (),
         dump_dir=None,
+        check_finite: bool | None = None,
     ) -> None:
         names = ["input"] if len(specs) == 1 else [f"input{i}" for i in range(len(specs))]
         with _mode(model, training=False):
@@ -135,6 +141,7 @@ class CompiledModel(InferenceModel):
         self.backend = module.NAME
         self.executable = _compile_forward(module, model, self.forward_graph, self.report)
         model.attach_state_holder(self.executable)  # load_state_dict() reaches a GPU copy
+        self._arm_finite_checks(check_finite)
 
 
 class _LossStep:
@@ -143,8 +150,20 @@ class _LossStep:
     ``finish_backward`` complete the backward graph, optimize both graphs, compile them."""
 
     what = "compiled step"
+    check_finite = False  # anomaly mode (see compile)
 
-    def __init__(self, model, loss, inputs: Spec, targets: Spec, backend, passes, disable, dump):
+    def __init__(
+        self,
+        model: Module,
+        loss: Callable,
+        inputs: Spec,
+        targets: Spec,
+        backend: str,
+        passes: Passes = None,
+        disable: Sequence[str] = (),
+        dump_dir: str | Path | None = None,
+        check_finite: bool | None = None,
+    ) -> None:
         self._step_counters: list = []  # integer buffers to count steps in (host side)
         with _mode(model, training=True):
             traced = trace(
@@ -172,7 +191,7 @@ class _LossStep:
         traced_backward = self.finish_backward(builder, values, grads)
         self.traced_graphs = (traced, traced_backward)
         self.forward_graph, self.backward_graph, self.report = optimize_training(
-            traced, traced_backward, _passes(passes), disable=disable, dump_dir=dump
+            traced, traced_backward, _passes(passes), disable=disable, dump_dir=dump_dir
         )
         self.model = model
         self.backend = get_backend(backend)
@@ -185,6 +204,7 @@ class _LossStep:
         model.attach_state_holder(self.forward)  # on a GPU, state_dict() reads back from them
         model.attach_state_holder(self.backward)
         self._feed_seed()
+        self._arm_finite_checks(check_finite)
 
     def _feed_seed(self) -> None:
         for seed in self.backward_graph.leaves("input"):
@@ -193,6 +213,20 @@ class _LossStep:
 
     def finish_backward(self, builder, values, grads) -> Graph:
         raise NotImplementedError
+
+    def _arm_finite_checks(self, check_finite: bool | None) -> None:
+        both = {"forward": self.forward, "backward": self.backward}
+        self.check_finite = arm_finite_checks(check_finite, **both)
+
+    def _refusable(self, step: Callable, *args):
+        """``step(*args)``; in anomaly mode, a step refused by a ``NonFiniteError`` first puts
+        back every value it changed (parameters, buffers, optimizer state, step counters), so
+        the model stands as it did before the step."""
+        if not self.check_finite:
+            return step(*args)
+        counters = [c.data for c in self._step_counters]
+        with undone_if_non_finite((self.forward, self.backward), counters):
+            return step(*args)
 
     def run_forward(self, x, y) -> float:
         _feed(self.forward, ["input", "target"], [x, y], self.what)
@@ -214,10 +248,8 @@ class GradFunction(_LossStep):
 
     what = "compiled grad"
 
-    def __init__(
-        self, model, loss, inputs, targets, backend, passes=None, disable=(), dump_dir=None
-    ) -> None:
-        super().__init__(model, loss, inputs, targets, backend, passes, disable, dump_dir)
+    def __init__(self, model: Module, *args, **options) -> None:  # _LossStep's arguments
+        super().__init__(model, *args, **options)
         self._unused = {
             name: np.zeros_like(p.data)
             for name, p in model.named_parameters()
@@ -228,6 +260,9 @@ class GradFunction(_LossStep):
         return builder.build(list(grads.values()), output_names=list(grads))
 
     def __call__(self, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+        return self._refusable(self._grads, x, y)
+
+    def _grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
         loss = self.run_forward(x, y)
         self.backward.run()
         grads = self.backward.output_arrays()
@@ -242,20 +277,9 @@ class TrainingStep(_LossStep):
 
     what = "training step"
 
-    def __init__(
-        self,
-        model,
-        loss,
-        optimizer: Optimizer,
-        inputs,
-        targets,
-        backend,
-        passes=None,
-        disable=(),
-        dump_dir=None,
-    ) -> None:
-        self.optimizer = optimizer
-        super().__init__(model, loss, inputs, targets, backend, passes, disable, dump_dir)
+    def __init__(self, model: Module, loss: Callable, optimizer: Optimizer, *args, **options):
+        self.optimizer = optimizer  # _LossStep's arguments, with the optimizer third
+        super().__init__(model, loss, *args, **options)
         self.step_count = 0  # optimizer steps taken (torch's state["step"])
         self._prepare_steps(optimizer.lr)
 
@@ -295,10 +319,13 @@ class TrainingStep(_LossStep):
     def __call__(self, x: np.ndarray, y: np.ndarray, lr: float | None = None) -> float:
         if lr is not None:
             self.lr = lr
+        return self._refusable(self._step, x, y)
+
+    def _step(self, x: np.ndarray, y: np.ndarray) -> float:
         loss = self.run_forward(x, y)
-        self.step_count += 1
-        self._feed_step_scalars(self.step_count)
+        self._feed_step_scalars(self.step_count + 1)
         self.backward.run()
+        self.step_count += 1  # after the run: a refused step does not count
         return loss
 
     def _feed_step_scalars(self, step: int) -> None:
@@ -321,12 +348,16 @@ def compile(  # noqa: A001
     passes: Passes = None,
     disable: Sequence[str] = (),
     dump_dir: str | Path | None = None,
+    check_finite: bool | None = None,
 ) -> CompiledModel:
     """Compile ``model`` for inference on inputs of the given specs. ``passes`` (names, in
     order) replaces the default pass pipeline; ``disable`` drops passes from it by name
     (``"plan_memory"`` included); ``dump_dir`` receives the graph after every pass (text and
-    Graphviz dot)."""
-    return CompiledModel(model, inputs, backend, passes, disable, dump_dir)
+    Graphviz dot). ``check_finite`` switches anomaly mode on (None: on when the environment
+    has ``NUMBAGRAD_CHECK_FINITE=1``): every run checks each value as it is made and raises
+    ``NonFiniteError`` at the first NaN or infinity, naming the graph, op, layer, node and
+    index (``backends/finite.py``); off, no check runs and none costs anything."""
+    return CompiledModel(model, inputs, backend, passes, disable, dump_dir, check_finite)
 
 
 def compile_grad(
@@ -338,10 +369,14 @@ def compile_grad(
     passes: Passes = None,
     disable: Sequence[str] = (),
     dump_dir: str | Path | None = None,
+    check_finite: bool | None = None,
 ) -> GradFunction:
     """Compile ``loss(model(x), y)`` and its gradient with respect to every trainable
-    parameter. ``passes``/``disable``/``dump_dir`` as in ``compile``."""
-    return GradFunction(model, loss, inputs, targets, backend, passes, disable, dump_dir)
+    parameter. ``passes``/``disable``/``dump_dir``/``check_finite`` as in ``compile``; in
+    anomaly mode a refused call leaves the model's buffers as they were."""
+    return GradFunction(
+        model, loss, inputs, targets, backend, passes, disable, dump_dir, check_finite
+    )
 
 
 def compile_training(
@@ -354,7 +389,12 @@ def compile_training(
     passes: Passes = None,
     disable: Sequence[str] = (),
     dump_dir: str | Path | None = None,
+    check_finite: bool | None = None,
 ) -> TrainingStep:
     """Compile one optimizer step of ``loss(model(x), y)``. ``passes``/``disable``/
-    ``dump_dir`` as in ``compile``."""
-    return TrainingStep(model, loss, optimizer, inputs, targets, backend, passes, disable, dump_dir)
+    ``dump_dir``/``check_finite`` as in ``compile``; in anomaly mode a step refused by a
+    ``NonFiniteError`` leaves the parameters, buffers, optimizer state and step count as they
+    were before it."""
+    return TrainingStep(
+        model, loss, optimizer, inputs, targets, backend, passes, disable, dump_dir, check_finite
+    )

@@ -36,3 +36,8 @@ class BackendError(NumbagradError):
 
 class SavedModelError(NumbagradError):
     """A file that ``numbagrad.load`` cannot read as a saved compiled model."""
+
+
+class NonFiniteError(NumbagradError, FloatingPointError):
+    """A NaN or infinity: anomaly mode (``check_finite``) names the graph, op, layer, node and
+    index where the first one appeared; ``numbagrad train`` stops on a non-finite loss."""

@@ -13,6 +13,7 @@ from ..errors import DTypeError, ShapeError
 from ..graph import Graph, Node
 from ..graph.ir import format_type
 from ..graph.memory import MemoryPlan, arena_views, new_arena
+from .finite import FiniteChecker
 
 Launch = Callable[[list[np.ndarray], np.ndarray], None]
 """A lowered node: reads the input arrays, writes the output array in place."""
@@ -97,6 +98,12 @@ class Executable:
         if self._is_alias(node):
             return self.buffers[node.inputs[0]].reshape(node.shape)
         return np.zeros(node.shape, dtype=node.dtype)
+
+    def enable_finite_checks(self, label: str) -> None:
+        """Anomaly mode from now on: every run checks every float value it makes and raises
+        ``NonFiniteError`` at the first NaN or infinity (``backends/finite.py``); ``label``
+        names the graph in the message ("forward", "backward")."""
+        self.kernels = FiniteChecker(self.graph, label, np.asarray).wrap(self.kernels, self.buffers)
 
     def run(self) -> None:
         for k in self.kernels:

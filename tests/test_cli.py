@@ -94,7 +94,7 @@ def test_evaluate_counts_every_row_of_a_partial_last_batch():
     [
         (["train", "lenet5", "--epochs", "-1"], "--epochs: must be >= 1"),
         (["train", "lenet5", "--batch-size", "0"], "--batch-size: must be >= 1"),
-        (["train", "lenet5", "--lr", "-0.1"], "--lr: must be a finite number >= 0"),
+        (["train", "lenet5", "--lr", "-0.1"], "--lr: must be a finite number > 0"),
         (["train", "lenet5", "--backend", "tpu"], "invalid choice: 'tpu'"),
         (["train", "lenet5", "--optimizer", "lbfgs"], "invalid choice: 'lbfgs'"),
         (

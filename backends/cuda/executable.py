@@ -35,6 +35,7 @@ from ...errors import ShapeError
 from ...graph import Graph, Node
 from ...graph.memory import MemoryPlan
 from ..executable import Launch, Lowering, check_array
+from ..finite import FiniteChecker
 from . import graphs
 from .runtime import load_cuda
 
@@ -127,6 +128,7 @@ class DeviceExecutable:
         self._runs = 0
         self._graph: graphs.CapturedGraph | None = None
         self._graph_failed = False
+        self._checks_finite = False
 
     # --- building ---------------------------------------------------------------------------
 
@@ -168,6 +170,17 @@ class DeviceExecutable:
     def _pinned(self, node: Node) -> np.ndarray:
         return self._cuda.pinned_array(node.shape, dtype=node.dtype)
 
+    def enable_finite_checks(self, label: str) -> None:
+        """Anomaly mode from now on (``backends/finite.py``): after every kernel, synchronize
+        and copy its output to the host to check it, so no run is captured as a CUDA graph."""
+        checker = FiniteChecker(self.graph, label, self._synchronized_copy)
+        self.kernels = checker.wrap(self.kernels, self.buffers)
+        self._checks_finite = True
+
+    def _synchronized_copy(self, buffer) -> np.ndarray:
+        self._cuda.synchronize()
+        return buffer.copy_to_host()
+
     # --- running ----------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -189,8 +202,9 @@ class DeviceExecutable:
         self._apply_updates(stream)
 
     def _capturable(self) -> bool:
-        # A host-reference kernel copies to and from the host: it cannot be captured.
-        return graphs.enabled() and not self._graph_failed and "reference" not in self.impl_counts()
+        # A host-reference kernel or a finite check copies to the host: it cannot be captured.
+        host_work = self._checks_finite or "reference" in self.impl_counts()
+        return graphs.enabled() and not self._graph_failed and not host_work
 
     def _capture(self):
         try:
