@@ -30,6 +30,10 @@ class DataError(NumbagradError):
     """A dataset file that is missing, unreadable or malformed."""
 
 
+class OptionError(NumbagradError, ValueError):
+    """An option a numbagrad function does not accept: an unknown pass name, a count below 1."""
+
+
 class BackendError(NumbagradError):
     """A backend that cannot run here (no GPU, missing package) or cannot lower a graph."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..errors import OptionError
 from .executable import Executable
 
 
@@ -57,7 +58,7 @@ def profile_runs(executables: Sequence[Executable], n_runs: int) -> KernelProfil
     """Run the executables in order ``n_runs`` times (after one untimed warm-up run), timing
     each kernel; inputs must already be fed."""
     if n_runs < 1:
-        raise ValueError(f"profile: n_runs must be at least 1, got {n_runs}")
+        raise OptionError(f"profile: n_runs must be at least 1, got {n_runs}")
     for exe in executables:
         exe.run()
     seconds: list[dict[int, float]] = [{} for _ in executables]

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from ..errors import OptionError
 from .ir import Graph, format_type
 from .memory import plan_memory
 from .passes import PASSES
@@ -54,7 +55,7 @@ __all__ = [
 def _resolve(p: str | Pass) -> tuple[str, Pass]:
     if isinstance(p, str):
         if p not in PASSES:
-            raise KeyError(f"unknown pass {p!r}; passes: {', '.join(PASSES)}")
+            raise OptionError(f"unknown pass {p!r}; passes: {', '.join(PASSES)}")
         return p, PASSES[p]
     return getattr(p, "__name__", type(p).__name__), p
 

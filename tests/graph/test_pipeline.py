@@ -13,6 +13,7 @@ from numbagrad import nn, optim
 from numbagrad.backends import interp
 from numbagrad.backends.executable import Executable
 from numbagrad.engine.autodiff import SEED_NAME, build_backward
+from numbagrad.errors import OptionError
 from numbagrad.graph.memory import arena_views, verify_plan
 from numbagrad.graph.passes import FUSED, PASSES
 from numbagrad.graph.pipeline import DEFAULT_PASSES, optimize, optimize_training, saved_ids
@@ -197,7 +198,7 @@ def test_report_table_json_and_dumps(tmp_path):
 
 def test_unknown_pass_and_custom_pass():
     _, fwd, _ = _training_graphs()
-    with pytest.raises(KeyError, match="unknown pass"):
+    with pytest.raises(OptionError, match="unknown pass"):
         optimize(fwd, passes=["nope"])
 
     def identity(graph, keep=frozenset()):
