@@ -36,3 +36,8 @@ class BackendError(NumbagradError):
 
 class SavedModelError(NumbagradError):
     """A file that ``numbagrad.load`` cannot read as a saved compiled model."""
+
+
+class CacheWarning(RuntimeWarning):
+    """An on-disk kernel cache that numbagrad could not use as found: a damaged entry it removed
+    and compiled again, or a directory it cannot write (kernels then compile in memory)."""
