@@ -105,15 +105,16 @@ class KernelCache(FunctionCache):
         file is whose); if they cannot be removed, stop using the cache for it."""
         pattern = os.path.join(glob.escape(self._cache_path), glob.escape(self._impl.filename_base))
         entries = [p for p in glob.glob(f"{pattern}.*") if p.endswith(_ENTRY_SUFFIXES)]
+        done = "removed it and compiles the kernel again"
         try:
             for path in entries:
                 os.remove(path)
-        except OSError:
+        except OSError as e:
             self.disable()
+            done = f"could not remove it ({one_line(e)}) and compiles the kernel in memory"
         warnings.warn(
             f"Numba's cache entry for {self._py_func.__module__}.{self._py_func.__qualname__} "
-            f"in {self._cache_path} could not be read ({one_line(error)}); numbagrad removed it "
-            "and compiles the kernel again",
+            f"in {self._cache_path} could not be read ({one_line(error)}); numbagrad {done}",
             CacheWarning,
             stacklevel=3,
         )
