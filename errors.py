@@ -45,3 +45,8 @@ class SavedModelError(NumbagradError):
 class NonFiniteError(NumbagradError, FloatingPointError):
     """A NaN or infinity: anomaly mode (``check_finite``) names the graph, op, layer, node and
     index where the first one appeared; ``numbagrad train`` stops on a non-finite loss."""
+
+
+class CacheWarning(RuntimeWarning):
+    """An on-disk kernel cache that numbagrad could not use as found: a damaged entry it removed
+    and compiled again, or a directory it cannot write (kernels then compile in memory)."""

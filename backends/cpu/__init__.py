@@ -9,6 +9,7 @@ import numpy as np
 
 from ...graph import Graph
 from ...graph.memory import MemoryPlan
+from .. import numba_cache  # noqa: F401  (before any @njit(cache=True) kernel is decorated)
 from ..executable import Executable
 from . import lower_epilogue, lower_join, lower_spatial  # noqa: F401  (register lowerings)
 from .lowering import lower

@@ -1,5 +1,6 @@
 """Generated kernels live as .py files in the cache directory and compile with Numba's on-disk
-cache (``cache=True``), so a second process loads them instead of compiling again."""
+cache (``cache=True``, kept by ``numba_cache``), so a second process loads them instead of
+compiling again."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Callable
 import numba
 
 from ..kernel_cache import cache_dir, load_generated
+from ..numba_cache import GENERATED_PACKAGE
 
 __all__ = ["cache_dir", "load_kernel"]
 
@@ -24,5 +26,5 @@ def load_kernel(source: str, func_name: str = "kernel") -> Callable:
     # Registered in sys.modules: Numba's on-disk cache resolves the function's module by name
     # when it loads an entry.
     return load_generated(
-        source, func_name, _VERSION_SALT, _loaded, "kernels", "numbagrad_generated", register=True
+        source, func_name, _VERSION_SALT, _loaded, "kernels", GENERATED_PACKAGE, register=True
     )

@@ -10,6 +10,7 @@ chosen when numba.cuda is first imported, so set the variable before the first c
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import sys
@@ -82,7 +83,9 @@ def jit(fn=None, *, cache: bool = False, **options):
         return lambda f: jit(f, cache=cache, **options)
     cuda = load_cuda()
     _pin_simulator_mode()
-    if cache and not simulated():
+    # A generated kernel compiled from its source string (its cache directory could not be
+    # written) has no file, and Numba refuses to cache a function without one.
+    if cache and not simulated() and os.path.isfile(inspect.getfile(fn)):
         options["cache"] = True
     return cuda.jit(fn, **options)
 
