@@ -91,8 +91,7 @@ class LoadedModel(InferenceModel):
     """``numbagrad.load`` of a saved compiled model, ready to run on ``backend``."""
 
     def __init__(self, meta: dict, arrays: dict[str, np.ndarray], backend: str | None) -> None:
-        fields(meta, _INFERENCE_KEYS, "metadata")
-        module = _backend(meta, backend)
+        module = _backend(meta, _INFERENCE_KEYS, backend)
         store = ArrayStore(arrays)
         graph = graph_from_dict(meta["graph"], store)
         names = items(meta["input_names"], "metadata input_names", string, unique=True)
@@ -116,8 +115,11 @@ class LoadedModel(InferenceModel):
         return {leaf.name: self.executable.read(leaf.id) for leaf in leaves}
 
 
-def _backend(meta: dict, backend: str | None):
-    """The backend module: ``backend`` if given (the caller's choice), else the file's."""
+def _backend(meta: dict, keys: tuple[str, ...], backend: str | None):
+    """The backend module: ``backend`` if given (the caller's choice), else the file's; after
+    checking the metadata's keys and the entries every kind of file has."""
+    fields(meta, keys, "metadata")
+    string(meta["numbagrad"], "metadata numbagrad")
     saved = string(meta["backend"], "metadata backend", BACKENDS)
     return get_backend(backend or saved)
 
@@ -196,8 +198,7 @@ class LoadedTrainingStep(TrainingStep):
     ``TrainingStep.__init__`` is not called; the running methods are TrainingStep's."""
 
     def __init__(self, meta: dict, arrays: dict[str, np.ndarray], backend: str | None) -> None:
-        fields(meta, _TRAINING_KEYS, "metadata")
-        self.backend = _backend(meta, backend)
+        self.backend = _backend(meta, _TRAINING_KEYS, backend)
         store = ArrayStore(arrays)
         graphs = fields(meta["graphs"], ("fwd", "bwd"), "metadata graphs")
         fwd = graph_from_dict(graphs["fwd"], store, "fwd", "forward graph")

@@ -153,5 +153,9 @@ def _depth(value: Any) -> int:
 
 
 def _short(value: Any) -> str:
+    """A value from the file in a message: as is when short and plain, else its repr."""
     text = str(value)
+    if len(text) <= 40 and text.isprintable():
+        return text
+    text = repr(value)
     return text if len(text) <= 40 else f"{text[:37]}..."

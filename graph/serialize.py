@@ -36,6 +36,7 @@ from .untrusted import (
     refuse,
     shape,
     string,
+    word,
 )
 
 GRAPH_KEYS = ("name", "nodes", "inputs", "outputs", "output_names", "updates")
@@ -147,7 +148,7 @@ def _updates(value: Any, nodes: dict[int, Node], where: str) -> list[tuple[int, 
 
 def describe_node(label: str, node: Node) -> str:
     """``forward graph %12 max_pool2d 'features.2'``: a node as errors name it."""
-    return f"{label} %{node.id} {node.role or node.op} {node.name!r}"
+    return f"{label} %{node.id} {word(node.role or node.op)} {node.name!r}"
 
 
 def _node(d, nodes, store: ArrayStore, prefix, label, where, saved_inputs) -> Node:
@@ -155,7 +156,7 @@ def _node(d, nodes, store: ArrayStore, prefix, label, where, saved_inputs) -> No
     node_id = integer(d["id"], f"{where} id")
     op, name = string(d["op"], f"{where} op"), string(d["name"], f"{where} name")
     role = None if d["role"] is None else string(d["role"], f"{where} role", ROLES)
-    where = f"{label} %{node_id} {role or op} {name!r}"
+    where = f"{label} %{node_id} {word(role or op)} {name!r}"
     if node_id in nodes:
         refuse(where, f"the id %{node_id} is used twice")
     dtype = string(d["dtype"], f"{where} dtype", DTYPES)

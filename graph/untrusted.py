@@ -6,6 +6,7 @@ that says where it is (``where``) and what is wrong."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
@@ -22,16 +23,25 @@ MAX_ELEMENTS = 2**48  # per tensor: its byte size and index arithmetic stay insi
 MAX_NDIM = 16
 MAX_STR = 1000  # names, op names, attribute strings
 MAX_ATTR_DEPTH = 8  # attribute values nest (a fused body: step, attributes, pair, value)
+_WORD = re.compile(r"[\w.]+")
 
 
 def refuse(where: str, problem: str) -> NoReturn:
-    raise SavedModelError(f"{where}: {problem}")
+    # One line, whatever text from the file reached the message.
+    message = f"{where}: {problem}".replace("\n", "\\n").replace("\r", "\\r")
+    raise SavedModelError(message)
 
 
 def describe(value: Any) -> str:
     """A value as a message shows it: its repr, cut short."""
     text = repr(value)
     return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def word(text: str) -> str:
+    """A name from the file (an op, a role) as a message shows it: as is when it is a plain
+    name, else as ``describe`` shows it."""
+    return text if _WORD.fullmatch(text) and len(text) <= 60 else describe(text)
 
 
 def _json_kind(value: Any) -> str:
