@@ -79,8 +79,8 @@ def _check_step(j: int, step: Any) -> Step:
         raise OpError(f"{FUSED}: step {j} ({op}) is not a plain elementwise op")
     if not _are_refs(refs, j, opdef.arity[0]):
         raise OpError(
-            f"{FUSED}: step {j} ({op}) must read {opdef.arity[0]} operand(s), each an input "
-            f"0..{MAX_INPUTS} or an earlier step (-1 is step 0)"
+            f"{FUSED}: step {j} ({op}) has bad operand refs: it reads {opdef.arity[0]}, each "
+            f"an input 0..{MAX_INPUTS} or an earlier step (-1 is step 0)"
         )
     if not _is_pairs(attrs):
         raise OpError(f"{FUSED}: step {j} ({op}) attributes must be (name, value) pairs")
