@@ -100,7 +100,9 @@ class LoadedModel(InferenceModel):
         if not graph.outputs:
             refuse("graph outputs", "a saved model has at least one output")
         bound = {
-            leaf.id: store.take(f"bound{leaf.id}", leaf.shape, leaf.dtype, _where("graph", leaf))
+            leaf.id: store.take(
+                f"bound{leaf.id}", leaf.shape, leaf.dtype, describe_node("graph", leaf)
+            )
             for leaf in _bound_leaves(graph)
         }
         _all_used(store)
@@ -122,10 +124,6 @@ def _backend(meta: dict, keys: tuple[str, ...], backend: str | None):
     string(meta["numbagrad"], "metadata numbagrad")
     saved = string(meta["backend"], "metadata backend", BACKENDS)
     return get_backend(backend or saved)
-
-
-def _where(label: str, leaf) -> str:
-    return describe_node(label, leaf)
 
 
 def _all_used(store: ArrayStore) -> None:
@@ -205,6 +203,10 @@ class LoadedTrainingStep(TrainingStep):
         bwd = graph_from_dict(graphs["bwd"], store, "bwd", "backward graph", saved_inputs=True)
         check_training_graphs(fwd, bwd)
         self.forward_graph, self.backward_graph = fwd, bwd
+        lr, step_count = (
+            number(meta["lr"], "metadata lr"),
+            integer(meta["step_count"], "metadata step_count"),
+        )
         self._read_model_state(meta, store)
         bindings = {prefix: self._bindings(prefix, store) for prefix in ("fwd", "bwd")}
         _all_used(store)
@@ -218,8 +220,8 @@ class LoadedTrainingStep(TrainingStep):
             self.backend, "backward graph", bwd, bindings["bwd"], plans[1], arena
         )
         self._feed_seed()
-        self.step_count = integer(meta["step_count"], "metadata step_count")
-        self._prepare_steps(number(meta["lr"], "metadata lr"))
+        self.step_count = step_count
+        self._prepare_steps(lr)
 
     def _read_model_state(self, meta: dict, store: ArrayStore) -> None:
         """The model's arrays both graphs bind by name, its other state_dict entries, its step
@@ -259,7 +261,7 @@ class LoadedTrainingStep(TrainingStep):
             if leaf.name in self._shared:
                 bound[leaf.id] = shared_binding(leaf, self._shared[leaf.name], label)
             else:
-                key, where = f"{prefix}.state{leaf.id}", _where(label, leaf)
+                key, where = f"{prefix}.state{leaf.id}", describe_node(label, leaf)
                 bound[leaf.id] = store.take(key, leaf.shape, leaf.dtype, where)
         return bound
 
@@ -293,7 +295,9 @@ def load(path: str | Path, backend: str | None = None) -> LoadedModel | LoadedTr
     path = Path(path)
     meta, arrays = aot_file.read(path)
     try:
-        kind = string(meta.get("kind"), "metadata kind", (INFERENCE, TRAINING))
+        if "kind" not in meta:
+            refuse("metadata", "the key 'kind' is missing")
+        kind = string(meta["kind"], "metadata kind", (INFERENCE, TRAINING))
         loaded = LoadedModel if kind == INFERENCE else LoadedTrainingStep
         return loaded(meta, arrays, backend)
     except SavedModelError as e:

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import NumbagradError
+from ..errors import NumbagradError, OpError
 from .ir import DTYPES, ROLES, Graph, Node, format_type
-from .ops import OpDef, TensorType, all_ops, get_op
+from .ops import OpDef, TensorType, get_op
 from .untrusted import (
     MAX_INT,
     ArrayStore,
@@ -197,9 +197,10 @@ def _leaf(node: Node, role, attrs, store: ArrayStore, prefix, where, saved_input
 def _op_attrs(node: Node, types: list[TensorType], attrs: dict, where: str) -> dict[str, Any]:
     """``attrs`` checked and normalized by the op (derived ones computed), after checking that
     the op exists, takes this many inputs and gives the stored output type."""
-    if node.op not in all_ops():
-        refuse(where, f"{node.op!r} is not an op this numbagrad knows")
-    opdef = get_op(node.op)
+    try:
+        opdef = get_op(node.op)
+    except OpError:
+        refuse(where, f"{describe(node.op)} is not an op this numbagrad knows")
     lo, hi = opdef.arity
     if not lo <= len(types) <= hi:
         refuse(where, f"{node.op} takes {lo}..{hi} inputs, not {len(types)}")

@@ -44,17 +44,21 @@ def word(text: str) -> str:
     return text if _WORD.fullmatch(text) and len(text) <= 60 else describe(text)
 
 
-def _json_kind(value: Any) -> str:
-    kinds = {dict: "an object", list: "a list", str: "a string", bool: "true/false"}
-    if value is None:
-        return "null"
-    return kinds.get(type(value), "a number")
+def _got(value: Any) -> str:
+    """What a JSON value is, as a message says it: ``a list``, ``a string 'x'``, ``null``."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return f"{'a string' if isinstance(value, str) else 'a number'} {describe(value)}"
 
 
 def fields(value: Any, keys: Sequence[str], where: str) -> dict:
     """``value``, a JSON object with exactly ``keys``."""
     if not isinstance(value, dict):
-        refuse(where, f"expected a JSON object, got {_json_kind(value)}")
+        refuse(where, f"expected a JSON object, got {_got(value)}")
     missing = [k for k in keys if k not in value]
     if missing:
         refuse(where, f"the key {missing[0]!r} is missing")
@@ -66,7 +70,7 @@ def fields(value: Any, keys: Sequence[str], where: str) -> dict:
 
 def integer(value: Any, where: str, lo: int = 0, hi: int = MAX_INT) -> int:
     if type(value) is not int:
-        refuse(where, f"expected an integer, got {_json_kind(value)} {describe(value)}")
+        refuse(where, f"expected an integer, got {_got(value)}")
     if not lo <= value <= hi:
         refuse(where, f"{describe(value)} is outside {lo}..{hi}")
     return value
@@ -74,7 +78,7 @@ def integer(value: Any, where: str, lo: int = 0, hi: int = MAX_INT) -> int:
 
 def string(value: Any, where: str, choices: Sequence[str] | None = None) -> str:
     if type(value) is not str:
-        refuse(where, f"expected a string, got {_json_kind(value)} {describe(value)}")
+        refuse(where, f"expected a string, got {_got(value)}")
     if len(value) > MAX_STR:
         refuse(where, f"a string of {len(value)} characters is longer than {MAX_STR}")
     if choices is not None and value not in choices:
@@ -84,26 +88,26 @@ def string(value: Any, where: str, choices: Sequence[str] | None = None) -> str:
 
 def boolean(value: Any, where: str) -> bool:
     if type(value) is not bool:
-        refuse(where, f"expected true or false, got {_json_kind(value)} {describe(value)}")
+        refuse(where, f"expected true or false, got {_got(value)}")
     return value
 
 
 def number(value: Any, where: str) -> float:
     """A JSON number (an integer or a float, not true/false)."""
     if type(value) not in (int, float):
-        refuse(where, f"expected a number, got {_json_kind(value)} {describe(value)}")
-    return float(value) if type(value) is float else value
+        refuse(where, f"expected a number, got {_got(value)}")
+    return value
 
 
 def items(value: Any, where: str, item: Callable[[Any, str], T], unique: bool = False) -> list[T]:
     """``value``, a JSON list, each element read by ``item``."""
     if not isinstance(value, list):
-        refuse(where, f"expected a list, got {_json_kind(value)}")
+        refuse(where, f"expected a list, got {_got(value)}")
     result = [item(v, f"{where}[{k}]") for k, v in enumerate(value)]
-    if unique and len(set(result)) != len(result):
-        seen: set = set()
-        repeated = next(v for v in result if v in seen or seen.add(v))
-        refuse(where, f"{describe(repeated)} appears twice")
+    if unique:
+        repeated = [v for k, v in enumerate(result) if v in result[:k]]
+        if repeated:
+            refuse(where, f"{describe(repeated[0])} appears twice")
     return result
 
 
@@ -128,7 +132,7 @@ def attr_value(value: Any, where: str, depth: int = 0) -> Any:
         return string(value, where)
     if value is None or type(value) in (bool, int, float):
         return value
-    refuse(where, f"an attribute value cannot be {_json_kind(value)}")
+    refuse(where, f"an attribute value cannot be {_got(value)}")
 
 
 class ArrayStore:

@@ -4,6 +4,7 @@ code; and edits that keep a graph valid are caught by the content digest."""
 
 from __future__ import annotations
 
+import json
 import os
 import string
 import zipfile
@@ -283,6 +284,12 @@ def test_files_that_are_not_intact_saves_are_refused(files, tmp_path):
     _refused(tmp_path / "list.npz", "its metadata is not a JSON object")
     np.savez(tmp_path / "json.npz", **arrays, __numbagrad__=np.array("{'format':"))
     _refused(tmp_path / "json.npz", "its metadata is not valid JSON")
+    deep = "[" * 100_000 + "]" * 100_000  # beyond what the JSON parser recurses into
+    np.savez(tmp_path / "deep.npz", **arrays, __numbagrad__=np.array(deep))
+    _refused(tmp_path / "deep.npz", "its metadata is not valid JSON")
+    nested = {**meta, "graph": {**meta["graph"], "name": json.loads("[" * 40 + "]" * 40)}}
+    write(tmp_path / "nested.npz", nested, arrays, hostile=True)
+    _refused(tmp_path / "nested.npz", "its metadata nests deeper than 32 levels")
     np.savez(tmp_path / "plain.npz", a=np.zeros(3))
     _refused(tmp_path / "plain.npz", "plain.npz is an .npz file, but not a model saved")
     write(tmp_path / "v1.npz", {**meta, "version": 1}, arrays, hostile=True)
