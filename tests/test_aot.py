@@ -80,6 +80,7 @@ def test_a_saved_model_loads_with_its_graph_parameters_and_outputs(saved, backen
     assert loaded.backend == backend
     assert str(loaded.forward_graph) == str(compiled.forward_graph)
     assert "batch_norm" not in str(loaded.forward_graph)  # the folded graph was saved
+    assert loaded.executable.plan == compiled.executable.plan  # planned again, the same
     # Everything the inference graph reads (BatchNorm's batch counter it does not).
     assert set(state) - set(loaded.state_dict()) == {"stem.1.num_batches_tracked"}
     for key, value in loaded.state_dict().items():
@@ -107,6 +108,23 @@ def test_a_model_saved_after_training_holds_the_trained_values(tmp_path):
     for key, value in loaded.state_dict().items():
         np.testing.assert_array_equal(value, trained[key], err_msg=key)
     np.testing.assert_array_equal(loaded(_x()), compiled(_x()))
+
+
+def test_a_loaded_training_step_plans_its_shared_arena_as_the_saved_one(tmp_path):
+    ng.manual_seed(2)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+    step = ng.compile_training(
+        nn.Sequential(net, nn.Linear(12, 3)),
+        nn.CrossEntropyLoss(),
+        optim.SGD(0.1, 0.9),
+        ng.Spec(X_SHAPE),
+        ng.Spec((2,), "int64"),
+        backend="interp",
+    )
+    loaded = ng.load(step.save(tmp_path / "step"))
+    assert loaded.forward.plan == step.forward.plan
+    assert loaded.backward.plan == step.backward.plan
+    assert loaded.forward.arena is loaded.backward.arena  # one arena for both graphs
 
 
 def test_two_inputs_and_no_memory_plan_survive_saving(tmp_path):

@@ -26,13 +26,10 @@ from numbagrad.graph.passes.fuse import compose_scalar
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("load")
-    step, batch = save_training_step("interp", d / "step.npz")
     return SimpleNamespace(
-        dir=d,
         conv_cpu=save_model(ConvNet(), X_CONV, "cpu", d / "conv_cpu.npz"),
         conv=save_model(ConvNet(), X_CONV, "interp", d / "conv.npz"),
-        step=step,
-        batch=batch,
+        step=save_training_step("interp", d / "step.npz")[0],
     )
 
 
