@@ -136,14 +136,6 @@ def _inplace_sources(graph: Graph, live: Liveness, node_id: int) -> list[int]:
     return result
 
 
-def _str_keys(d: dict) -> dict:  # JSON object keys are strings
-    return {str(k): v for k, v in d.items()}
-
-
-def _int_keys(d: dict) -> dict:
-    return {int(k): v for k, v in d.items()}
-
-
 @dataclass
 class MemoryPlan:
     """Where each planned value lives in the arena (byte offsets), and the plan's facts."""
@@ -160,42 +152,6 @@ class MemoryPlan:
     peak_live_bytes: int
     alignment: int = ALIGNMENT
     updates_inplace: dict[int, int] = field(default_factory=dict)  # value id -> state id
-
-    def to_dict(self) -> dict:
-        """JSON-ready (for ``Executable.save``); ``from_dict`` restores it."""
-        ids = _str_keys
-        return {
-            "schedule": list(self.schedule),
-            "intervals": ids(self.intervals),
-            "offsets": ids(self.offsets),
-            "sizes": ids(self.sizes),
-            "aliases": ids(self.aliases),
-            "inplace": ids(self.inplace),
-            "pinned": sorted(self.pinned),
-            "arena_bytes": self.arena_bytes,
-            "naive_bytes": self.naive_bytes,
-            "peak_live_bytes": self.peak_live_bytes,
-            "alignment": self.alignment,
-            "updates_inplace": ids(self.updates_inplace),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> MemoryPlan:
-        ids = _int_keys
-        return cls(
-            schedule=tuple(data["schedule"]),
-            intervals={k: tuple(v) for k, v in ids(data["intervals"]).items()},
-            offsets=ids(data["offsets"]),
-            sizes=ids(data["sizes"]),
-            aliases=ids(data["aliases"]),
-            inplace=ids(data["inplace"]),
-            pinned=frozenset(data["pinned"]),
-            arena_bytes=data["arena_bytes"],
-            naive_bytes=data["naive_bytes"],
-            peak_live_bytes=data["peak_live_bytes"],
-            alignment=data["alignment"],
-            updates_inplace=ids(data["updates_inplace"]),
-        )
 
     def summary(self) -> dict:
         return {

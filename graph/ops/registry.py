@@ -39,6 +39,8 @@ class OpDef:
     - ``scalar``: for elementwise ops, the per-element expression in Python syntax, with
       ``{0}, {1}, ...`` for the operands and ``{name}`` for attributes (finite floats, written
       in as literals); backends generate fused kernels from it.
+    - ``derived``: attributes ``normalize`` computes from the others (a fused node's
+      ``scalar``); any value given is replaced, and saved files never store them.
     """
 
     name: str
@@ -52,6 +54,7 @@ class OpDef:
     scalar: str | None = None
     flops: FlopsFn = _default_flops
     doc: str = ""
+    derived: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.category not in CATEGORIES:

@@ -14,7 +14,8 @@ plus:
 - ``view``: the shape the producer's result is viewed as before the epilogue (the reshape
   between P and E), or None;
 - ``body``/``scalar``: the epilogue in ``fuse.py``'s format, over operands ``{0}`` = the
-  producer's result and ``{1}, {2}, ...`` = the node's inputs after the first ``n_main``.
+  producer's result and ``{1}, {2}, ...`` = the node's inputs after the first ``n_main``
+  (``scalar`` derived from ``body``, as there: never stored in a saved file).
 
 Example: ``relu(conv2d(x, w, b))`` -> ``conv2d_epilogue(x, w, b)`` with ``n_main=3``,
 ``body=(("relu", (0,), ()),)``. Backends run the producer's kernel into the output buffer,
@@ -28,6 +29,8 @@ import math
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
+
+import numpy as np
 
 from ...errors import OpError, ShapeError
 from ..ir import Graph, Node
@@ -89,6 +92,12 @@ class _Operands:
         return self._needs[i]
 
 
+def _is_shape(value: Any) -> bool:
+    return isinstance(value, (tuple, list)) and all(
+        isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0 for d in value
+    )
+
+
 def _make_op(producer: OpDef) -> OpDef:
     name = EPILOGUE_OPS[producer.name]
 
@@ -98,6 +107,8 @@ def _make_op(producer: OpDef) -> OpDef:
         if not isinstance(n, int) or not producer.arity[0] <= n <= producer.arity[1]:
             raise OpError(f"{name}: n_main must be an int in {producer.arity}, got {n!r}")
         view = attrs["view"]
+        if view is not None and not _is_shape(view):
+            raise OpError(f"{name}: view must be None or a shape (a tuple of ints >= 0)")
         view = None if view is None else tuple(int(d) for d in view)
         body = check_body(attrs["body"])
         return {**own, "n_main": n, "view": view, "body": body, "scalar": compose_scalar(body)}
@@ -165,6 +176,7 @@ def _make_op(producer: OpDef) -> OpDef:
             flops=flops,
             doc=f"{producer.name} followed by an elementwise epilogue; see "
             "graph/passes/epilogue.py",
+            derived=("scalar",),
         )
     )
 

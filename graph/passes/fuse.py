@@ -8,12 +8,13 @@ derived from it:
   registered elementwise op, ``attrs`` a tuple of ``(name, value)`` pairs, and each ref in
   ``refs`` names an operand: ``r >= 0`` is the fused node's input ``r``; ``r < 0`` is the
   result of step ``~r`` (= ``-1 - r``), an earlier step. The last step's result is the output.
-- ``scalar`` (derived by ``normalize``; any value given is replaced): the composition of the
-  steps' scalar templates, one expression over ``{0}, {1}, ...`` (the fused node's inputs), so a
-  backend's elementwise code generator runs it like any elementwise op's template, reading it
-  from ``node.attrs["scalar"]`` instead of the registry entry. Templates that use an operand
-  twice (relu, sign) duplicate the operand's subexpression; the pass bounds groups so the
-  expression stays small.
+- ``scalar`` (derived by ``normalize``; any value given is replaced, and saved files never
+  store it): the composition of the steps' scalar templates, one expression over ``{0}, {1},
+  ...`` (the fused node's inputs), so a backend's elementwise code generator runs it like any
+  elementwise op's template, reading it from ``node.attrs["scalar"]`` instead of the registry
+  entry. Templates that use an operand twice (relu, sign) duplicate the operand's
+  subexpression; the pass bounds groups so the expression stays small, and ``normalize``
+  refuses a body (say, from a tampered file) whose expression would grow past that bound.
 
 Example: ``relu(x * w + b)`` -> ``fused_elementwise(x, w, b)`` with ``body = (("mul", (0, 1),
 ()), ("add", (-1, 2), ()), ("relu", (-2,), ()))`` and ``scalar = "((({0} * {1}) + {2}) if
@@ -40,28 +41,57 @@ Step = tuple[str, tuple[int, ...], tuple[tuple[str, Any], ...]]
 
 
 def compose_scalar(body: Sequence[Step]) -> str:
-    """The body as one scalar template over the fused node's inputs ``{0}, {1}, ...``."""
+    """The body as one scalar template over the fused node's inputs ``{0}, {1}, ...``;
+    ``OpError`` when a step's expression grows past ``MAX_EXPR_CHARS``."""
     exprs: list[str] = []
-    for op, refs, attrs in body:
+    for j, (op, refs, attrs) in enumerate(body):
         operands = [f"{{{r}}}" if r >= 0 else exprs[~r] for r in refs]
         exprs.append(get_op(op).scalar.format(*operands, **dict(attrs)))
+        if len(exprs[-1]) > MAX_EXPR_CHARS:
+            raise OpError(f"{FUSED}: step {j} ({op}) grows past {MAX_EXPR_CHARS} characters")
     return exprs[-1]
 
 
+def _is_pairs(attrs: Any) -> bool:
+    return isinstance(attrs, (tuple, list)) and all(
+        isinstance(a, (tuple, list)) and len(a) == 2 and isinstance(a[0], str) for a in attrs
+    )
+
+
+def _are_refs(refs: Any, j: int, arity: int) -> bool:
+    """Operand refs of step ``j``: inputs (``r >= 0``) or earlier steps (``~j < r < 0``)."""
+    return (
+        isinstance(refs, (tuple, list))
+        and len(refs) == arity
+        and all(
+            isinstance(r, int) and not isinstance(r, bool) and ~j < r <= MAX_INPUTS for r in refs
+        )
+    )
+
+
+def _check_step(j: int, step: Any) -> Step:
+    """Step ``j`` of a body, checked (it may come from a file) and canonical."""
+    if not (isinstance(step, (tuple, list)) and len(step) == 3 and isinstance(step[0], str)):
+        raise OpError(f"{FUSED}: step {j} must be (op name, operand refs, attributes)")
+    op, refs, attrs = step
+    opdef = get_op(op)
+    if opdef.category != "elementwise" or op == FUSED:
+        raise OpError(f"{FUSED}: step {j} ({op}) is not a plain elementwise op")
+    if not _are_refs(refs, j, opdef.arity[0]):
+        raise OpError(
+            f"{FUSED}: step {j} ({op}) has bad operand refs: it reads {opdef.arity[0]}, each "
+            f"an input 0..{MAX_INPUTS} or an earlier step (-1 is step 0)"
+        )
+    if not _is_pairs(attrs):
+        raise OpError(f"{FUSED}: step {j} ({op}) attributes must be (name, value) pairs")
+    attrs = tuple(opdef.make_attrs(dict(attrs)).items())  # checked, canonical (tuples)
+    return (op, tuple(refs), attrs)
+
+
 def _check_body(body: Any) -> tuple[Step, ...]:
-    if not isinstance(body, (tuple, list)) or not body:
-        raise OpError(f"{FUSED}: body must be a non-empty tuple of steps, got {body!r}")
-    steps = []
-    for j, (op, refs, attrs) in enumerate(body):
-        opdef = get_op(op)
-        if opdef.category != "elementwise" or op == FUSED:
-            raise OpError(f"{FUSED}: step {j} ({op}) is not a plain elementwise op")
-        refs = tuple(int(r) for r in refs)
-        if any(r < 0 and ~r >= j for r in refs) or len(refs) != opdef.arity[0]:
-            raise OpError(f"{FUSED}: step {j} ({op}) has bad operand refs {refs}")
-        attrs = tuple(opdef.make_attrs(dict(attrs)).items())  # checked, canonical (tuples)
-        steps.append((str(op), refs, attrs))
-    return tuple(steps)
+    if not isinstance(body, (tuple, list)) or not 1 <= len(body) <= MAX_STEPS:
+        raise OpError(f"{FUSED}: body must be a tuple of 1 to {MAX_STEPS} steps")
+    return tuple(_check_step(j, step) for j, step in enumerate(body))
 
 
 def _normalize(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -169,6 +199,7 @@ FUSED_OP = register(
         scalar=_PerNodeScalar("{0}"),
         flops=_flops,
         doc="several elementwise ops as one; see graph/passes/fuse.py for the body format",
+        derived=("scalar",),
     )
 )
 
@@ -211,11 +242,13 @@ def _build(graph: Graph, members: list[int]) -> tuple[tuple[int, ...], tuple[Ste
 
 def _fits(graph: Graph, members: list[int]) -> bool:
     inputs, body = _build(graph, members)
-    return (
-        len(body) <= MAX_STEPS
-        and len(inputs) <= MAX_INPUTS
-        and len(compose_scalar(body)) <= MAX_EXPR_CHARS
-    )
+    if len(body) > MAX_STEPS or len(inputs) > MAX_INPUTS:
+        return False
+    try:
+        compose_scalar(body)
+    except OpError:  # the expression grows too long
+        return False
+    return True
 
 
 def fuse_elementwise(graph: Graph, keep: frozenset[int] = frozenset()) -> Graph:

@@ -136,6 +136,20 @@ def test_fused_op_checks_its_body():
         b.emit(FUSED, [x], body=(("add", (0, 1), ()),))
     ok = b.emit(FUSED, [x], body=[["exp", [0], []]], scalar="ignored")
     assert ok.node.attrs["scalar"] == "math.exp({0})"
+    # Bodies come from saved files too: malformed ones are refused by name, not by a crash.
+    refused = {
+        "bad operand refs": (("exp", (True,), ()),),
+        f"1 to {MAX_STEPS} steps": (("exp", (0,), ()),) * (MAX_STEPS + 1),
+        r"must be \(op name, operand refs, attributes\)": (("exp", (0,)),),
+        r"must be \(name, value\) pairs": (("leaky_relu", (0,), ("negative_slope",)),),
+        f"grows past {MAX_EXPR_CHARS} characters": (
+            ("sign", (0,), ()),
+            *(("sign", (-1 - k,), ()) for k in range(MAX_STEPS - 1)),
+        ),
+    }
+    for match, body in refused.items():
+        with pytest.raises(OpError, match=match):
+            b.emit(FUSED, [x], body=body)
     with pytest.raises(OpError, match="node.attrs"):
         O.get_op(FUSED).scalar.format("a0")
 
