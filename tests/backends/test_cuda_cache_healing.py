@@ -180,8 +180,11 @@ def test_an_unwritable_cache_compiles_in_memory_with_one_warning(tmp_path, how, 
     assert f"cannot write its kernel cache directory {bad} " in warning
     (generated,) = [name for name in result["compiled"] if name != POOL]
     assert result["caches"][generated] == ["NullCache", None]  # no source file, or no Numba dir
-    if which != "both set":
-        assert result["caches"][POOL] == ["NullCache", None]
+    pool_cache = result["caches"][POOL]
+    if which == "both set":  # NUMBA_CACHE_DIR is writable
+        assert pool_cache[0] == "CUDAKernelCache" and Path(pool_cache[1]).parent == good
+    else:
+        assert pool_cache == ["NullCache", None]
     assert not any((tmp_path / "home").iterdir())  # no ~/.cache/numba
     assert not any((tmp_path / "work").iterdir())
     assert numba_files(PACKAGE / "backends") == before  # no __pycache__ beside the kernels
@@ -215,7 +218,7 @@ print(json.dumps([[type(c).__module__, type(c).__name__, c.cache_path] for c in 
 """
 
 
-def test_only_numbagrads_kernels_get_its_cache(tmp_path):
+def test_runtime_jit_attaches_numbagrads_cache_and_cuda_jit_keeps_its_own(tmp_path):
     (tmp_path / "users").mkdir()
     users_module = tmp_path / "users" / "users_module.py"
     users_module.write_text("def kernel(x):\n    x[0] = 1\n")
