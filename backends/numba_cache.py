@@ -13,7 +13,8 @@ numbagrad's modules and of its generated kernels (``numbagrad_generated.*``) get
 - an entry it cannot read is removed and compiled again, with one ``CacheWarning``.
 
 Every other function in the process keeps Numba's own cache. Importing this module sets that up;
-the CPU backend imports it before its kernels are decorated.
+the CPU backend imports it before its kernels are decorated. The CUDA backend mixes the same
+locator and load/save handling into numba-cuda's classes (``cuda/numba_cache.py``).
 """
 
 from __future__ import annotations
@@ -56,8 +57,10 @@ def _chosen_dir() -> Path:
     return Path(config.CACHE_DIR) if config.CACHE_DIR else cache_dir()
 
 
-class _KernelLocator(_SourceFileBackedLocatorMixin, _CacheLocator):
-    """``<root>/<folder>_<hash of the folder>``, the subfolder Numba itself would use."""
+class KernelLocator(_SourceFileBackedLocatorMixin, _CacheLocator):
+    """``<root>/<folder>_<hash of the folder>``, the subfolder Numba itself would use. numba-cuda's
+    caches ask a locator the same four things (its caching module is a copy of Numba's), so the
+    CUDA backend's cache uses this class too."""
 
     def __init__(self, py_func: Callable, py_file: str) -> None:
         self._py_file = py_file
@@ -68,23 +71,27 @@ class _KernelLocator(_SourceFileBackedLocatorMixin, _CacheLocator):
         return self._cache_path
 
 
-class _KernelCacheImpl(CompileResultCacheImpl):
+class OneLocatorImpl:
+    """Mixed in before a Numba ``CacheImpl`` (CPU or CUDA): its ``__init__`` takes the first of
+    Numba's locators (or NUMBA_CACHE_LOCATOR_CLASSES's) that can write somewhere; numbagrad's
+    kernels have one place, ``KernelLocator``'s. Names as Numba's."""
+
     def __init__(self, py_func: Callable) -> None:
-        # Numba's __init__ takes the first of its locators (or NUMBA_CACHE_LOCATOR_CLASSES's)
-        # that can write somewhere; numbagrad's kernels have one place. Names as Numba's.
         py_file = inspect.getfile(py_func)
         self._lineno = py_func.__code__.co_firstlineno
-        self._locator = _KernelLocator(py_func, py_file)
+        self._locator = KernelLocator(py_func, py_file)
         fullname = f"{Path(py_file).stem}.{py_func.__qualname__}"
         self._filename_base = self.get_filename_base(fullname, getattr(sys, "abiflags", ""))
 
 
-class KernelCache(FunctionCache):
-    """Numba's per-function cache in ``numba_cache_root()``: an entry that cannot be read is
+class _KernelCacheImpl(OneLocatorImpl, CompileResultCacheImpl):
+    pass
+
+
+class HealingCache:
+    """Mixed in before a Numba per-function cache (CPU or CUDA): an entry that cannot be read is
     removed (the kernel then compiles and saves anew); one that cannot be written turns the
     cache off for the kernel."""
-
-    _impl_class = _KernelCacheImpl
 
     def load_overload(self, sig, target_context):
         try:
@@ -120,15 +127,24 @@ class KernelCache(FunctionCache):
         )
 
 
+class KernelCache(HealingCache, FunctionCache):
+    """Numba's per-function cache of CPU kernels in ``numba_cache_root()``, healing."""
+
+    _impl_class = _KernelCacheImpl
+
+
 _usable_paths: dict[str, bool] = {}
 
 
-def kernel_cache(py_func: Callable) -> KernelCache | NullCache:
-    """The cache for one of numbagrad's functions: a ``KernelCache`` when its directory can be
-    written, else a ``NullCache`` (compiled in memory; one ``CacheWarning`` per directory)."""
+def kernel_cache(
+    py_func: Callable, cache_class: type[HealingCache] = KernelCache, null_cache: type = NullCache
+) -> HealingCache | NullCache:
+    """The cache for one of numbagrad's functions: a ``cache_class`` when its directory can be
+    written, else a ``null_cache`` (compiled in memory; one ``CacheWarning`` per directory).
+    The CUDA backend passes numba-cuda's classes."""
     if not os.path.isfile(inspect.getfile(py_func)):  # generated, compiled from a string
-        return NullCache()
-    cache = KernelCache(py_func)
+        return null_cache()
+    cache = cache_class(py_func)
     path = cache.cache_path
     if path not in _usable_paths:
         try:
@@ -137,7 +153,7 @@ def kernel_cache(py_func: Callable) -> KernelCache | NullCache:
         except OSError as e:
             _usable_paths[path] = False
             warn_unwritable(_chosen_dir(), e)
-    return cache if _usable_paths[path] else NullCache()
+    return cache if _usable_paths[path] else null_cache()
 
 
 def _is_numbagrad_function(py_func: Callable) -> bool:

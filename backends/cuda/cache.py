@@ -1,6 +1,7 @@
 """Generated CUDA kernels live as .py files in the cache directory (``$NUMBAGRAD_CACHE_DIR``,
 next to the CPU backend's), named by a hash of their source. On a GPU they compile with
-``cache=True``, so a second process loads the compiled code instead of compiling again."""
+``cache=True`` (numbagrad's cache, ``numba_cache``), so a second process loads the compiled code
+instead of compiling again."""
 
 from __future__ import annotations
 

@@ -10,7 +10,6 @@ chosen when numba.cuda is first imported, so set the variable before the first c
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import sys
@@ -78,16 +77,20 @@ def _pin_simulator_mode() -> None:
 
 def jit(fn=None, *, cache: bool = False, **options):
     """``cuda.jit`` for kernels and device functions. ``cache=True`` (module-level functions
-    only, not closures) keeps the compiled code on disk; the simulator has nothing to cache."""
+    only, not closures) keeps the compiled code on disk, in numbagrad's one directory and
+    healing (``numba_cache``), not with numba-cuda's ``cache=True``, which falls back to
+    ``__pycache__`` or ``~/.cache/numba`` and raises on a damaged entry. The simulator has
+    nothing to cache."""
     if fn is None:
         return lambda f: jit(f, cache=cache, **options)
     cuda = load_cuda()
     _pin_simulator_mode()
-    # A generated kernel compiled from its source string (its cache directory could not be
-    # written) has no file, and Numba refuses to cache a function without one.
-    if cache and not simulated() and os.path.isfile(inspect.getfile(fn)):
-        options["cache"] = True
-    return cuda.jit(fn, **options)
+    dispatcher = cuda.jit(fn, **options)
+    if cache and not simulated():
+        from .numba_cache import cuda_kernel_cache  # numba-cuda's real target: not on the sim
+
+        dispatcher._cache = cuda_kernel_cache(fn)  # what cache=True's enable_caching() sets
+    return dispatcher
 
 
 _SM_COUNT: list[int] = []

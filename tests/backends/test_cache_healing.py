@@ -7,21 +7,23 @@ HOME) under tmp_path, so the on-disk caches are really read."""
 
 from __future__ import annotations
 
-import json
-import os
-import pickle
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import numba
 import numpy as np
 import pytest
-
-import numbagrad
-
-PACKAGE = Path(numbagrad.__file__).parent
+from cache_scenarios import (
+    DAMAGE,
+    PACKAGE,
+    UNWRITABLE,
+    WHICH,
+    cache_dirs,
+    numba_files,
+    one,
+    restored,
+    run_script,
+    unwritable,
+)
 
 W = [[1.0, -2.0, 0.5], [0.25, 1.0, -1.0]]
 B = [0.5, -1.0]
@@ -70,47 +72,21 @@ MATMUL = "numbagrad.backends.cpu.kernels.linalg.matmul"
 
 
 def _run(tmp: Path, numbagrad_dir: Path, numba_dir: Path | None = None) -> dict:
-    """Run the model in a fresh process; HOME and the working directory are empty folders of
-    ``tmp`` (kept for the caller to check). Numba's cache defaults to ``numbagrad_dir/numba``."""
-    (tmp / "home").mkdir(exist_ok=True)
-    (tmp / "work").mkdir(exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.endswith("CACHE_DIR")}
-    env.pop("XDG_CACHE_HOME", None)  # Numba's user-wide fallback would follow it
-    env.update(HOME=str(tmp / "home"), NUMBAGRAD_CACHE_DIR=str(numbagrad_dir))
-    if numba_dir is not None:
-        env["NUMBA_CACHE_DIR"] = str(numba_dir)
-    proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT],
-        cwd=tmp / "work",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    """Run the model in a fresh process (``run_script``) and check its output."""
+    result = run_script(_SCRIPT, tmp, numbagrad_dir, numba_dir)
     np.testing.assert_allclose(result["out"], EXPECTED, rtol=1e-6)
     return result
-
-
-def _one(cache: Path, pattern: str) -> Path:
-    (path,) = cache.rglob(pattern)
-    return path
 
 
 def _entries(cache: Path) -> dict[str, Path]:
     """The files of the warm cache (NUMBA_CACHE_DIR unset: Numba's under ``cache/numba``)."""
     return {
-        "source": _one(cache / "kernels", "k_*.py"),
-        "generated .nbi": _one(cache / "numba", "k_*.nbi"),
-        "generated .nbc": _one(cache / "numba", "k_*.nbc"),
-        "hand-written .nbi": _one(cache / "numba", "linalg.matmul-*.nbi"),
-        "hand-written .nbc": _one(cache / "numba", "linalg.matmul-*.nbc"),
+        "source": one(cache / "kernels", "k_*.py"),
+        "generated .nbi": one(cache / "numba", "k_*.nbi"),
+        "generated .nbc": one(cache / "numba", "k_*.nbc"),
+        "hand-written .nbi": one(cache / "numba", "linalg.matmul-*.nbi"),
+        "hand-written .nbc": one(cache / "numba", "linalg.matmul-*.nbc"),
     }
-
-
-def _numba_files(root: Path) -> set[Path]:
-    return set(root.rglob("*.nbi")) | set(root.rglob("*.nbc"))
 
 
 @pytest.fixture(scope="module")
@@ -130,32 +106,6 @@ def warm(tmp_path_factory) -> tuple[Path, str]:
     return tmp / "pristine", generated
 
 
-def _restored(pristine: Path) -> Path:
-    """The warm cache back in its own place: Numba files a generated kernel's entries under a
-    hash of the folder of its source file, so a copy elsewhere would not find them."""
-    cache = pristine.parent / "cache"
-    shutil.rmtree(cache)
-    shutil.copytree(pristine, cache)
-    return cache
-
-
-def _wrong(name: str, good: bytes) -> bytes:
-    """Well-formed bytes of the wrong content: another kernel's source, a pickle that is not
-    an index or a compiled kernel."""
-    if name == "source":
-        return good + b"\nedited = True\n"
-    if name.endswith(".nbi"):
-        return pickle.dumps(numba.__version__) + pickle.dumps({"not": "an index"})
-    return pickle.dumps({"not": "a compiled kernel"})
-
-
-DAMAGE = {
-    "garbage": lambda name, good: b"\x80\x04 not a cache entry \xff" * 3,
-    "truncated": lambda name, good: good[: len(good) // 2],
-    "empty": lambda name, good: b"",
-    "wrong content": _wrong,
-}
-
 # Damaged together: a damaged index hides its data file, and numbagrad's rewritten source file
 # leaves its Numba entries usable (their stamp is its content), so each run sees each of these.
 GROUPS = {
@@ -172,7 +122,7 @@ GROUPS = {
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_a_damaged_entry_is_replaced_with_one_warning(warm, tmp_path, damage, group):
     pristine, generated = warm
-    cache = _restored(pristine)
+    cache = restored(pristine)
     entries = _entries(cache)
     good = {name: entries[name].read_bytes() for name in GROUPS[group]}
     for name in GROUPS[group]:
@@ -192,34 +142,13 @@ def test_a_damaged_entry_is_replaced_with_one_warning(warm, tmp_path, damage, gr
     assert again["warnings"] == [] and again["compiled"] == []
 
 
-def _unwritable(tmp: Path, how: str) -> Path:
-    """A cache path that cannot be written: below a regular file (mkdir fails even for root),
-    or in a directory without write permission."""
-    if how == "below a file":
-        (tmp / "file").write_text("not a directory")
-        return tmp / "file" / "cache"
-    (tmp / "readonly").mkdir()
-    (tmp / "readonly").chmod(0o555)
-    try:
-        (tmp / "readonly" / "probe").mkdir()
-    except PermissionError:
-        return tmp / "readonly" / "cache"
-    pytest.skip(
-        "chmod does not keep this user (root) from writing: the below-a-file case covers it"
-    )
-
-
-@pytest.mark.parametrize("how", ["below a file", "chmod 555"])
-@pytest.mark.parametrize("which", ["NUMBAGRAD_CACHE_DIR", "NUMBA_CACHE_DIR", "both set"])
+@pytest.mark.parametrize("how", UNWRITABLE)
+@pytest.mark.parametrize("which", WHICH)
 def test_an_unwritable_cache_compiles_in_memory_with_one_warning(tmp_path, how, which):
-    bad = _unwritable(tmp_path, how)
+    bad = unwritable(tmp_path, how)
     good = tmp_path / "writable"
-    before = _numba_files(PACKAGE / "backends")
-    numbagrad_dir, numba_dir = {
-        "NUMBAGRAD_CACHE_DIR": (bad, None),  # Numba's entries would go below it too
-        "NUMBA_CACHE_DIR": (good, bad),
-        "both set": (bad, good),  # NUMBAGRAD_CACHE_DIR unwritable, NUMBA_CACHE_DIR not
-    }[which]
+    before = numba_files(PACKAGE / "backends")
+    numbagrad_dir, numba_dir = cache_dirs(which, bad, good)
     try:
         result = _run(tmp_path, numbagrad_dir, numba_dir)
     finally:
@@ -230,12 +159,12 @@ def test_an_unwritable_cache_compiles_in_memory_with_one_warning(tmp_path, how, 
     assert f"cannot write its kernel cache directory {bad} " in warning
     assert not any((tmp_path / "home").iterdir())  # no ~/.cache/numba
     assert not any((tmp_path / "work").iterdir())
-    assert _numba_files(PACKAGE / "backends") == before  # no __pycache__ beside the kernels
+    assert numba_files(PACKAGE / "backends") == before  # no __pycache__ beside the kernels
     assert not bad.exists()
     written = {p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()}
     expected = {Path("file")} if how == "below a file" else set()
     if which == "NUMBA_CACHE_DIR":  # the generated source, but no Numba entry
-        expected |= {_one(good, "k_*.py").relative_to(tmp_path)}
+        expected |= {one(good, "k_*.py").relative_to(tmp_path)}
     if which == "both set":  # the hand-written kernels' Numba entries, no generated one
         hand_written = set(good.rglob("linalg.*"))
         assert hand_written and not any(good.rglob("k_*"))
