@@ -153,6 +153,12 @@ CASES = [  # (id, op-API function, torch function, operands)
         [X_SOFT[3:], distinct((3, 5))],
     ),
     (
+        "local_response_norm",  # a NaN or Inf spreads over its neighbours' channel windows
+        lambda x: O.local_response_norm(x, 3, alpha=0.5, beta=0.75, k=1.0),
+        lambda x: TF.local_response_norm(x, 3, alpha=0.5, beta=0.75, k=1.0),
+        [X_POOL[:, :, 3:, 3:].repeat(2, axis=1)],
+    ),
+    (
         "upsample_nearest",
         lambda x: O.upsample2d(x, 2),
         lambda x: TF.interpolate(x, scale_factor=2),
