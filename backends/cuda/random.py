@@ -30,13 +30,15 @@ def _mix(z):
 
 @jit(cache=True)
 def dropout_kernel(x, step, out, seed, threshold, scale):
-    """out = x * scale where the element's hash clears ``threshold``, else 0 (flat arrays)."""
+    """out = x * scale where the element's hash clears ``threshold``, else x * 0 (flat arrays:
+    a dropped NaN or Inf gives NaN, as in torch)."""
     key = _mix(_mix(seed + _G) ^ np.uint64(step[0]))
+    zero = x.dtype.type(0)
     t = cuda.grid(1)
     stride = cuda.gridsize(1)
     while t < x.shape[0]:
         h = _mix(key + np.uint64(t) * _G)
-        out[t] = x[t] * scale if (h >> _SHIFT) >= threshold else 0.0
+        out[t] = x[t] * (scale if (h >> _SHIFT) >= threshold else zero)
         t += stride
 
 

@@ -119,13 +119,14 @@ def _max_unpool2d_grad(node, graph):
 
 
 @jit(device=True)
-def _tap_weight(o, i, i0, i1, w0, w1):
-    """The weight input position i has in output position o along one axis."""
-    return (w0[o] if i0[o] == i else 0.0) + (w1[o] if i1[o] == i else 0.0)
+def _tap(k, o, i0, i1):
+    return i0[o] if k == 0 else i1[o]
 
 
 @jit(cache=True)
-def upsample_forward(x, out, nc, h, w, oh_, ow_, hi0, hi1, hw0, hw1, wi0, wi1, ww0, ww1):
+def upsample_forward(x, out, nc, h, w, oh_, ow_, hi0, hi1, hw0, hw1, wi0, wi1, ww0, ww1, nearest):
+    """As torch: nearest copies its one tap; bilinear weighs each row's two columns, then the
+    two rows (a zero weight on a NaN or Inf tap gives NaN there, as in torch)."""
     t = cuda.grid(1)
     step = cuda.gridsize(1)
     while t < nc * oh_ * ow_:
@@ -133,27 +134,37 @@ def upsample_forward(x, out, nc, h, w, oh_, ow_, hi0, hi1, hw0, hw1, wi0, wi1, w
         base = plane * h * w
         r0, r1 = base + hi0[oh] * w, base + hi1[oh] * w
         j0, j1 = wi0[ow], wi1[ow]
-        top = x[r0 + j0] * ww0[ow] + x[r0 + j1] * ww1[ow]
-        bottom = x[r1 + j0] * ww0[ow] + x[r1 + j1] * ww1[ow]
-        out[t] = hw0[oh] * top + hw1[oh] * bottom
+        if nearest:
+            out[t] = x[r0 + j0]
+        else:
+            top = x[r0 + j0] * ww0[ow] + x[r0 + j1] * ww1[ow]
+            bottom = x[r1 + j0] * ww0[ow] + x[r1 + j1] * ww1[ow]
+            out[t] = hw0[oh] * top + hw1[oh] * bottom
         t += step
 
 
 @jit(cache=True)
-def upsample_backward(g, gx, nc, h, w, oh_, ow_, sh, sw, hi0, hi1, hw0, hw1, wi0, wi1, ww0, ww1):
-    """gx = sum over the outputs whose taps reach the element (rows within [(ih - 1) * sh,
-    (ih + 2) * sh), likewise columns) of g times the tap weights."""
+def upsample_backward(
+    g, gx, nc, h, w, oh_, ow_, sh, sw, hi0, hi1, hw0, hw1, wi0, wi1, ww0, ww1, nearest
+):
+    """gx = sum over the outputs within reach (rows within [(ih - 1) * sh, (ih + 2) * sh),
+    likewise columns) of g times the weights of each of their taps that lands on the element:
+    the CPU kernel's and torch's scatter, zero weights included, as a gather."""
     t = cuda.grid(1)
     step = cuda.gridsize(1)
+    taps = 1 if nearest else 2
     while t < nc * h * w:
         plane, ih, iw = plane_position(t, h, w)
         acc = 0.0
         for oh in range(max(0, (ih - 1) * sh), min(oh_, (ih + 2) * sh)):
-            a = _tap_weight(oh, ih, hi0, hi1, hw0, hw1)
-            if a != 0.0:
-                row = (plane * oh_ + oh) * ow_
-                for ow in range(max(0, (iw - 1) * sw), min(ow_, (iw + 2) * sw)):
-                    acc += a * _tap_weight(ow, iw, wi0, wi1, ww0, ww1) * g[row + ow]
+            row = (plane * oh_ + oh) * ow_
+            for a in range(taps):
+                if _tap(a, oh, hi0, hi1) == ih:
+                    wa = _tap(a, oh, hw0, hw1)
+                    for ow in range(max(0, (iw - 1) * sw), min(ow_, (iw + 2) * sw)):
+                        for b in range(taps):
+                            if _tap(b, ow, wi0, wi1) == iw:
+                                acc += wa * _tap(b, ow, ww0, ww1) * g[row + ow]
         gx[t] = acc
         t += step
 
@@ -168,7 +179,8 @@ def _device_tables(node, x_shape) -> tuple:
 def _upsample2d(node, graph):
     n, c, h, w = graph[node.inputs[0]].shape
     tables = _device_tables(node, (n, c, h, w))
-    return per_output_launch(upsample_forward, node, (n * c, h, w, *node.shape[2:], *tables))
+    args = (n * c, h, w, *node.shape[2:], *tables, node.attrs["mode"] == "nearest")
+    return per_output_launch(upsample_forward, node, args)
 
 
 @lowers("upsample2d_grad")
@@ -176,7 +188,7 @@ def _upsample2d_grad(node, graph):
     n, c, h, w = node.shape
     tables = _device_tables(node, node.shape)
     args = (n * c, h, w, *graph[node.inputs[0]].shape[2:], *node.attrs["scale"], *tables)
-    return per_output_launch(upsample_backward, node, args)
+    return per_output_launch(upsample_backward, node, (*args, node.attrs["mode"] == "nearest"))
 
 
 # --- local response normalization -----------------------------------------------------------

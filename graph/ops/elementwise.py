@@ -107,9 +107,10 @@ _elementwise("div", 2, "({0} / {1})", np.divide, _div_vjp)
 _elementwise(
     "relu_grad",
     2,
-    "({0} if {1} > 0 else 0.0)",
-    lambda g, y: np.where(y > 0, g, np.zeros((), g.dtype)),
-    doc="relu's backward: the gradient where the activation is positive, else 0",
+    "(0.0 if {1} <= 0.0 else {0})",
+    lambda g, y: np.where(y <= 0, np.zeros((), g.dtype), g),
+    doc="relu's backward: 0 where the activation is <= 0, else the gradient (a NaN "
+    "activation passes it, as torch's threshold_backward)",
 )
 
 # --- unary --------------------------------------------------------------------------------
@@ -123,13 +124,15 @@ _elementwise(
     "sign",
     1,
     "(1.0 if {0} > 0 else (-1.0 if {0} < 0 else 0.0))",
-    lambda x: np.sign(x),
+    lambda x: np.where(np.isnan(x), np.zeros((), x.dtype), np.sign(x)),
     lambda ctx, g: [None],
+    doc="1, -1 or 0; 0 for NaN, as torch.sign (numpy's sign gives NaN)",
 )
 _elementwise(
     "relu",
     1,
-    "({0} if {0} > 0 else 0.0)",
+    # NaN fails `<=` and passes through, as in torch; one compare and a select (vectorizes).
+    "(0.0 if {0} <= 0.0 else {0})",
     lambda x: np.maximum(x, np.zeros((), x.dtype)),
     lambda ctx, g: [relu_grad(g, ctx.output)],
 )
@@ -148,21 +151,30 @@ _elementwise(
 
 
 def _max_min_vjp(toward: float):
-    """maximum (toward=+1) / minimum (-1): the gradient goes to the operand that won, split
-    in half on ties (as PyTorch does)."""
+    """maximum (toward=+1) / minimum (-1): as PyTorch, the gradient goes to the operand that
+    won, half to each on ties, and whole to both where either is NaN (neither lost)."""
 
     def vjp(ctx, g):
-        ga = g * (0.5 + (0.5 * toward) * sign(ctx.input(0) - ctx.input(1)))
+        a, b = ctx.input(0), ctx.input(1)
+        share = 1.0 - 0.5 * equal(a, b)
+        lost_a = select((b - a) * toward, 1.0, 0.0)  # a < b for maximum; NaN: not lost
+        lost_b = select((a - b) * toward, 1.0, 0.0)
         return [
-            unbroadcast(ga, ctx.shape(0)) if ctx.needs(0) else None,
-            unbroadcast(g - ga, ctx.shape(1)) if ctx.needs(1) else None,
+            unbroadcast(g * (share - lost_a), ctx.shape(0)) if ctx.needs(0) else None,
+            unbroadcast(g * (share - lost_b), ctx.shape(1)) if ctx.needs(1) else None,
         ]
 
     return vjp
 
 
-_elementwise("maximum", 2, "({0} if {0} >= {1} else {1})", np.maximum, _max_min_vjp(1.0))
-_elementwise("minimum", 2, "({0} if {0} <= {1} else {1})", np.minimum, _max_min_vjp(-1.0))
+# A NaN in either operand wins, as np.maximum and torch.maximum. Never Python's max()/min():
+# numba-cuda lowers them to fmax/fmin, which return the other operand.
+_elementwise(
+    "maximum", 2, "({0} if ({0} >= {1} or {0} != {0}) else {1})", np.maximum, _max_min_vjp(1.0)
+)
+_elementwise(
+    "minimum", 2, "({0} if ({0} <= {1} or {0} != {0}) else {1})", np.minimum, _max_min_vjp(-1.0)
+)
 
 
 def _select_vjp(ctx, g):
@@ -220,11 +232,21 @@ def _pow_vjp(ctx, g):
     return [g if e == 1 else g * (x * 2.0 if e == 2 else pow(x, e - 1) * e)]
 
 
+def _pow_ref(x, exponent):
+    if exponent == -0.5:  # as torch: rsqrt, so rsqrt(-inf) is NaN and rsqrt(-0) is -inf
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.ones((), x.dtype) / np.sqrt(x)
+    return np.power(x, np.asarray(exponent, x.dtype))  # 0.5: numpy takes sqrt, as torch
+
+
 _elementwise(
     "pow",
     1,
-    "({0} ** ({exponent}))",
-    lambda x, exponent: np.power(x, np.asarray(exponent, x.dtype)),
+    # Exponents +-0.5 are sqrt and 1/sqrt, as in torch and numpy: C's pow(-inf, 0.5) is +inf,
+    # not NaN. The condition compares two literals, which the compiler folds away.
+    "(math.sqrt({0}) if ({exponent}) == 0.5 else "
+    "(1.0 / math.sqrt({0}) if ({exponent}) == -0.5 else {0} ** ({exponent})))",
+    _pow_ref,
     _pow_vjp,
     doc="x ** exponent, for a constant (float attribute) exponent",
     **float_attrs(exponent=2.0),
@@ -233,15 +255,18 @@ _elementwise(
 
 def _xlogy_ref(x, y):
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(x == 0, np.zeros((), x.dtype), x * np.log(y))
+        out = np.where(x == 0, np.zeros((), x.dtype), x * np.log(y))
+    return np.where(np.isnan(y), y, out)
 
 
 def _xlogy_vjp(ctx, g):
     x, y = ctx.input(0), ctx.input(1)
-    # As torch: d/dx = log(y), except 0 where x == 0 and y <= 0 (where log(y) is not finite).
-    defined = abs(x) + relu(y)
+    # As torch: d/dx = log(y), except 0 where x == 0 and y <= 0 (where log(y) is not finite);
+    # a NaN y is not <= 0, so its NaN goes through.
+    y_at_most_0 = select(y, 0.0, equal(y, y))  # 1 where y <= 0, 0 where y > 0 or NaN
+    masked = equal(x, 0.0) * y_at_most_0
     return [
-        unbroadcast(select(defined, g * log(y), 0.0), ctx.shape(0)) if ctx.needs(0) else None,
+        unbroadcast(select(masked, 0.0, g * log(y)), ctx.shape(0)) if ctx.needs(0) else None,
         unbroadcast(g * x / y, ctx.shape(1)) if ctx.needs(1) else None,
     ]
 
@@ -249,10 +274,10 @@ def _xlogy_vjp(ctx, g):
 _elementwise(
     "xlogy",
     2,
-    "(0.0 if {0} == 0 else {0} * math.log({1}))",
+    "({1} if {1} != {1} else (0.0 if {0} == 0 else {0} * math.log({1})))",
     _xlogy_ref,
     _xlogy_vjp,
-    doc="x * log(y), and 0 where x == 0 (as torch.xlogy): KL divergence, entropies",
+    doc="x * log(y), and 0 where x == 0 unless y is NaN (as torch.xlogy): KL divergence, entropies",
 )
 
 

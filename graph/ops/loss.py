@@ -134,7 +134,10 @@ def _bce_vjp(ctx, g):
 _elementwise(
     "binary_cross_entropy",
     2,
-    "(-({1} * max(math.log({0}), -100.0) + (1.0 - {1}) * max(math.log(1.0 - {0}), -100.0)))",
+    # Each log clamped at -100 by a compare that lets NaN through, not max(): numba-cuda
+    # lowers max() to fmax, which drops a NaN.
+    "(-({1} * (-100.0 if math.log({0}) < -100.0 else math.log({0}))"
+    " + (1.0 - {1}) * (-100.0 if math.log(1.0 - {0}) < -100.0 else math.log(1.0 - {0}))))",
     _bce_ref,
     _bce_vjp,
     doc="-(y log p + (1 - y) log(1 - p)) per element, logs clamped at -100 (as torch)",
@@ -149,13 +152,19 @@ def _bce_logits_vjp(ctx, g):
     ]
 
 
+def _bce_logits_ref(x, y):
+    return (1 - y) * x - np.minimum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
 _elementwise(
     "binary_cross_entropy_with_logits",
     2,
-    "(({0} if {0} > 0 else 0.0) - {0} * {1} + math.log1p(math.exp(-abs({0}))))",
-    lambda x, y: np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x))),
+    # torch's form (1 - y) x - log_sigmoid(x): the same value, and the same NaN at infinite x.
+    "((1.0 - {1}) * {0} - (0.0 if {0} >= 0.0 else {0}) + math.log1p(math.exp(-abs({0}))))",
+    _bce_logits_ref,
     _bce_logits_vjp,
-    doc="BCE of sigmoid(x) against y per element, stably: max(x, 0) - x y + log1p(e^-|x|)",
+    doc="BCE of sigmoid(x) against y per element, stably (as torch): "
+    "(1 - y) x - min(x, 0) + log1p(e^-|x|)",
 )
 
 # --- the loss functions (the op API; nn losses and F call these) ----------------------------

@@ -52,16 +52,23 @@ def _infer_pool_grad(types, attrs) -> TensorType:
     return TensorType(tuple(x_shape), g.dtype)
 
 
-def _max_windows(x, attrs, out_hw):
+def _max_windows(x, attrs, out_hw, fill=-np.inf):
+    """(N, C, OH, OW, KH*KW): each window's taps, ``fill`` where a tap is padding."""
     win = _windows(
-        x, attrs["kernel"], attrs["stride"], attrs["padding"], attrs["dilation"], out_hw, -np.inf
+        x, attrs["kernel"], attrs["stride"], attrs["padding"], attrs["dilation"], out_hw, fill
     )
     return win.reshape(*win.shape[:4], -1)
 
 
 def first_max_taps(x, attrs, out_hw):
-    """Per window, the row-major tap (i * KW + j) of its first maximum, as PyTorch picks it."""
-    return _max_windows(x, attrs, out_hw).argmax(axis=-1)
+    """Per window, the row-major tap (i * KW + j) of its maximum as PyTorch picks it: the
+    first maximum among the taps inside the input, or the last NaN when the window holds one."""
+    win = _max_windows(x, attrs, out_hw)
+    inside = _max_windows(np.ones((1, 1, *x.shape[2:]), bool), attrs, out_hw, False)
+    nan = np.isnan(win)
+    first = (inside & (win == win.max(axis=-1, keepdims=True))).argmax(axis=-1)
+    last_nan = win.shape[-1] - 1 - nan[..., ::-1].argmax(axis=-1)
+    return np.where(nan.any(axis=-1), last_nan, first)
 
 
 def window_flops(ins, out, attrs) -> int:

@@ -7,7 +7,8 @@ calls. Instead each element's keep/drop bit is a pure function of (seed, step, e
 
 The hash is the splitmix64 stream: ``key = mix(mix(seed + G) ^ step)``, element ``i`` draws
 ``h = mix(key + i * G)`` (uint64, wrapping) and is kept when its top 53 bits are at least
-``round(p * 2**53)``; kept elements are scaled by ``1 / (1 - p)``. The NumPy reference here,
+``round(p * 2**53)``; kept elements are scaled by ``1 / (1 - p)``, dropped ones multiplied by 0
+(as torch: a dropped NaN or Inf gives NaN, so dropout never hides one). The NumPy reference here,
 the Numba CPU kernel and the CUDA kernel compute the same bits, so every backend draws the
 same mask. The VJP is dropout of the gradient with the same seed and step: the mask is
 recomputed, never stored.
@@ -61,7 +62,8 @@ def dropout_mask(shape, p: float, seed: int, step: float) -> np.ndarray:
 
 def _reference(x, step, p, seed):
     keep = dropout_mask(x.shape, p, seed, float(np.asarray(step)))
-    return np.where(keep, x * np.asarray(keep_scale(p), x.dtype), np.zeros((), x.dtype))
+    # x times 0 or the scale, as torch: a dropped NaN or Inf stays NaN.
+    return x * np.where(keep, np.asarray(keep_scale(p), x.dtype), np.zeros((), x.dtype))
 
 
 def _infer(types, attrs) -> TensorType:

@@ -237,15 +237,6 @@ def interpolation_taps(n_in: int, scale: int, mode: str):
     return i0, np.minimum(i0 + 1, n_in - 1), 1.0 - w1, w1
 
 
-def interpolation_matrix(n_in: int, scale: int, mode: str) -> np.ndarray:
-    """(n_out, n_in): row o holds the weights output position o gives each input position."""
-    i0, i1, w0, w1 = interpolation_taps(n_in, scale, mode)
-    m = np.zeros((len(i0), n_in))
-    np.add.at(m, (np.arange(len(i0)), i0), w0)
-    np.add.at(m, (np.arange(len(i0)), i1), w1)
-    return m
-
-
 def _normalize_upsample(attrs: dict) -> dict:
     attrs = dict(attrs)
     if attrs["mode"] not in MODES:
@@ -273,19 +264,40 @@ def _infer_upsample_grad(types, attrs) -> TensorType:
     return TensorType(x_shape, g.dtype)
 
 
-def _matrices(h, w, attrs):
+# The references read each output's taps, as torch does, rather than multiplying by the
+# interpolation matrices: a zero weight times a NaN or Inf elsewhere in the row would be NaN.
+
+
+def _taps(h, w, attrs) -> tuple[list, list]:
+    """Per axis, the (positions, weights) of each tap in use: one for nearest, two for bilinear."""
     mode, (sh, sw) = attrs["mode"], attrs["scale"]
-    return interpolation_matrix(h, sh, mode), interpolation_matrix(w, sw, mode)
+    per_axis = []
+    for n_in, scale in ((h, sh), (w, sw)):
+        i0, i1, w0, w1 = interpolation_taps(n_in, scale, mode)
+        per_axis.append([(i0, w0)] if mode == "nearest" else [(i0, w0), (i1, w1)])
+    return per_axis[0], per_axis[1]
 
 
 def _upsample_ref(x, **attrs):
-    mh, mw = _matrices(*x.shape[2:], attrs)
-    return np.einsum("ph,nchw,qw->ncpq", mh, x, mw).astype(x.dtype)
+    rows, cols = _taps(*x.shape[2:], attrs)
+    if attrs["mode"] == "nearest":
+        return np.ascontiguousarray(x[:, :, rows[0][0]][..., cols[0][0]])
+    out = 0.0
+    for i, wi in rows:  # as torch: each row's two columns first, then the two rows
+        xr = x[:, :, i]
+        out = out + wi[:, None] * sum(xr[..., j] * wj for j, wj in cols)
+    return out.astype(x.dtype)
 
 
 def _upsample_grad_ref(g, *, input_shape, **attrs):
-    mh, mw = _matrices(*input_shape[2:], attrs)
-    return np.einsum("ph,ncpq,qw->nchw", mh, g, mw).astype(g.dtype)
+    """Each output's gradient times each tap's weight, added at the tap (zero weights too)."""
+    rows, cols = _taps(*input_shape[2:], attrs)
+    gx = np.zeros(input_shape)
+    for i, wi in rows:
+        for j, wj in cols:
+            share = g if attrs["mode"] == "nearest" else (wi[:, None] * wj) * g
+            np.add.at(gx, (slice(None), slice(None), i[:, None], j), share)
+    return gx.astype(g.dtype)
 
 
 UPSAMPLE_ATTRS = {"mode": "nearest", "scale": (2, 2)}

@@ -227,7 +227,7 @@ def op_cases() -> None:
         oc.run("cuda", graph, oc.feeds(case[1], leaves, "float32"))
     by_id = {case[0]: case for case in cases}
     for forward_case, _ in oc.GRAD_CASES.values():
-        bwd, bwd_feeds = oc._backward_inputs(by_id[forward_case])
+        bwd, bwd_feeds = oc.backward_inputs(by_id[forward_case])
         oc.run("cuda", bwd, bwd_feeds)
 
 

@@ -310,9 +310,10 @@ def check_op(backend, case, dtype):
     np.testing.assert_allclose(got, expected, **tolerance(dtype))
 
 
-def _backward_inputs(case):
+def backward_inputs(case, values=None):
     """The backward graph of sum(case(...) * r), r distinct weights per output element, and its
-    feeds (saved values from an interp run of the forward graph), in float64."""
+    feeds (saved values from an interp run of the forward graph), in float64. The forward
+    inputs are ``values`` (float64 arrays, in operand order) if given, else drawn."""
     from numbagrad.engine.autodiff import build_backward
 
     _, specs, fn = case
@@ -323,7 +324,10 @@ def _backward_inputs(case):
     fwd = b.build([O.sum(out * r)])
     builder, _, grads = build_backward(fwd)
     bwd = builder.build(list(grads.values()))
-    fwd_feeds = feeds(specs, params, "float64")
+    if values is None:
+        fwd_feeds = feeds(specs, params, "float64")
+    else:
+        fwd_feeds = {v.id: np.asarray(a) for v, a in zip(params, values)}
     fwd_feeds[r.id] = np.random.default_rng(1).standard_normal(out.shape)
     fwd_exe = interp.compile(fwd)
     for k, v in fwd_feeds.items():
@@ -343,7 +347,7 @@ def _backward_inputs(case):
 def check_backward(backend, case, grad_ops):
     """The gradient graph of ``case`` holds ``grad_ops`` and, compiled on ``backend``, agrees
     with the interp backend in float64."""
-    bwd, bwd_feeds = _backward_inputs(case)
+    bwd, bwd_feeds = backward_inputs(case)
     assert {n.op for n in bwd.ops()} >= set(grad_ops)
     expected = interp.evaluate(bwd, bwd_feeds)
     got, exe = run(backend, bwd, bwd_feeds)

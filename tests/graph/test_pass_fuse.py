@@ -60,7 +60,7 @@ def test_a_chain_of_five_elementwise_ops_becomes_one_node():
 
 def test_docstring_example_scalar():
     body = (("mul", (0, 1), ()), ("add", (-1, 2), ()), ("relu", (-2,), ()))
-    assert compose_scalar(body) == ("((({0} * {1}) + {2}) if (({0} * {1}) + {2}) > 0 else 0.0)")
+    assert compose_scalar(body) == "(0.0 if (({0} * {1}) + {2}) <= 0.0 else (({0} * {1}) + {2}))"
 
 
 def test_escaping_kept_and_output_values_bound_groups():

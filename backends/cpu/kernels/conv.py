@@ -9,7 +9,10 @@ preallocated output:
   GEMM over the batch, the input read as an (N, C*H*W) matrix;
 - ``direct``: stride-1 convs with few channels: vectorized direct loops on a flat padded layout
   (conv_direct.py); the GEMMs these would need have tiny dimensions and run far below BLAS speed;
-- ``im2col``: everything else: im2col + BLAS GEMM (conv_gemm.py).
+- ``im2col``: everything else: im2col + BLAS GEMM (conv_gemm.py); also the backward passes
+  where ``direct`` would multiply its padding zeros by a NaN or an infinity (NaN weights for
+  the input gradient, a NaN result of the weight gradient), since 0 * Inf is NaN: the GEMMs
+  add only the products PyTorch adds.
 
 Scalars: strides ``sh, sw``, zero padding ``ph, pw``, dilation ``dh, dw``, ``groups``. All arrays
 C-contiguous, one float dtype (float32 or float64). Scratch buffers are allocated per call.
@@ -24,7 +27,7 @@ from . import _env  # noqa: F401
 from . import conv_direct as _d
 from . import conv_gemm as _g
 from .linalg import group_matmul_per_image, matmul, matmul_accumulate
-from .reduce import sum_outer_inner
+from .reduce import all_finite, sum_outer_inner
 
 ALGORITHMS = ("gemm1x1", "full_window", "direct", "im2col")
 IM2COL_BYTES = 16 << 20  # scratch budget for one chunk of im2col columns (bigger GEMMs win)
@@ -164,6 +167,8 @@ def conv2d_backward_input(gy, w, gx, sh, sw, ph, pw, dh, dw, groups, *, algorith
     algo = _algorithm(
         "backward_input", gx.shape, w.shape, sh, sw, ph, pw, dh, dw, groups, algorithm
     )
+    if algo == "direct" and not all_finite(w.reshape(-1)):
+        algo = "im2col"  # direct would multiply gy's re-padding zeros by a NaN/Inf weight
     n, c, h, wd = gx.shape
     k, cg, kh, kw = w.shape
     if algo == "gemm1x1":
@@ -227,6 +232,10 @@ def conv2d_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, *, algorit
         xf = aligned_empty((n, c, lx), x.dtype)
         _d.pad_flat(x, xf, ph, pw, hp, wp)
         _d.direct_weight_grad(xf, wp, gy, gw, dh, dw, groups, lp)
+        if not all_finite(gw.reshape(-1)):  # (a check of the small result, not of x)
+            # A NaN/Inf in x times the zeros between gy's rows may have added NaN: the GEMM
+            # adds only the products PyTorch adds.
+            _g.gemm_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, IM2COL_BYTES)
     else:  # im2col (a 1x1 conv's im2col is just a gather of x)
         _g.gemm_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, IM2COL_BYTES)
 

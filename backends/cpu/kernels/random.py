@@ -34,19 +34,22 @@ def _key(seed, step):
 
 @njit(cache=True, nogil=True)
 def dropout_serial(x, step, out, seed, threshold, scale):
-    """out = x * scale where the element's hash clears ``threshold``, else 0 (flat arrays)."""
+    """out = x * scale where the element's hash clears ``threshold``, else x * 0 (flat arrays:
+    a dropped NaN or Inf gives NaN, as in torch)."""
     key = _key(seed, step)
+    zero = x.dtype.type(0)
     for i in range(x.shape[0]):
         h = _mix(key + np.uint64(i) * _G)
-        out[i] = x[i] * scale if (h >> _SHIFT) >= threshold else 0.0
+        out[i] = x[i] * (scale if (h >> _SHIFT) >= threshold else zero)
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def dropout_parallel(x, step, out, seed, threshold, scale):
     key = _key(seed, step)
+    zero = x.dtype.type(0)
     for i in prange(x.shape[0]):
         h = _mix(key + np.uint64(i) * _G)
-        out[i] = x[i] * scale if (h >> _SHIFT) >= threshold else 0.0
+        out[i] = x[i] * (scale if (h >> _SHIFT) >= threshold else zero)
 
 
 def dropout_launch(node):

@@ -43,6 +43,11 @@ def _shifted_exp(a, b, m, p):
     return np.exp(a[p] - m)
 
 
+@njit(inline="always")
+def _self_difference(a, b, m, p):
+    return a[p] - a[p]  # 0, or NaN for a NaN or an infinity (not folded: no fastmath)
+
+
 @njit(cache=True, inline="always")
 def _lane_reduce(term, a, b, m):
     """Sum of ``term(a, b, m, p)`` over p < len(a): LANES partial sums folded pairwise (short
@@ -76,6 +81,12 @@ def lane_sum(a):
 def lane_dot(a, b):
     """Dot product of two contiguous 1-d arrays, summed as in lane_sum."""
     return _lane_reduce(_product, a, b, 0)
+
+
+@njit(cache=True)
+def all_finite(a):
+    """Whether a contiguous 1-d array holds no NaN and no infinity (one vectorized pass)."""
+    return _lane_reduce(_self_difference, a, a, 0) == 0
 
 
 @njit(cache=True, inline="always")
