@@ -17,8 +17,8 @@ derived from it:
   refuses a body (say, from a tampered file) whose expression would grow past that bound.
 
 Example: ``relu(x * w + b)`` -> ``fused_elementwise(x, w, b)`` with ``body = (("mul", (0, 1),
-()), ("add", (-1, 2), ()), ("relu", (-2,), ()))`` and ``scalar = "((({0} * {1}) + {2}) if
-(({0} * {1}) + {2}) > 0 else 0.0)"``.
+()), ("add", (-1, 2), ()), ("relu", (-2,), ()))`` and ``scalar = "(0.0 if (({0} * {1}) +
+{2}) <= 0.0 else (({0} * {1}) + {2}))"``.
 """
 
 from __future__ import annotations
