@@ -10,9 +10,6 @@ lower them to Numba kernels::
     loss = step(x, y)
 """
 
-# Thread-pool settings first: they must precede the first BLAS/OpenMP use (see the module).
-from .backends.cpu.kernels import _env  # noqa: F401, I001
-
 from . import errors
 from .aot import load
 from .compiler import compile, compile_grad, compile_training

@@ -1,5 +1,6 @@
 """The Numba CPU backend: hand-written kernels for the heavy ops, generated kernels for the
-rest, all compiled with Numba's on-disk cache."""
+rest, all compiled with Numba's on-disk cache, all parallel on Numba's threads alone (BLAS
+single-threaded while they run: threads.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,21 @@ from .. import numba_cache  # noqa: F401  (before any @njit(cache=True) kernel i
 from ..executable import Executable
 from . import lower_epilogue, lower_join, lower_spatial  # noqa: F401  (register lowerings)
 from .lowering import lower
+from .threads import single_threaded_blas
 
 NAME = "cpu"
+
+
+class CpuExecutable(Executable):
+    """An ``Executable`` whose runs keep BLAS at one thread (``threads.py``)."""
+
+    def run(self) -> None:
+        with single_threaded_blas():
+            super().run()
+
+    def run_timed(self, seconds: dict[int, float]) -> None:
+        with single_threaded_blas():
+            super().run_timed(seconds)
 
 
 def compile(  # noqa: A001
@@ -22,5 +36,5 @@ def compile(  # noqa: A001
     bindings: Mapping[int, np.ndarray] | None = None,
     plan: MemoryPlan | None = None,
     arena: np.ndarray | None = None,
-) -> Executable:
-    return Executable(graph, lower, bindings, backend=NAME, plan=plan, arena=arena)
+) -> CpuExecutable:
+    return CpuExecutable(graph, lower, bindings, backend=NAME, plan=plan, arena=arena)

@@ -11,7 +11,6 @@ from numba import njit, prange
 
 from ...graph.ops.join import outer_inner
 from .codegen import PARALLEL_MIN_ELEMENTS
-from .kernels import _env  # noqa: F401  (thread-pool settings)
 from .lowering import lowers
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from . import _env  # noqa: F401
 from . import conv_direct as _d
 from . import conv_gemm as _g
 from .linalg import group_matmul_per_image, matmul, matmul_accumulate
@@ -199,7 +198,6 @@ def group_weight_grad_per_image(x3, gy3, gw, groups):
     k = gy3.shape[1]
     kg, cg = k // groups, c // groups
     gw2 = gw.reshape(k, cg)
-    tmp = np.empty((kg, cg), dtype=gw.dtype)
     for g in range(groups):
         dst = gw2[g * kg : (g + 1) * kg]
         for i in range(n):
@@ -207,7 +205,7 @@ def group_weight_grad_per_image(x3, gy3, gw, groups):
             if i == 0:
                 matmul(src_y, src_x, dst, False, True)
             else:
-                matmul_accumulate(src_y, src_x, dst, tmp, False, True)
+                matmul_accumulate(src_y, src_x, dst, False, True)
 
 
 def conv2d_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, *, algorithm=None):

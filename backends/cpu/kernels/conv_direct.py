@@ -17,8 +17,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from . import _env  # noqa: F401
-
 # Lanes of the per-tap partial sums in the weight gradient; the reduction over output pixels is
 # done as S independent elementwise sums (vectorizable without reassociation), then folded.
 LANES = 128

@@ -192,7 +192,6 @@ def gemm_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, budget):
     n_, k_, p_, kg, r_, rows = _dims(x.shape, gw.shape, (oh_, ow_), groups)
     gw2 = gw.reshape(k_, r_)
     gy3 = gy.reshape(n_, k_, p_)
-    tmp = np.empty((kg, r_), dtype=x.dtype)
     for n0, mm, cv, gv in _chunks(n_, rows, kg, p_, x.dtype, budget):
         im2col(x, cv, n0, mm, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_)
         for g in range(groups):
@@ -201,4 +200,4 @@ def gemm_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, budget):
             if n0 == 0:
                 matmul(gv, cv[g * r_ : (g + 1) * r_], dst, False, True)
             else:
-                matmul_accumulate(gv, cv[g * r_ : (g + 1) * r_], dst, tmp, False, True)
+                matmul_accumulate(gv, cv[g * r_ : (g + 1) * r_], dst, False, True)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from . import _env  # noqa: F401
-
 
 @njit(cache=True)
 def _col_ranges(kw, w, sw, pw, dw, ow_):

@@ -9,7 +9,6 @@ import numpy as np
 from numba import njit, prange
 
 from ....graph.ops.random import GOLDEN, MANTISSA_SHIFT, MIX1, MIX2, keep_scale, keep_threshold
-from . import _env  # noqa: F401
 
 PARALLEL_MIN_ELEMENTS = 1 << 15
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from . import _env  # noqa: F401
-
 LANES = 64  # partial sums per row; loops this long vectorize (LLVM's loop vectorizer)
 INNER_BLOCK = 512  # inner-axis elements per work item when inner > 1
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from numba import njit, prange
 
-from . import _env  # noqa: F401
 from .pool import _first_max, _tap_ranges
 
 

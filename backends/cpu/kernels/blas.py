@@ -1,0 +1,119 @@
+"""GEMM on BLAS with strides, alpha and beta, callable from ``@njit`` code and run in parallel
+by Numba's threads: the one thread pool the CPU kernels use.
+
+``np.dot`` inside ``@njit`` reaches BLAS only for whole C- or F-ordered matrices, with no
+``beta`` and no leading dimension, so it cannot write a block of a larger matrix or accumulate.
+``gemm`` calls the same entry point Numba's ``np.dot`` calls (``numba_xxgemm``, Numba's wrapper
+of SciPy's BLAS, resolved by name, so cached kernels stay cacheable) with every argument.
+
+Parallelism comes from Numba, never from BLAS: ``par_gemm`` splits the product into one block
+per Numba thread and calls BLAS single-threaded in each (the CPU executable keeps BLAS at one
+thread while it runs, see ``backends/cpu/threads.py``). Two pools, BLAS's and Numba's, each
+busy-waiting after its work, starve each other on few cores; one pool cannot, whatever other
+library started a pool first.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange, types
+from numba.np.linalg import ensure_blas
+
+ensure_blas()  # loads SciPy's BLAS into Numba's helper library (an ImportError without SciPy)
+
+_xxgemm = types.ExternalFunction(
+    "numba_xxgemm",
+    types.intc(
+        types.char,  # kind: 's' or 'd'
+        types.char,  # transa
+        types.char,  # transb
+        types.intp,  # m
+        types.intp,  # n
+        types.intp,  # k
+        types.voidptr,  # alpha
+        types.voidptr,  # a
+        types.intp,  # lda
+        types.voidptr,  # b
+        types.intp,  # ldb
+        types.voidptr,  # beta
+        types.voidptr,  # c
+        types.intp,  # ldc
+    ),
+)
+
+PARALLEL_MIN_FLOPS = 1 << 22  # below ~4 MFLOP a parallel launch costs more than it saves
+
+
+@njit(cache=True, inline="always")
+def _leading(a):
+    """The leading dimension BLAS needs for a row-major view with unit inner stride."""
+    return max(a.strides[0] // a.itemsize, a.shape[1], 1)
+
+
+@njit(cache=True, nogil=True)
+def gemm(a, b, c, trans_a, trans_b, alpha, beta):
+    """c (M, N) = alpha * op(a) @ op(b) + beta * c, on one thread. op(a) is ``a.T`` when
+    ``trans_a`` (a is then (K, M)), likewise b. The three arrays are 2-d views of one float
+    dtype whose rows are contiguous (any row stride: blocks of larger matrices work); with
+    ``beta == 0`` what ``c`` held is ignored, NaN included, as BLAS does."""
+    m, n = c.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    if m == 0 or n == 0:
+        return
+    if k == 0:  # BLAS may return without touching c
+        if beta == 0:
+            c[:, :] = 0
+        else:
+            c[:, :] *= beta
+        return
+    scalars = np.empty(2, dtype=c.dtype)
+    scalars[0] = alpha
+    scalars[1] = beta
+    # Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
+    _xxgemm(
+        ord("s") if c.itemsize == 4 else ord("d"),
+        ord("t") if trans_b else ord("n"),
+        ord("t") if trans_a else ord("n"),
+        n,
+        m,
+        k,
+        scalars[0:].ctypes,
+        b.ctypes,
+        _leading(b),
+        a.ctypes,
+        _leading(a),
+        scalars[1:].ctypes,
+        c.ctypes,
+        _leading(c),
+    )
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def _split_gemm(a, b, c, trans_a, trans_b, alpha, beta, blocks):
+    """``gemm`` as ``blocks`` independent products, each a slice of c's rows or columns
+    (whichever is longer), one per Numba thread."""
+    m, n = c.shape
+    by_rows = m >= n
+    extent = m if by_rows else n
+    for s in prange(blocks):
+        lo = s * extent // blocks
+        hi = (s + 1) * extent // blocks
+        if by_rows:
+            part_a = a[:, lo:hi] if trans_a else a[lo:hi]
+            gemm(part_a, b, c[lo:hi], trans_a, trans_b, alpha, beta)
+        else:
+            part_b = b[lo:hi] if trans_b else b[:, lo:hi]
+            gemm(a, part_b, c[:, lo:hi], trans_a, trans_b, alpha, beta)
+
+
+@njit(cache=True, nogil=True)
+def par_gemm(a, b, c, trans_a, trans_b, alpha, beta):
+    """``gemm`` split over Numba's threads when it is big enough to gain from it."""
+    m, n = c.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    threads = numba.get_num_threads()
+    if threads == 1 or 2 * m * n * k < PARALLEL_MIN_FLOPS or max(m, n) < 2 * threads:
+        gemm(a, b, c, trans_a, trans_b, alpha, beta)
+    else:
+        _split_gemm(a, b, c, trans_a, trans_b, alpha, beta, threads)
