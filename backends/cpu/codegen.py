@@ -16,8 +16,8 @@ import numpy as np
 from ..codegen_common import broadcast_plan, kernel_args, reduction_plan
 from ..executable import Launch
 from .cache import load_kernel
+from .kernels.parallel import PARALLEL_MIN_ELEMENTS
 
-PARALLEL_MIN_ELEMENTS = 1 << 15  # below this, a parallel region costs more than it saves
 _HEADER = "import math\n\nfrom numba import njit, prange\n\n\n"
 
 

@@ -7,30 +7,19 @@ two such 2-d views (parallel over rows when there is enough to copy).
 
 from __future__ import annotations
 
-from numba import njit, prange
+from numba import prange
 
 from ...graph.ops.join import outer_inner
-from .codegen import PARALLEL_MIN_ELEMENTS
+from .kernels.parallel import sized_kernel
 from .lowering import lowers
 
 
-@njit(cache=True, nogil=True)
+@sized_kernel(size_arg=0)
 def copy_columns(src, dst, src_start, dst_start, width):
     """dst[:, dst_start:dst_start+width] = src[:, src_start:src_start+width] (2-d arrays)."""
-    for r in range(src.shape[0]):
-        for j in range(width):
-            dst[r, dst_start + j] = src[r, src_start + j]
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def copy_columns_parallel(src, dst, src_start, dst_start, width):
     for r in prange(src.shape[0]):
         for j in range(width):
             dst[r, dst_start + j] = src[r, src_start + j]
-
-
-def _copier(elements: int):
-    return copy_columns_parallel if elements >= PARALLEL_MIN_ELEMENTS else copy_columns
 
 
 @lowers("concat")
@@ -40,7 +29,7 @@ def _concat(node, graph):
     out_view = (outer, node.shape[axis] * inner)
     widths = [graph[i].shape[axis] * inner for i in node.inputs]
     starts = [sum(widths[:k]) for k in range(len(widths))]
-    copy = _copier(outer * max(widths))
+    copy = copy_columns.for_size(outer * max(widths))
 
     def launch(inputs, out):
         o = out.reshape(out_view)
@@ -57,7 +46,7 @@ def _slice(node, graph):
     outer, inner = outer_inner(x_shape, axis)
     in_view = (outer, x_shape[axis] * inner)
     width = node.shape[axis] * inner
-    copy = _copier(outer * width)
+    copy = copy_columns.for_size(outer * width)
 
     def launch(inputs, out):
         copy(inputs[0].reshape(in_view), out.reshape(outer, width), start * inner, 0, width)

@@ -69,7 +69,8 @@ _POOL_KERNELS = {  # each called as kernel(*inputs, out, *pool_window_args(node)
 
 @lowers(*_POOL_KERNELS)
 def _pool2d(node, graph):
-    kernel, args = _POOL_KERNELS[node.op], pool_window_args(node)
+    elements = max(node.size, *(graph[i].size for i in node.inputs))
+    kernel, args = _POOL_KERNELS[node.op].for_size(elements), pool_window_args(node)
     return lambda inputs, out: kernel(*inputs, out, *args)
 
 

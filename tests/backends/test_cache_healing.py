@@ -68,7 +68,7 @@ print(json.dumps({{
 }}))
 """
 
-MATMUL = "numbagrad.backends.cpu.kernels.linalg.matmul"
+MATMUL = "numbagrad.backends.cpu.kernels.blas.gemm"
 
 
 def _run(tmp: Path, numbagrad_dir: Path, numba_dir: Path | None = None) -> dict:
@@ -84,8 +84,8 @@ def _entries(cache: Path) -> dict[str, Path]:
         "source": one(cache / "kernels", "k_*.py"),
         "generated .nbi": one(cache / "numba", "k_*.nbi"),
         "generated .nbc": one(cache / "numba", "k_*.nbc"),
-        "hand-written .nbi": one(cache / "numba", "linalg.matmul-*.nbi"),
-        "hand-written .nbc": one(cache / "numba", "linalg.matmul-*.nbc"),
+        "hand-written .nbi": one(cache / "numba", "blas.gemm-*.nbi"),
+        "hand-written .nbc": one(cache / "numba", "blas.gemm-*.nbc"),
     }
 
 
@@ -166,7 +166,7 @@ def test_an_unwritable_cache_compiles_in_memory_with_one_warning(tmp_path, how, 
     if which == "NUMBA_CACHE_DIR":  # the generated source, but no Numba entry
         expected |= {one(good, "k_*.py").relative_to(tmp_path)}
     if which == "both set":  # the hand-written kernels' Numba entries, no generated one
-        hand_written = set(good.rglob("linalg.*"))
+        hand_written = set(good.rglob("blas.*"))
         assert hand_written and not any(good.rglob("k_*"))
         expected |= {p.relative_to(tmp_path) for p in hand_written}
     assert written == expected
@@ -178,7 +178,7 @@ def test_only_numbagrads_own_functions_get_its_cache(tmp_path, monkeypatch):
     from numba import config, njit
     from numba.core.caching import FunctionCache
 
-    from numbagrad.backends.cpu.kernels import linalg
+    from numbagrad.backends.cpu.kernels import blas
     from numbagrad.backends.numba_cache import KernelCache
 
     monkeypatch.setattr(config, "CACHE_DIR", str(tmp_path / "numba"))
@@ -187,4 +187,4 @@ def test_only_numbagrads_own_functions_get_its_cache(tmp_path, monkeypatch):
     users_module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(users_module)
     assert type(njit(cache=True)(users_module.f)._cache) is FunctionCache  # Numba's, untouched
-    assert type(linalg.matmul._cache) is KernelCache
+    assert type(blas.gemm._cache) is KernelCache

@@ -107,9 +107,9 @@ def _split_gemm(a, b, c, trans_a, trans_b, alpha, beta, blocks):
             gemm(a, part_b, c[:, lo:hi], trans_a, trans_b, alpha, beta)
 
 
-@njit(cache=True, nogil=True)
-def par_gemm(a, b, c, trans_a, trans_b, alpha, beta):
-    """``gemm`` split over Numba's threads when it is big enough to gain from it."""
+def par_gemm(a, b, c, trans_a: bool, trans_b: bool, alpha: float, beta: float) -> None:
+    """``gemm`` split over Numba's threads when it is big enough to gain from it. A Python
+    function: ``numba.get_num_threads()`` inside ``@njit`` code would keep it from caching."""
     m, n = c.shape
     k = a.shape[0] if trans_a else a.shape[1]
     threads = numba.get_num_threads()

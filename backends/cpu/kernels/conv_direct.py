@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .parallel import sized_kernel
+
 # Lanes of the per-tap partial sums in the weight gradient; the reduction over output pixels is
 # done as S independent elementwise sums (vectorizable without reassociation), then folded.
 LANES = 128
@@ -97,7 +99,7 @@ def _kernel_row(a, x, o, d, wr):
             j += 1
 
 
-@njit(parallel=True, cache=True)
+@sized_kernel(size_arg=1)
 def pad_flat(x, xf, top, left, hp, wp):
     """Copy x (N, C, H, W) into the flat (hp, wp) planes of xf (N, C, >= hp*wp) at row offset
     ``top`` and column offset ``left``; what falls outside the plane is cropped, everything
@@ -122,7 +124,7 @@ def pad_flat(x, xf, top, left, hp, wp):
         dst[(r1 + top) * wp :] = 0
 
 
-@njit(parallel=True, cache=True)
+@sized_kernel(size_arg=4, min_elements=1 << 13)
 def direct_forward(xf, wp, w, b, out, dh, dw, groups, kb, nrb):
     """out (N, K, OH, OW) = stride-1 conv of the flat padded input xf (N, C, >= Hp*wp) with
     w (K, C//groups, KH, KW), plus b (K,) unless b is empty.
@@ -199,7 +201,7 @@ def _lanes_mac(acc, g, x):
         acc[v] += g[v] * x[v]
 
 
-@njit(parallel=True, cache=True)
+@sized_kernel(size_arg=2, min_elements=1 << 13)
 def direct_weight_grad(xf, wp, gy, gw, dh, dw, groups, lp):
     """gw (K, C//groups, KH, KW) = dL/dw of a stride-1 conv, from the flat padded input
     xf (N, C, >= max_tap_offset + lp) and gy (N, K, OH, OW); lp % LANES == 0 and

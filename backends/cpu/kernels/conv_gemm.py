@@ -14,6 +14,7 @@ import numpy as np
 from numba import njit, prange
 
 from .linalg import matmul, matmul_accumulate
+from .parallel import sized_kernel
 
 
 @njit(cache=True, inline="always")
@@ -25,7 +26,7 @@ def _valid_cols(j, w, sw, pw, dw, ow_):
     return lo, max(lo, hi)
 
 
-@njit(parallel=True, cache=True)
+@sized_kernel(size_arg=1)
 def im2col(x, cols, n0, m, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_):
     """cols[(c*kh + i)*kw + j, b*P + oh*OW + ow] = x[n0+b, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]
     (zero outside the input), for b < m."""
@@ -57,7 +58,7 @@ def im2col(x, cols, n0, m, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_):
                             dst[ow] = src[ow * sw + base]
 
 
-@njit(parallel=True, cache=True)
+@sized_kernel(size_arg=0)
 def col2im(cols, gx, n0, m, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_):
     """The adjoint of im2col: gx[n0:n0+m] (overwritten) = sum of cols scattered to the input
     positions they were read from. One work item per (image, channel) plane: no write races."""
@@ -87,7 +88,7 @@ def col2im(cols, gx, n0, m, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_):
                                 dst[ow * sw + base] += src[ow]
 
 
-@njit(parallel=True, cache=True)
+@sized_kernel(size_arg=1)
 def gather_channels(src, dst, n0, m, k0):
     """dst (kc, m*P) <- src[n0:n0+m, k0:k0+kc, :] from src (N, K, P)."""
     kc = dst.shape[0]
@@ -101,7 +102,7 @@ def gather_channels(src, dst, n0, m, k0):
             d[p] = s[p]
 
 
-@njit(parallel=True, cache=True)
+@sized_kernel(size_arg=0)
 def scatter_channels(src, out, n0, m, k0, bias):
     """out[n0:n0+m, k0:k0+kc, :] <- src (kc, m*P) + bias[k0:k0+kc] (bias may be empty)."""
     kc = src.shape[0]
@@ -121,7 +122,7 @@ def scatter_channels(src, out, n0, m, k0, bias):
                 d[p] = s[p]
 
 
-@njit(parallel=True, cache=True)
+@sized_kernel(size_arg=0)
 def add_bias(out, bias):
     """out (N, K, P) += bias (K,)."""
     n_, k_, p_ = out.shape

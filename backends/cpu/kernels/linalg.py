@@ -2,7 +2,8 @@
 
 All arrays are C-contiguous (or blocks of C-contiguous arrays, see ``blas.gemm``) and of one
 float dtype; a transposed operand is passed as is, with its flag: ``op(a)`` is ``a.T`` when
-``trans_a`` (a is then (K, M)), likewise b.
+``trans_a`` (a is then (K, M)), likewise b. The entry points are Python functions (they read
+Numba's thread count); the loops they start are Numba kernels.
 """
 
 from __future__ import annotations
@@ -13,14 +14,12 @@ from numba import njit, prange
 from .blas import gemm, par_gemm
 
 
-@njit(cache=True, nogil=True)
-def matmul(a, b, out, trans_a, trans_b):
+def matmul(a, b, out, trans_a: bool, trans_b: bool) -> None:
     """out (M, N) = op(a) @ op(b); ``out`` is overwritten."""
     par_gemm(a, b, out, trans_a, trans_b, 1.0, 0.0)
 
 
-@njit(cache=True, nogil=True)
-def matmul_accumulate(a, b, out, trans_a, trans_b):
+def matmul_accumulate(a, b, out, trans_a: bool, trans_b: bool) -> None:
     """out (M, N) += op(a) @ op(b)."""
     par_gemm(a, b, out, trans_a, trans_b, 1.0, 1.0)
 
@@ -31,8 +30,7 @@ def _gemm_each(a, b, out, trans_a, trans_b):
         gemm(a[i], b[i], out[i], trans_a, trans_b, 1.0, 0.0)
 
 
-@njit(cache=True, nogil=True)
-def batched_matmul(a, b, out, trans_a, trans_b):
+def batched_matmul(a, b, out, trans_a: bool, trans_b: bool) -> None:
     """out[i] = op(a[i]) @ op(b[i]) for 3-d arrays: a (B, M, K) or (B, K, M) when ``trans_a``,
     b (B, K, N) or (B, N, K) when ``trans_b``, out (B, M, N), overwritten. One thread per
     product when there are enough of them, else each product split over the threads."""
@@ -51,37 +49,20 @@ def _group_gemm_each(w2, src, dst, groups, trans_w):
     for t in prange(src.shape[0] * groups):
         n, g = t // groups, t % groups
         w_g = w2[g * ws : (g + 1) * ws]
-        gemm(
-            w_g,
-            src[n, g * cs : (g + 1) * cs],
-            dst[n, g * cd : (g + 1) * cd],
-            trans_w,
-            False,
-            1.0,
-            0.0,
-        )
+        s_g, d_g = src[n, g * cs : (g + 1) * cs], dst[n, g * cd : (g + 1) * cd]
+        gemm(w_g, s_g, d_g, trans_w, False, 1.0, 0.0)
 
 
-@njit(cache=True, nogil=True)
-def group_matmul_per_image(w2, src, dst, groups, trans_w):
+def group_matmul_per_image(w2, src, dst, groups: int, trans_w: bool) -> None:
     """dst[n, group g] = op(W_g) @ src[n, group g] for every image: the 1x1 stride-1 conv
     (w2 (K, C/g), src (N, C, P), dst (N, K, P)) and, with trans_w, its input gradient
     (w2 (K, C/g), src (N, K, P), dst (N, C, P))."""
     if src.shape[0] * groups >= numba.get_num_threads():
         _group_gemm_each(w2, src, dst, groups, trans_w)
         return
-    cs = src.shape[1] // groups
-    cd = dst.shape[1] // groups
-    ws = w2.shape[0] // groups
+    cs, cd, ws = src.shape[1] // groups, dst.shape[1] // groups, w2.shape[0] // groups
     for n in range(src.shape[0]):
         for g in range(groups):
             w_g = w2[g * ws : (g + 1) * ws]
-            par_gemm(
-                w_g,
-                src[n, g * cs : (g + 1) * cs],
-                dst[n, g * cd : (g + 1) * cd],
-                trans_w,
-                False,
-                1.0,
-                0.0,
-            )
+            s_g, d_g = src[n, g * cs : (g + 1) * cs], dst[n, g * cd : (g + 1) * cd]
+            par_gemm(w_g, s_g, d_g, trans_w, False, 1.0, 0.0)

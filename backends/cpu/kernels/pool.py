@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .parallel import sized_kernel
+
 
 @njit(cache=True)
 def _col_ranges(kw, w, sw, pw, dw, ow_):
@@ -69,7 +71,7 @@ def _add_into(orow, xrow, lo, hi, sw, base):
             os[q] += xs[q * sw]
 
 
-@njit(parallel=True, cache=True)
+@sized_kernel(size_arg=0)
 def max_pool2d_forward(x, out, kh, kw, sh, sw, ph, pw, dh, dw):
     """out (N, C, OH, OW) = max of x (N, C, H, W) over each window; padding counts as -inf."""
     n_, c_, h, w = x.shape
@@ -122,7 +124,7 @@ def _first_max(src, w, oh, ow, ilo, ihi, jlo, jhi, sh, sw, ph, pw, dh, dw):
     return arg
 
 
-@njit(parallel=True, cache=True)
+@sized_kernel(size_arg=2)
 def max_pool2d_backward(gy, x, gx, kh, kw, sh, sw, ph, pw, dh, dw):
     """gx (N, C, H, W) = dL/dx of max pooling, overwritten: each gy element goes to the first
     maximum of its window (recomputed from x); overlapping windows accumulate."""
@@ -151,7 +153,7 @@ def _divisor(oh, ow, kh, kw, sh, sw, ph, pw, h, w, count_include_pad):
     return (min(h0 + kh, h) - max(h0, 0)) * (min(w0 + kw, w) - max(w0, 0))
 
 
-@njit(parallel=True, cache=True)
+@sized_kernel(size_arg=0)
 def avg_pool2d_forward(x, out, kh, kw, sh, sw, ph, pw, count_include_pad):
     """out (N, C, OH, OW) = mean of x over each window. The divisor is kh*kw when
     ``count_include_pad`` else the number of in-bounds elements (PyTorch semantics)."""
@@ -173,7 +175,7 @@ def avg_pool2d_forward(x, out, kh, kw, sh, sw, ph, pw, count_include_pad):
                 orow[ow] /= _divisor(oh, ow, kh, kw, sh, sw, ph, pw, h, w, count_include_pad)
 
 
-@njit(parallel=True, cache=True)
+@sized_kernel(size_arg=1)
 def avg_pool2d_backward(gy, gx, kh, kw, sh, sw, ph, pw, count_include_pad):
     """gx (N, C, H, W) = dL/dx of average pooling, overwritten; overlaps accumulate."""
     n_, c_, h, w = gx.shape

@@ -9,8 +9,7 @@ import numpy as np
 from numba import njit, prange
 
 from ....graph.ops.random import GOLDEN, MANTISSA_SHIFT, MIX1, MIX2, keep_scale, keep_threshold
-
-PARALLEL_MIN_ELEMENTS = 1 << 15
+from .parallel import sized_kernel
 
 _G = np.uint64(GOLDEN)
 _M1 = np.uint64(MIX1)
@@ -31,19 +30,10 @@ def _key(seed, step):
     return _mix(_mix(seed + _G) ^ np.uint64(step[0]))
 
 
-@njit(cache=True, nogil=True)
-def dropout_serial(x, step, out, seed, threshold, scale):
+@sized_kernel(size_arg=0)
+def dropout(x, step, out, seed, threshold, scale):
     """out = x * scale where the element's hash clears ``threshold``, else x * 0 (flat arrays:
     a dropped NaN or Inf gives NaN, as in torch)."""
-    key = _key(seed, step)
-    zero = x.dtype.type(0)
-    for i in range(x.shape[0]):
-        h = _mix(key + np.uint64(i) * _G)
-        out[i] = x[i] * (scale if (h >> _SHIFT) >= threshold else zero)
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def dropout_parallel(x, step, out, seed, threshold, scale):
     key = _key(seed, step)
     zero = x.dtype.type(0)
     for i in prange(x.shape[0]):
@@ -55,7 +45,7 @@ def dropout_launch(node):
     """A launch for a ``dropout`` node: inputs (x, step), out like x."""
     p, seed = node.attrs["p"], node.attrs["seed"]
     size = math.prod(node.shape)
-    kernel = dropout_parallel if size >= PARALLEL_MIN_ELEMENTS else dropout_serial
+    kernel = dropout.for_size(size)
     args = (np.uint64(seed), np.uint64(keep_threshold(p)), np.dtype(node.dtype).type(keep_scale(p)))
 
     def launch(inputs, out):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .parallel import sized_kernel
+
 LANES = 64  # partial sums per row; loops this long vectorize (LLVM's loop vectorizer)
 INNER_BLOCK = 512  # inner-axis elements per work item when inner > 1
 
@@ -115,7 +117,7 @@ def _block(t, nb, i_):
     return o, i0, min(i_, i0 + INNER_BLOCK)
 
 
-@njit(parallel=True, cache=True)
+@sized_kernel(size_arg=0)
 def _reduce_middle_impl(x, out, take_max):
     o_, r_, i_ = x.shape
     if i_ == 1:
@@ -153,7 +155,7 @@ def max_middle(x, out):
     _reduce_middle_impl(x, out, True)
 
 
-@njit(parallel=True, cache=True)
+@sized_kernel(size_arg=0)
 def sum_outer_inner(x, out):
     """out (R,) = x (O, R, I) summed over O and I (e.g. a conv bias gradient)."""
     o_, r_ = x.shape[:2]
@@ -172,7 +174,7 @@ def _exp_shifted(src, dst, m):
     return lane_sum(dst)
 
 
-@njit(parallel=True, cache=True)
+@sized_kernel(size_arg=0)
 def _softmax_impl(x, out, log):
     o_, r_, i_ = x.shape
     if i_ == 1:
@@ -233,7 +235,7 @@ def log_softmax_middle(x, out):
     _softmax_impl(x, out, True)
 
 
-@njit(parallel=True, cache=True)
+@sized_kernel(size_arg=0)
 def _softmax_backward_impl(gy, y, gx, log):
     # softmax:      gx = y * (gy - sum(gy * y))
     # log_softmax:  gx = gy - exp(y) * sum(gy)
@@ -298,7 +300,7 @@ def _check_targets(targets, classes):
             raise ValueError("cross_entropy: a target is not a class index in [0, classes)")
 
 
-@njit(parallel=True, cache=True)
+@sized_kernel(size_arg=0)
 def cross_entropy_forward(logits, targets, out):
     """out (0-d) = mean over n of -log_softmax(logits (N, C))[n, targets[n]]; targets int64 (N,).
 
@@ -314,7 +316,7 @@ def cross_entropy_forward(logits, targets, out):
     out[()] = lane_sum(losses) / n_
 
 
-@njit(parallel=True, cache=True)
+@sized_kernel(size_arg=0)
 def cross_entropy_backward(logits, targets, g, gx):
     """gx (N, C) = g * (softmax(logits) - onehot(targets)) / N; g is a 0-d array (dL/dloss).
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from numba import njit, prange
 
+from .parallel import sized_kernel
 from .pool import _first_max, _tap_ranges
 
 
-@njit(parallel=True, cache=True)
+@sized_kernel(size_arg=0)
 def max_pool2d_indices(x, out, kh, kw, sh, sw, ph, pw, dh, dw):
     """out (N, C, OH, OW) int64 = flat (H*W) index of each window's first maximum of x (a NaN
     wins, the last one, as the max_pool2d kernels pick it)."""
@@ -29,7 +30,7 @@ def max_pool2d_indices(x, out, kh, kw, sh, sw, ph, pw, dh, dw):
                 dst[oh, ow] = _first_max(src, w, oh, ow, ilo, ihi, jlo, jhi, sh, sw, ph, pw, dh, dw)
 
 
-@njit(parallel=True, cache=True)
+@sized_kernel(size_arg=2)
 def max_unpool2d(y, idx, out):
     """out (N, C, H, W) = zeros, then out[n, c].flat[idx[n, c]] = y[n, c]; returns how many
     indices fell outside the plane (skipped)."""
@@ -48,7 +49,7 @@ def max_unpool2d(y, idx, out):
     return bad
 
 
-@njit(parallel=True, cache=True)
+@sized_kernel(size_arg=0)
 def max_unpool2d_grad(g, idx, gy):
     """gy (N, C, h, w) = g[n, c].flat[idx[n, c]]; returns how many indices were out of range
     (their gradient is left 0)."""
@@ -67,7 +68,7 @@ def max_unpool2d_grad(g, idx, gy):
     return bad
 
 
-@njit(parallel=True, cache=True)
+@sized_kernel(size_arg=1)
 def upsample2d(x, out, hi0, hi1, hw0, hw1, wi0, wi1, ww0, ww1, nearest):
     """out (N, C, OH, OW) = sum of the two row taps (hi*, weights hw*) times the two column
     taps (wi*, ww*) of x; nearest upsampling reads one tap."""
@@ -90,7 +91,7 @@ def upsample2d(x, out, hi0, hi1, hw0, hw1, wi0, wi1, ww0, ww1, nearest):
                     dst[oh, ow] = a0 * top + a1 * bottom
 
 
-@njit(parallel=True, cache=True)
+@sized_kernel(size_arg=0)
 def upsample2d_grad(g, gx, hi0, hi1, hw0, hw1, wi0, wi1, ww0, ww1, nearest):
     """gx (N, C, H, W) = the adjoint of ``upsample2d``: each output's gradient goes back to
     its taps by their weights (overlaps accumulate, within one plane: no races)."""
@@ -127,7 +128,7 @@ def _window_squares(x, n, c, size, row):
             row[p] += xq[p] * xq[p]
 
 
-@njit(parallel=True, cache=True)
+@sized_kernel(size_arg=0)
 def local_response_norm(x, out, size, alpha, beta, k):
     """out = x / base ** beta over (N, C, P) views; one work item per (image, channel) row."""
     n_, c_, p_ = x.shape
@@ -141,7 +142,7 @@ def local_response_norm(x, out, size, alpha, beta, k):
             row[p] = xr[p] * (k + scale * row[p]) ** -beta
 
 
-@njit(parallel=True, cache=True)
+@sized_kernel(size_arg=0)
 def local_response_norm_grad_terms(g, x, gx, t, size, alpha, beta, k):
     """First pass of the LRN gradient over (N, C, P) views, one pow per element: gx =
     g * d^-beta (the direct term) and t = g * x * d^(-beta-1) (what neighbours gather)."""
@@ -159,7 +160,7 @@ def local_response_norm_grad_terms(g, x, gx, t, size, alpha, beta, k):
             acc[p] = gr[p] * xr[p] * e
 
 
-@njit(parallel=True, cache=True)
+@sized_kernel(size_arg=0)
 def local_response_norm_grad_gather(x, t, gx, size, alpha, beta):
     """Second pass: gx[j] -= 2 beta alpha / size * x[j] * sum of t over the channels whose
     window holds j (``[j - (size - 1) // 2, j + size // 2]``)."""
