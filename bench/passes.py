@@ -1,52 +1,36 @@
 """What the graph passes buy: LeNet-5 training steps with passes off and on, beside PyTorch
-eager; planned arena against naive intermediate bytes; peak RSS of a training process.
+eager, with each process's memory; planned arena against naive intermediate bytes.
 
-    python bench/passes.py            # batch 64, 15 rounds of 10 steps per configuration
-    python bench/passes.py --quick    # smoke run: 3 rounds of 3 steps
+    python bench/passes.py            # batch 64, 5 rounds of 20 calls per configuration
+    python bench/passes.py --quick    # smoke run: 1 round of 5 calls
 
 1. Training step (LeNet-5, SGD lr 0.01 momentum 0.9 weight decay 5e-4, one fixed random batch,
-   cpu backend): "off" is passes=[] and no memory plan (every value its own buffer); "on" is
-   the default pipeline; "on - epilogue" is the default pipeline without fuse_epilogue.
-   Kernels per step count the launches of the forward and backward executables. The
-   configurations (and PyTorch) run interleaved, round after round, so a load change on the
-   machine hits them alike; the time is the median over rounds of the mean step in a round
-   (the ratios use it), with its interquartile range and the best round (on a shared machine,
-   the least disturbed one).
+   cpu backend): "passes off" is passes=[] and no memory plan (every value its own buffer);
+   "passes on" is the default pipeline; "on - epilogue" is the default pipeline without
+   fuse_epilogue. Kernels per step count the launches of the forward and backward
+   executables. Each configuration (and PyTorch) runs in fresh child processes, alternated
+   round after round (bench/paired.py), so a load change on the machine hits them alike;
+   the per-call times of all rounds are pooled: median, interquartile range, min. The memory
+   columns are each child's resident set after the imports and the model's construction
+   ("base"), its peak above that up to the end of the first step (compilation, Numba's
+   included) and while running the later steps (MiB; bench/paired.py says how).
 2. Memory: naive bytes (every intermediate its own buffer) against the planned arenas of the
    forward and backward graphs of LeNet-5 and of a small residual net, batch 32.
-3. Peak RSS of a child process that imports, compiles (or builds) LeNet-5's training step at
-   batch 64 and runs 20 steps; one child per row, so the libraries and allocators do not mix.
-   Read as VmHWM from /proc/self/status: ``getrusage(RUSAGE_SELF).ru_maxrss`` would do on its
-   own, but Linux carries the forking parent's peak across fork + exec into it (every child
-   would report at least this process's size); ru_maxrss is the fallback off Linux.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
+import tempfile
 
-# Before numpy/scipy/torch load their thread pools: see backends/cpu/kernels/_env.py.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "12")
-os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+import paired  # bench/paired.py (this folder is sys.path[0])
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
+# bench/lenet.py: LeNet-5's batch, weights, training step and PyTorch twin.
+from lenet import batch, compile_train_step, fresh_model, load_weights, save_weights, torch_setup
 
-import numpy as np  # noqa: E402
-
-# bench/lenet.py (this folder is sys.path[0]): LeNet-5's batch, weights, step and torch twin.
-from lenet import batch, compile_train_step, fresh_model, torch_lenet5, torch_train_step  # noqa: E402
-
-import numbagrad as ng  # noqa: E402
-from numbagrad import nn  # noqa: E402
-
-try:
-    import torch
-except ImportError:  # the table just loses its PyTorch rows
-    torch = None
+# numbagrad is imported inside the functions: the PyTorch child must not load it (paired.py).
 
 CONFIGS = {
     "passes off": {"passes": [], "disable": ["plan_memory"]},
@@ -55,65 +39,88 @@ CONFIGS = {
 }
 
 
-class ResidualNet(nn.Module):
+def residual_net(width: int = 8):
     """A small residual test net: conv stem, one basic residual block, pool, classifier."""
+    from numbagrad import nn
 
-    def __init__(self, width: int = 8) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(1, width, 3, padding=1)
-        self.conv1 = nn.Conv2d(width, width, 3, padding=1)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
-        self.pool = nn.MaxPool2d(2)
-        self.fc = nn.Linear(width * 16 * 16, 10)
+    class ResidualNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(1, width, 3, padding=1)
+            self.conv1 = nn.Conv2d(width, width, 3, padding=1)
+            self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+            self.pool = nn.MaxPool2d(2)
+            self.fc = nn.Linear(width * 16 * 16, 10)
 
-    def forward(self, x):
-        x = self.stem(x).relu()
-        y = self.conv2(self.conv1(x).relu())
-        x = self.pool((x + y).relu())
-        return self.fc(x.flatten(1))
+        def forward(self, x):
+            x = self.stem(x).relu()
+            y = self.conv2(self.conv1(x).relu())
+            x = self.pool((x + y).relu())
+            return self.fc(x.flatten(1))
+
+    return ResidualNet()
 
 
-def training_table(b: int, rounds: int, per_round: int, use_torch: bool) -> None:
+def setup(child: paired.Child):
+    """A child's training step: the PyTorch twin, or numbagrad with the passes of
+    CONFIGS[impl.variant]; reports its kernel count."""
+    if child.impl.library == "torch":
+        return torch_setup(child)
+    b = child.case["batch"]
     x, y = batch(b)
-    runs, kernels = {}, {}
-    for name, kw in CONFIGS.items():
-        step = compile_train_step(fresh_model(), b, **kw)
-        runs[name] = lambda step=step: step(x, y)
-        kernels[name] = len(step.forward.kernels) + len(step.backward.kernels)
+    model = fresh_model()
+    model.load_state_dict(load_weights(child.case["weights"]))
+    child.baseline()
+    step = compile_train_step(model, b, **CONFIGS[child.impl.variant])
+    child.info["kernels"] = len(step.forward.kernels) + len(step.backward.kernels)
+    return lambda: step(x, y)
+
+
+def training_table(b: int, rounds: int, calls: int, use_torch: bool) -> None:
+    impls = [paired.Impl(name, "numbagrad", variant=name) for name in CONFIGS]
     if use_torch:
-        runs["pytorch eager"] = torch_train_step(
-            torch_lenet5(), *(torch.from_numpy(a) for a in batch(b))
+        impls.append(paired.Impl("torch eager", "torch"))
+    with tempfile.TemporaryDirectory(prefix="numbagrad-bench-") as tmp:
+        case = {"kind": "train", "batch": b, "weights": save_weights(f"{tmp}/lenet5.npz")}
+        (pooled,) = paired.run_rounds(
+            os.path.abspath(__file__), impls, [case], lambda c: f"b={b}", rounds, calls, 3
         )
-    for fn in runs.values():  # first calls compile; then warm the caches
-        for _ in range(3):
-            fn()
-    times = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, fn in runs.items():
-            t0 = time.perf_counter()
-            for _ in range(per_round):
-                fn()
-            times[name].append((time.perf_counter() - t0) / per_round * 1e3)
-    off = np.median(times["passes off"])
-    torch_ms = np.median(times["pytorch eager"]) if use_torch else None
-    print(f"LeNet-5 training step, batch {b}, cpu backend ({rounds} rounds x {per_round} steps)")
-    head = f"{'config':<16}{'kernels':>8}{'median ms':>11}{'IQR ms':>16}{'min ms':>8}"
-    head += f"{'vs off':>8}{'vs torch':>9}"
+    paired.print_machine(paired.facts_of([pooled]))
+    print(f"LeNet-5 training step, batch {b}, cpu backend ({rounds} rounds x {calls} calls)")
+    head = f"{'config':<14}{'kernels':>8}{'median ms':>11}{'IQR ms':>16}{'min ms':>8}"
+    head += f"{'vs off':>8}{'vs torch':>9}{'base MiB':>9}{'+start':>8}{'+steady':>8}"
     print(head)
     print("-" * len(head))
-    for name, ts in times.items():
-        med = np.median(ts)
-        q25, q75 = np.percentile(ts, [25, 75])
-        k = f"{kernels[name]:>8}" if name in kernels else f"{'-':>8}"
-        vs_torch = f"{med / torch_ms:>9.2f}" if torch_ms else f"{'-':>9}"
-        iqr = f"{q25:.2f}-{q75:.2f}"
-        print(f"{name:<16}{k}{med:>11.2f}{iqr:>16}{min(ts):>8.2f}{med / off:>8.2f}{vs_torch}")
-    on, off_k = kernels["passes on"], kernels["passes off"]
-    print(f"kernels per step: {off_k} -> {on} ({1 - on / off_k:.0%} fewer)")
+    med = {k: paired.stats(p.times)["median"] for k, p in pooled.items() if p.runs}
+    for name, p in pooled.items():
+        if not p.runs:
+            print(f"{name:<14} child failed ({p.error})")
+            continue
+        s, info, base = paired.stats(p.times), p.runs[0]["info"], p.median_of("base_kib")
+        ratios = [s["median"] / med[k] if k in med else None for k in ("passes off", "torch eager")]
+        mem = (
+            base and base / 1024,
+            p.memory_mib("start_peak_kib"),
+            p.memory_mib("steady_peak_kib"),
+        )
+        print(
+            f"{name:<14}{paired.cell(info.get('kernels'), 'd', 8)}{s['median']:>11.2f}"
+            f"{s['q25']:>9.2f}-{s['q75']:<6.2f}{s['min']:>8.2f}{paired.cell(ratios[0], '.2f', 8)}"
+            f"{paired.cell(ratios[1], '.2f', 9)}{paired.cell(mem[0], '.0f', 9)}"
+            f"{paired.cell(mem[1], '.0f', 8)}{paired.cell(mem[2], '.0f', 8)}"
+        )
+    kernels = {
+        k: p.runs[0]["info"]["kernels"] for k, p in pooled.items() if k in CONFIGS and p.runs
+    }
+    if {"passes on", "passes off"} <= kernels.keys():
+        on, off = kernels["passes on"], kernels["passes off"]
+        print(f"kernels per step: {off} -> {on} ({1 - on / off:.0%} fewer)")
     print()
 
 
 def memory_table(b: int) -> None:
+    import numbagrad as ng
+
     print(f"Intermediate memory, forward + backward graphs, batch {b}")
     print("(unoptimized: every op's output in the traced graphs; naive: the same after the")
     print(" passes; planned: the arenas; ratios: planned / naive and planned / unoptimized)")
@@ -121,7 +128,7 @@ def memory_table(b: int) -> None:
     head += f"{'/ naive':>9}{'/ unopt.':>10}"
     print(head)
     print("-" * len(head))
-    for name, build in (("lenet5", fresh_model), ("residual net", lambda: ResidualNet())):
+    for name, build in (("lenet5", fresh_model), ("residual net", residual_net)):
         ng.manual_seed(0)
         report = compile_train_step(build(), b, backend="interp").report
         unopt = sum(g.before["intermediate_bytes"] for g in report.graphs.values())
@@ -133,88 +140,23 @@ def memory_table(b: int) -> None:
     print()
 
 
-CHILD = """
-import json, resource, sys
-import numpy as np
-def peak_kib():
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-mode, b, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-rng = np.random.default_rng(0)
-x = rng.standard_normal((b, 1, 32, 32), dtype=np.float32)
-y = rng.integers(0, 10, b)
-if mode == "torch":
-    import torch, torch.nn.functional as F
-    t = torch.nn
-    imported = peak_kib()
-    model = t.Sequential(t.Conv2d(1, 6, 5), t.ReLU(), t.MaxPool2d(2), t.Conv2d(6, 16, 5), t.ReLU(),
-        t.MaxPool2d(2), t.Conv2d(16, 120, 5), t.ReLU(), t.Flatten(), t.Linear(120, 84), t.ReLU(),
-        t.Linear(84, 10))
-    opt = torch.optim.SGD(model.parameters(), 0.01, momentum=0.9, weight_decay=5e-4)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    def step(x, y):
-        opt.zero_grad(); loss = F.cross_entropy(model(xt), yt); loss.backward(); opt.step()
-else:
-    import numbagrad as ng
-    from numbagrad import models, nn, optim
-    imported = peak_kib()
-    kw = {"passes": [], "disable": ["plan_memory"]} if mode == "off" else {}
-    ng.manual_seed(0)
-    step = ng.compile_training(models.lenet5(), loss=nn.CrossEntropyLoss(),
-        optimizer=optim.SGD(0.01, 0.9, weight_decay=5e-4), inputs=ng.Spec((b, 1, 32, 32)),
-        targets=ng.Spec((b,), "int64"), **kw)
-for _ in range(steps):
-    step(x, y)
-peak = peak_kib()
-print(json.dumps({"imported": imported, "peak": peak}))
-"""
-
-
-def rss_table(b: int, steps: int, use_torch: bool) -> None:
-    print(f"Peak RSS of a LeNet-5 training process, batch {b}, {steps} steps (one child each)")
-    head = f"{'process':<24}{'after import MiB':>17}{'peak MiB':>10}{'peak - import':>15}"
-    print(head)
-    print("-" * len(head))
-    rows = [("numbagrad, passes on", "on"), ("numbagrad, passes off", "off")]
-    if use_torch:
-        rows.append(("pytorch eager", "torch"))
-    for label, mode in rows:
-        proc = subprocess.run(
-            [sys.executable, "-c", CHILD, mode, str(b), str(steps)],
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
-        if proc.returncode != 0:
-            tail = (proc.stderr.strip().splitlines() or ["(no stderr)"])[-1]
-            print(f"{label:<24} child failed (exit {proc.returncode}): {tail}")
-            continue
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
-        imported, peak = r["imported"] / 1024, r["peak"] / 1024  # KiB -> MiB
-        print(f"{label:<24}{imported:>17.1f}{peak:>10.1f}{peak - imported:>15.1f}")
-    print()
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch-size", type=int, default=64, help="training step batch (64)")
-    ap.add_argument("--rounds", type=int, default=15, help="timing rounds (15)")
-    ap.add_argument("--per-round", type=int, default=10, help="steps per round (10)")
+    ap.add_argument("--rounds", type=int, default=5, help="children per configuration (5)")
+    ap.add_argument("--calls", type=int, default=20, help="timed calls per child (20)")
     ap.add_argument("--memory-batch", type=int, default=32, help="arena table batch (32)")
-    ap.add_argument("--quick", action="store_true", help="3 rounds of 3 steps")
-    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
+    ap.add_argument("--quick", action="store_true", help="1 round of 5 calls")
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch row")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     opts = ap.parse_args(argv)
+    if opts.child:
+        return paired.child_main(opts.child, setup)
     if opts.quick:
-        opts.rounds, opts.per_round = 3, 3
-    use_torch = torch is not None and not opts.no_torch
-    if use_torch:
-        torch.set_num_threads(os.cpu_count() or 1)
-    training_table(opts.batch_size, opts.rounds, opts.per_round, use_torch)
+        opts.rounds, opts.calls = 1, 5
+    use_torch = paired.torch_available() and not opts.no_torch
+    training_table(opts.batch_size, opts.rounds, opts.calls, use_torch)
     memory_table(opts.memory_batch)
-    rss_table(opts.batch_size, 20, use_torch)
     return 0
 
 
