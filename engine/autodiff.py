@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import NotDifferentiableError, NumbagradError
 from ..graph import Builder, Graph, Value
 from ..graph.ops import broadcast_to, get_op
+from ..graph.ops.common import FLOAT_DTYPES
 
 SEED_NAME = "dloss"
 
@@ -74,15 +75,19 @@ class VJPContext:
     def shape(self, i: int) -> tuple[int, ...]:
         return self._forward[self.node.inputs[i]].shape
 
+    def dtype(self, i: int) -> str:
+        return self._forward[self.node.inputs[i]].dtype
+
     def needs(self, i: int) -> bool:
         return self._needs[i]
 
 
 def _requiring_grad(forward: Graph, wrt: set[int]) -> set[int]:
-    """Ids of the nodes whose value depends on a parameter we differentiate with respect to."""
+    """Ids of the float nodes whose value depends on a parameter we differentiate with respect
+    to (integer and bool values, such as indices and comparisons, carry no gradient)."""
     result = set(wrt)
     for n in forward.ops():
-        if any(i in result for i in n.inputs):
+        if n.dtype in FLOAT_DTYPES and any(i in result for i in n.inputs):
             result.add(n.id)
     return result
 
