@@ -174,6 +174,9 @@ class Value:
     def __bool__(self) -> bool:
         raise TypeError("a traced tensor has no truth value: its data exists only when compiled")
 
+    def __iter__(self):
+        raise TypeError("a traced tensor is not iterable: index it (x[0]) or split it (F.split)")
+
     # Operators and methods route through the op API (imported lazily: ops import this module).
     def __add__(self, other):
         return _ops().add(self, other)
