@@ -44,6 +44,7 @@ class _Definition:
 
     category = "opaque"
     template: str | None = None
+    literal_attrs: frozenset[str] = frozenset()  # written into the template: finite numbers
 
     def _define(self, name: str, fn: Callable, replace: bool, extra_inputs: int = 0) -> None:
         self.name = defs.check_name(name)
@@ -81,7 +82,7 @@ class _Definition:
         _DEFINED[name] = self
 
     def _normalize(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        literal = set(self.attrs) if self.template else set()
+        literal = self.literal_attrs
         return {k: defs.attr_value(k, v, self.attrs[k], k in literal) for k, v in attrs.items()}
 
     def checked_attrs(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -134,7 +135,8 @@ class CustomOp(_Definition):
         inputs, attrs = defs.signature(reference, name)
         if elementwise is not None:
             self.category = "elementwise"
-            self.template = defs.template(elementwise, name, inputs, attrs)
+            self.template, named = defs.template(elementwise, name, inputs, attrs)
+            self.literal_attrs = frozenset(named)
         self.reference = reference
         self.shape_rule: Callable | None = None
         self.kernels: dict[str, Callable] = {}

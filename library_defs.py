@@ -92,13 +92,13 @@ def attr_value(key: str, value: Any, default: Any, literal: bool) -> Any:
     return out
 
 
-def template(text: Any, name: str, inputs: int, attrs: Mapping[str, Any]) -> str:
+def template(text: Any, name: str, inputs: int, attrs: Mapping[str, Any]) -> tuple[str, set[str]]:
     """The elementwise template, checked (fields name inputs or number attributes; it parses
     as an expression over its operands, ``math.*`` and ``abs``), parenthesized as a whole and
-    around each attribute so it composes with any neighbour."""
+    around each attribute so it composes with any neighbour; and the attributes it names."""
     if not isinstance(text, str):
         raise OpError(f"{name}: elementwise= takes a template string, not {text!r}")
-    out = []
+    out, named = [], set()
     for literal, field, spec, conversion in string.Formatter().parse(text):
         out.append(literal.replace("{", "{{").replace("}", "}}"))
         if field is None:
@@ -111,6 +111,7 @@ def template(text: Any, name: str, inputs: int, attrs: Mapping[str, Any]) -> str
             out.append(f"{{{field}}}")
         elif field in attrs and type(attrs[field]) in (bool, int, float):
             out.append(f"({{{field}}})")
+            named.add(field)
         else:
             raise OpError(
                 f"{name}: template field {{{field}}} is neither an input {{0}}..{{{inputs - 1}}} "
@@ -118,7 +119,7 @@ def template(text: Any, name: str, inputs: int, attrs: Mapping[str, Any]) -> str
             )
     wrapped = "(" + "".join(out) + ")"
     _parse(wrapped, name, inputs, attrs)
-    return wrapped
+    return wrapped, named
 
 
 def _parse(wrapped: str, name: str, inputs: int, attrs: Mapping[str, Any]) -> None:

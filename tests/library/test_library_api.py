@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 import numbagrad as ng
+from numbagrad import functional as F
 from numbagrad import library, nn, optim
-from numbagrad.backends import get_backend
-from numbagrad.errors import BackendError
+from numbagrad.errors import BackendError, OpError
 
 RNG = np.random.default_rng(0)
 X, Y = (
@@ -32,8 +32,8 @@ X, Y = (
 
 def _cuda_runs() -> bool:
     try:
-        get_backend("cuda")
-    except (BackendError, ImportError):
+        ng.compile(nn.Linear(1, 1), ng.Spec((1, 1)), backend="cuda")
+    except BackendError:
         return False
     return True
 
@@ -128,3 +128,19 @@ def test_saved_step_resumes_in_a_fresh_process_with_identical_losses(tmp_path):
     assert result["losses"] == expected
     assert "custom op 'testlib::" in result["refusal"]
     assert "defined in module custom_demo, which this process has not imported" in result["refusal"]
+
+
+def test_template_attributes_are_checked_literals():
+    @library.custom_op("testlib::leaky", elementwise="({0} if {0} > 0.0 else {0} * {slope})")
+    def leaky(x, *, slope=0.01):
+        return np.where(x > 0, x, x * slope)
+
+    leaky.register_vjp(lambda ctx, g: [F.select(ctx.input(0) > 0.0, g, g * ctx.attrs["slope"])])
+    x = RNG.standard_normal((3, 4))
+    assert "template" in library.opcheck(leaky, x, slope=-2)  # an int: written as -2.0
+    with pytest.raises(
+        OpError, match=r"testlib::leaky: attribute slope=nan must be a finite number"
+    ):
+        leaky(x, slope=float("nan"))
+    with pytest.raises(OpError, match=r"testlib::leaky: attribute slope='a' must be a finite"):
+        library.custom_vjp(name="testlib::wraps_leaky")(lambda v: leaky(v, slope="a"))(x)
