@@ -52,9 +52,10 @@ def has_kernel(backend: str, op: str) -> bool:
 
 
 def drop(op: str) -> None:
-    """Forget every kernel of ``op`` (the op is being defined again)."""
-    for table in _TABLES.values():
+    """Forget every kernel of ``op``, and that it was warned about (it is defined again)."""
+    for backend, table in _TABLES.items():
         table.pop(op, None)
+        _warned.discard((op, backend))
 
 
 @contextmanager
