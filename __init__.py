@@ -10,13 +10,14 @@ lower them to Numba kernels::
     loss = step(x, y)
 """
 
-from . import errors
+from . import errors, library
 from .aot import load
 from .compiler import compile, compile_grad, compile_training
 from .engine import Spec, Tensor, backward, functional, nn, optim, trace
 from .engine.nn.init import manual_seed
 from .engine.nn.summary import summary
 from .graph import Graph, Node
+from .library_checks import gradcheck
 
 __version__ = "0.1.0"
 
@@ -31,6 +32,8 @@ __all__ = [
     "compile_training",
     "errors",
     "functional",
+    "gradcheck",
+    "library",
     "load",
     "manual_seed",
     "nn",

@@ -27,7 +27,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from . import aot_file
+from . import aot_file, aot_ops
 from .aot_checks import check_training_graphs, shared_binding
 from .backends import BACKENDS, get_backend
 from .compiler import InferenceModel, TrainingStep, _saved_bindings
@@ -53,8 +53,12 @@ def _bound_leaves(graph: Graph) -> list:
     return [leaf for leaf in graph.leaves() if leaf.role in _BOUND]
 
 
-def _write(path: str | Path, meta: dict, arrays: dict[str, np.ndarray]) -> Path:
-    """Write the file (``.npz`` added to ``path`` if missing); returns its path."""
+def _write(path: str | Path, meta: dict, arrays: dict[str, np.ndarray], *graphs: Graph) -> Path:
+    """Write the file (``.npz`` added to ``path`` if missing), with a record of the custom
+    ops the graphs use (``aot_ops.py``); returns its path."""
+    custom = aot_ops.records(*graphs)
+    if custom:
+        meta = {**meta, aot_ops.KEY: custom}
     path = Path(path)
     path = path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
     aot_file.write(path, meta, arrays)
@@ -84,7 +88,7 @@ def save(model: InferenceModel, path: str | Path) -> Path:
         "graph": data,
         "planned": exe.plan is not None,
     }
-    return _write(path, meta, arrays)
+    return _write(path, meta, arrays, graph)
 
 
 class LoadedModel(InferenceModel):
@@ -120,7 +124,7 @@ class LoadedModel(InferenceModel):
 def _backend(meta: dict, keys: tuple[str, ...], backend: str | None):
     """The backend module: ``backend`` if given (the caller's choice), else the file's; after
     checking the metadata's keys and the entries every kind of file has."""
-    fields(meta, keys, "metadata")
+    fields(meta, keys + aot_ops.optional_keys(meta), "metadata")
     string(meta["numbagrad"], "metadata numbagrad")
     saved = string(meta["backend"], "metadata backend", BACKENDS)
     return get_backend(backend or saved)
@@ -172,7 +176,7 @@ def save_training(step: TrainingStep, path: str | Path) -> Path:
         "lr": step.lr,
         "step_count": step.step_count,
     }
-    return _write(path, meta, arrays)
+    return _write(path, meta, arrays, step.forward_graph, step.backward_graph)
 
 
 def _model_state(step: TrainingStep) -> tuple[dict[str, np.ndarray], set[str], dict[str, int]]:
@@ -288,21 +292,29 @@ class LoadedTrainingStep(TrainingStep):
 
 
 def load(
-    path: str | Path, backend: str | None = None, check_finite: bool | None = None
+    path: str | Path,
+    backend: str | None = None,
+    check_finite: bool | None = None,
+    allow_changed_ops: bool = False,
 ) -> LoadedModel | LoadedTrainingStep:
     """A model or training step saved by ``.save(path)``, on ``backend`` (default: the one it
     was compiled for): a ``LoadedModel`` called as ``predict(x)``, or a
     ``LoadedTrainingStep`` called as ``loss = step(x, y)``. Any file that is not such a save,
     intact, is refused with a ``SavedModelError``. ``check_finite``: anomaly mode, as in
-    ``numbagrad.compile``."""
+    ``numbagrad.compile``. Custom ops the file uses must be registered (import the modules
+    that define them first) with the definitions they had when saved, unless
+    ``allow_changed_ops``."""
     path = Path(path)
     meta, arrays = aot_file.read(path)
     try:
         if "kind" not in meta:
             refuse("metadata", "the key 'kind' is missing")
         kind = string(meta["kind"], "metadata kind", (INFERENCE, TRAINING))
+        recorded = aot_ops.check_records(meta, allow_changed_ops)
         loaded = LoadedModel if kind == INFERENCE else LoadedTrainingStep
         model = loaded(meta, arrays, backend)
+        graphs = [model.forward_graph, getattr(model, "backward_graph", model.forward_graph)]
+        aot_ops.check_recorded(recorded, *graphs)
     except SavedModelError as e:
         raise SavedModelError(f"{path}: {e}") from None
     model._arm_finite_checks(check_finite)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import get_backend
+from .backends.custom_kernels import strict_kernels
 from .backends.executable import Executable, check_array
 from .backends.finite import arm_finite_checks, undone_if_non_finite
 from .backends.profile import KernelProfile, profile_runs
@@ -349,6 +350,7 @@ def compile(  # noqa: A001
     disable: Sequence[str] = (),
     dump_dir: str | Path | None = None,
     check_finite: bool | None = None,
+    strict: bool = False,
 ) -> CompiledModel:
     """Compile ``model`` for inference on inputs of the given specs. ``passes`` (names, in
     order) replaces the default pass pipeline; ``disable`` drops passes from it by name
@@ -356,8 +358,10 @@ def compile(  # noqa: A001
     Graphviz dot). ``check_finite`` switches anomaly mode on (None: on when the environment
     has ``NUMBAGRAD_CHECK_FINITE=1``): every run checks each value as it is made and raises
     ``NonFiniteError`` at the first NaN or infinity, naming the graph, op, layer, node and
-    index (``backends/finite.py``); off, no check runs and none costs anything."""
-    return CompiledModel(model, inputs, backend, passes, disable, dump_dir, check_finite)
+    index (``backends/finite.py``); off, no check runs and none costs anything. ``strict``:
+    a custom op with no kernel for ``backend`` is an error, not its reference run there."""
+    with strict_kernels(strict):
+        return CompiledModel(model, inputs, backend, passes, disable, dump_dir, check_finite)
 
 
 def compile_grad(
@@ -370,13 +374,14 @@ def compile_grad(
     disable: Sequence[str] = (),
     dump_dir: str | Path | None = None,
     check_finite: bool | None = None,
+    strict: bool = False,
 ) -> GradFunction:
     """Compile ``loss(model(x), y)`` and its gradient with respect to every trainable
-    parameter. ``passes``/``disable``/``dump_dir``/``check_finite`` as in ``compile``; in
-    anomaly mode a refused call leaves the model's buffers as they were."""
-    return GradFunction(
-        model, loss, inputs, targets, backend, passes, disable, dump_dir, check_finite
-    )
+    parameter. ``passes``/``disable``/``dump_dir``/``check_finite``/``strict`` as in
+    ``compile``; in anomaly mode a refused call leaves the model's buffers as they were."""
+    with strict_kernels(strict):
+        args = (inputs, targets, backend, passes, disable, dump_dir, check_finite)
+        return GradFunction(model, loss, *args)
 
 
 def compile_training(
@@ -390,11 +395,12 @@ def compile_training(
     disable: Sequence[str] = (),
     dump_dir: str | Path | None = None,
     check_finite: bool | None = None,
+    strict: bool = False,
 ) -> TrainingStep:
     """Compile one optimizer step of ``loss(model(x), y)``. ``passes``/``disable``/
-    ``dump_dir``/``check_finite`` as in ``compile``; in anomaly mode a step refused by a
-    ``NonFiniteError`` leaves the parameters, buffers, optimizer state and step count as they
-    were before it."""
-    return TrainingStep(
-        model, loss, optimizer, inputs, targets, backend, passes, disable, dump_dir, check_finite
-    )
+    ``dump_dir``/``check_finite``/``strict`` as in ``compile``; in anomaly mode a step refused
+    by a ``NonFiniteError`` leaves the parameters, buffers, optimizer state and step count as
+    they were before it."""
+    with strict_kernels(strict):
+        args = (inputs, targets, backend, passes, disable, dump_dir, check_finite)
+        return TrainingStep(model, loss, optimizer, *args)

@@ -47,6 +47,20 @@ class NonFiniteError(NumbagradError, FloatingPointError):
     index where the first one appeared; ``numbagrad train`` stops on a non-finite loss."""
 
 
+class OpCheckError(NumbagradError, AssertionError):
+    """``numbagrad.library.opcheck`` found a custom op whose parts disagree: its shape rule,
+    a kernel or template, its VJP rule or a save/load round trip (which, and by how much)."""
+
+
+class GradCheckError(NumbagradError, AssertionError):
+    """``numbagrad.gradcheck`` found gradients that differ from central finite differences."""
+
+
+class KernelWarning(RuntimeWarning):
+    """A custom op with no kernel for the backend it was compiled for runs its NumPy reference
+    there (given once per op and backend; ``strict=True`` makes it an error)."""
+
+
 class CacheWarning(RuntimeWarning):
     """An on-disk kernel cache that numbagrad could not use as found: a damaged entry it removed
     and compiled again, or a directory it cannot write (kernels then compile in memory)."""

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from ..graph import Graph, Node
 from ..graph.ops import get_op, scalar_expression
+from . import custom_kernels
 from .executable import Launch
 
 Lowering = Callable[[Node, Graph], Launch]
@@ -36,16 +37,20 @@ def lower_node(
     elementwise_launch: Callable,
     fallback: Callable[[Node], Launch],
     impl: str,
+    backend: str,
 ) -> tuple[Launch, str]:
-    """``node``'s launch and its implementation's name: the lowering in ``table`` (``impl``,
-    unless the launch names another), else a generated kernel for an elementwise op, else
-    ``fallback(node)``, the op's NumPy reference."""
-    if node.op in table:
-        launch = table[node.op](node, graph)
+    """``node``'s launch and its implementation's name: the lowering in ``table`` or, for a
+    custom op, the kernel registered for ``backend`` (``impl``, unless the launch names
+    another), else a generated kernel for an elementwise op, else ``fallback(node)``, the
+    op's NumPy reference (``custom_kernels.no_kernel`` warns of that for a custom op)."""
+    lowering = table.get(node.op) or custom_kernels.lowering_for(backend, node.op)
+    if lowering is not None:
+        launch = lowering(node, graph)
         return launch, getattr(launch, "impl", impl)  # a lowering may choose the host
     if get_op(node.op).category == "elementwise":
         expr = scalar_expression(node.op, node.attrs, len(node.inputs))
         return elementwise_launch(expr, [graph[i].shape for i in node.inputs], node.shape), impl
+    custom_kernels.no_kernel(node, backend)
     return fallback(node), "reference"
 
 

@@ -14,7 +14,9 @@ import numpy as np
 
 from ..errors import NotDifferentiableError, NumbagradError
 from ..graph import Builder, Graph, Value
+from ..graph.ir import format_type
 from ..graph.ops import broadcast_to, get_op
+from ..graph.ops.common import FLOAT_DTYPES
 
 SEED_NAME = "dloss"
 
@@ -74,15 +76,23 @@ class VJPContext:
     def shape(self, i: int) -> tuple[int, ...]:
         return self._forward[self.node.inputs[i]].shape
 
+    def dtype(self, i: int) -> str:
+        return self._forward[self.node.inputs[i]].dtype
+
     def needs(self, i: int) -> bool:
         return self._needs[i]
 
 
 def _requiring_grad(forward: Graph, wrt: set[int]) -> set[int]:
-    """Ids of the nodes whose value depends on a parameter we differentiate with respect to."""
+    """Ids of the float nodes whose value depends on a parameter we differentiate with respect
+    to (integer and bool values, such as indices and comparisons, carry no gradient)."""
     result = set(wrt)
     for n in forward.ops():
-        if any(i in result for i in n.inputs):
+        if (
+            n.dtype in FLOAT_DTYPES
+            and n.op != "stop_gradient"
+            and any(i in result for i in n.inputs)
+        ):
             result.add(n.id)
     return result
 
@@ -133,19 +143,41 @@ def _call_vjp(node, forward, values, needs, g) -> list[Value | None]:
     where = f"op {node.op!r}" + (f" in layer '{node.name}'" if node.name else "")
     if opdef.vjp is None:
         raise NotDifferentiableError(f"{where} has no VJP rule, so it cannot be differentiated")
-    grads = list(opdef.vjp(VJPContext(node, forward, values, needs), g))
-    if len(grads) != len(node.inputs):
+    grads = opdef.vjp(VJPContext(node, forward, values, needs), g)
+    if not isinstance(grads, (list, tuple)) or len(grads) != len(node.inputs):
+        got = f"{len(grads)} gradients" if isinstance(grads, (list, tuple)) else _kind(grads)
         raise NotDifferentiableError(
-            f"{where}: its VJP rule returned {len(grads)} gradients for {len(node.inputs)} inputs"
+            f"{where}: its VJP rule must return a list of {len(node.inputs)} gradients (one per "
+            f"input, None where none flows), not {got}"
         )
     for i, gi in enumerate(grads):
-        expected = forward[node.inputs[i]].shape
-        if gi is not None and needs[i] and gi.shape != expected:
+        if gi is None:
+            if needs[i] and opdef.origin:
+                raise NotDifferentiableError(
+                    f"{where}: its VJP rule returned None for input {i}, which needs a gradient; "
+                    "return a graph value (g * 0.0 for a zero gradient)"
+                )
+            continue
+        if not isinstance(gi, Value):
             raise NotDifferentiableError(
-                f"{where}: its VJP rule gave input {i} a gradient of shape {gi.shape}, "
-                f"expected {expected}"
+                f"{where}: its VJP rule returned {_kind(gi)} for input {i}; return a graph value "
+                "computed from g, ctx.input(i) and ctx.output with numbagrad ops (an array would "
+                "be a constant, not a gradient)"
             )
-    return grads
+        expected = forward[node.inputs[i]]
+        if needs[i] and (gi.shape, gi.dtype) != (expected.shape, expected.dtype):
+            raise NotDifferentiableError(
+                f"{where}: its VJP rule gave input {i} a gradient "
+                f"{format_type(gi.shape, gi.dtype)}, expected "
+                f"{format_type(expected.shape, expected.dtype)}"
+            )
+    return list(grads)
+
+
+def _kind(value) -> str:
+    if isinstance(value, np.ndarray):
+        return f"a NumPy array {format_type(value.shape, str(value.dtype))}"
+    return f"a {type(value).__name__}"
 
 
 def backward(forward: Graph, loss: int | None = None, wrt: Sequence[str] | None = None) -> Graph:

@@ -11,15 +11,20 @@ from ..graph.ops import (
     batch_norm,
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
+    cast,
     concat,
     conv2d,
     conv_transpose2d,
     cross_entropy,
+    cumsum,
     div,
     elu,
     equal,
+    erf,
     exp,
     flatten,
+    greater,
+    greater_equal,
     kl_div,
     l1_loss,
     leaky_relu,
@@ -52,6 +57,7 @@ from ..graph.ops import (
     softplus,
     split,
     sqrt,
+    stop_gradient,
     sub,
     sum,
     tanh,
@@ -61,6 +67,7 @@ from ..graph.ops import (
 )
 from ..graph.ops import dropout as _dropout_op
 from ..graph.ops import prelu as _prelu_op
+from .composite import gelu, group_norm, layer_norm
 from .trace import current_tracer
 
 
@@ -127,6 +134,15 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 
 
 __all__ = [
+    "cast",
+    "cumsum",
+    "erf",
+    "gelu",
+    "greater",
+    "greater_equal",
+    "group_norm",
+    "layer_norm",
+    "stop_gradient",
     "conv_transpose2d",
     "interpolate",
     "local_response_norm",

@@ -174,6 +174,9 @@ class Value:
     def __bool__(self) -> bool:
         raise TypeError("a traced tensor has no truth value: its data exists only when compiled")
 
+    def __iter__(self):
+        raise TypeError("a traced tensor is not iterable: index it (x[0]) or split it (F.split)")
+
     # Operators and methods route through the op API (imported lazily: ops import this module).
     def __add__(self, other):
         return _ops().add(self, other)
@@ -201,6 +204,41 @@ class Value:
 
     def __neg__(self):
         return _ops().neg(self)
+
+    def __pow__(self, exponent):
+        if isinstance(exponent, Value) or hasattr(exponent, "__graph_value__"):
+            raise NumbagradError(
+                "x ** y takes a constant (number) exponent; use F.exp(y * F.log(x))"
+            )
+        return _ops().pow(self, exponent)
+
+    def __abs__(self):
+        return _ops().abs(self)
+
+    # Comparisons give bool tensors (for F.select, or .astype as masks); == and != stay
+    # Python's identity, so Values remain hashable.
+    def __lt__(self, other):
+        return _ops().greater(other, self)
+
+    def __le__(self, other):
+        return _ops().greater_equal(other, self)
+
+    def __gt__(self, other):
+        return _ops().greater(self, other)
+
+    def __ge__(self, other):
+        return _ops().greater_equal(self, other)
+
+    def __getitem__(self, key):
+        return _ops().getitem(self, key)
+
+    @property
+    def T(self):  # noqa: N802 - numpy's and torch's name
+        """All axes reversed (numpy's ``.T``)."""
+        return _ops().transpose(self)
+
+    def astype(self, dtype: str):
+        return _ops().cast(self, dtype)
 
     def __matmul__(self, other):
         return _ops().matmul(self, other)

@@ -9,30 +9,6 @@ from numbagrad import functional as F
 from numbagrad import nn
 
 
-class LayerNorm(nn.Module):
-    """Normalization over the last axis with a learned per-feature scale and shift, as
-    ``torch.nn.LayerNorm(d)`` (biased variance, ``eps`` inside the square root)."""
-
-    def __init__(self, d: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.d, self.eps = d, eps
-        self.weight = nn.Parameter(np.ones(d, np.float32))
-        self.bias = nn.Parameter(np.zeros(d, np.float32))
-
-    def forward(self, x):
-        axis = x.ndim - 1
-        centered = x - F.mean(x, axis, keepdims=True)
-        var = F.mean(centered * centered, axis, keepdims=True)
-        return centered / F.sqrt(var + self.eps) * self.weight + self.bias
-
-    def summary_info(self, in_shape, out_shape):
-        """For ``ng.summary``: one multiply-add per element."""
-        return None, None, None, int(np.prod(out_shape))
-
-    def extra_repr(self) -> str:
-        return f"{self.d}, eps={self.eps}"
-
-
 class TransformerEncoderLayer(nn.Module):
     """``x = norm1(x + attention(x))``, ``x = norm2(x + linear2(relu(linear1(x))))`` on
     batch-first (N, T, d_model), with dropout after attention, inside and after the feed
@@ -45,7 +21,7 @@ class TransformerEncoderLayer(nn.Module):
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.norm1, self.norm2 = LayerNorm(d_model), LayerNorm(d_model)
+        self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
         self.relu = nn.ReLU()
 

@@ -32,7 +32,7 @@ lowers = registrar(LOWERINGS)
 
 
 def lower(node: Node, graph: Graph) -> tuple[Launch, str]:
-    return lower_node(node, graph, LOWERINGS, elementwise_launch, reference_launch, "numba")
+    return lower_node(node, graph, LOWERINGS, elementwise_launch, reference_launch, "numba", "cpu")
 
 
 @lowers("conv2d")

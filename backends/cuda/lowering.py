@@ -38,7 +38,9 @@ ROW_PER_BLOCK = 32  # rows longer than this get a block each, shorter ones a thr
 
 
 def lower(node: Node, graph: Graph) -> tuple[Launch, str]:
-    return lower_node(node, graph, LOWERINGS, elementwise_launch, host_reference_launch, "cuda")
+    return lower_node(
+        node, graph, LOWERINGS, elementwise_launch, host_reference_launch, "cuda", "cuda"
+    )
 
 
 def host_reference_launch(node: Node) -> Launch:

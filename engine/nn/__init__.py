@@ -15,6 +15,7 @@ from .activations import (
 )
 from .attention import MultiheadAttention, scaled_dot_product_attention
 from .concat import Concat
+from .layer_norm import GroupNorm, LayerNorm
 from .layers import (
     AvgPool2d,
     Conv2d,
@@ -45,6 +46,8 @@ from .recurrent import LSTM
 from .spatial import ConvTranspose2d, MaxUnpool2d
 
 __all__ = [
+    "GroupNorm",
+    "LayerNorm",
     "ConvTranspose2d",
     "LSTM",
     "MaxUnpool2d",

@@ -67,10 +67,12 @@ class Buffer:
 # Inside forward(), parameters take part in arithmetic like any traced tensor.
 for _name in (
     "__add__ __radd__ __sub__ __rsub__ __mul__ __rmul__ __truediv__ __rtruediv__ __neg__ "
-    "__matmul__ __rmatmul__ reshape flatten transpose sum mean exp log relu tanh sigmoid"
+    "__matmul__ __rmatmul__ __pow__ __abs__ __lt__ __le__ __gt__ __ge__ __getitem__ astype "
+    "reshape flatten transpose sum mean exp log relu tanh sigmoid"
 ).split():
     setattr(Parameter, _name, _delegate(_name))
     setattr(Buffer, _name, _delegate(_name))
+Parameter.T = Buffer.T = property(lambda self: self.__graph_value__().T)
 
 
 class Module:

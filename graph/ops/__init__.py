@@ -3,8 +3,9 @@
 Importing this package registers every built-in op.
 """
 
-from .activation import elu, leaky_relu, prelu, scaled_tanh, silu, softplus
+from .activation import elu, erf, leaky_relu, prelu, scaled_tanh, silu, softplus
 from .class_targets import class_indices, one_hot
+from .compare import cast, greater, greater_equal, stop_gradient
 from .conv import conv2d
 from .elementwise import (
     abs,
@@ -28,6 +29,7 @@ from .elementwise import (
     tanh,
     xlogy,
 )
+from .indexing import getitem
 from .join import concat, slice_, split
 from .linalg import matmul
 from .loss import (
@@ -46,6 +48,7 @@ from .pool import avg_pool2d, max_pool2d
 from .random import dropout
 from .reduce import broadcast_to, mean, sum
 from .registry import OpDef, TensorType, all_ops, get_op, register, scalar_expression
+from .scan import cumsum
 from .shape import flatten, reshape, transpose
 from .softmax import log_softmax, softmax, softmax_grad
 from .spatial import (
@@ -56,6 +59,13 @@ from .spatial import (
 )
 
 __all__ = [
+    "getitem",
+    "cast",
+    "cumsum",
+    "erf",
+    "greater",
+    "greater_equal",
+    "stop_gradient",
     "conv_transpose2d",
     "local_response_norm",
     "max_pool2d_indices",

@@ -4,12 +4,15 @@ float attributes, written into the generated kernels as literals."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from scipy.special import erf as _erf
 from scipy.special import expit
 
 from ..builder import Value, as_values
 from .common import unbroadcast
-from .elementwise import _elementwise, float_attrs, select, sigmoid
+from .elementwise import _elementwise, exp, float_attrs, select, sigmoid
 
 
 def _emit(op: str, x, **attrs) -> Value:
@@ -103,6 +106,15 @@ _elementwise(
     **float_attrs(beta=1.0, threshold=20.0),
 )
 
+_elementwise(
+    "erf",
+    1,
+    "math.erf({0})",
+    lambda x: _erf(x).astype(x.dtype),
+    lambda ctx, g: [g * exp(-(ctx.input(0) * ctx.input(0))) * (2.0 / math.sqrt(math.pi))],
+    doc="the error function (exact GELU: x * (1 + erf(x / sqrt 2)) / 2)",
+)
+
 LECUN_AMPLITUDE = 1.7159
 LECUN_SLOPE = 2.0 / 3.0
 
@@ -123,6 +135,10 @@ _elementwise(
     doc="amplitude * tanh(slope * x); LeCun's 1.7159 tanh(2x/3) by default",
     **float_attrs(amplitude=LECUN_AMPLITUDE, slope=LECUN_SLOPE),
 )
+
+
+def erf(x) -> Value:
+    return _emit("erf", x)
 
 
 def leaky_relu(x, negative_slope: float = 0.01) -> Value:
@@ -152,4 +168,4 @@ def scaled_tanh(x, amplitude: float = LECUN_AMPLITUDE, slope: float = LECUN_SLOP
     return _emit("scaled_tanh", x, amplitude=amplitude, slope=slope)
 
 
-__all__ = ["elu", "leaky_relu", "prelu", "scaled_tanh", "silu", "softplus"]
+__all__ = ["elu", "erf", "leaky_relu", "prelu", "scaled_tanh", "silu", "softplus"]

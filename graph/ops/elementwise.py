@@ -186,13 +186,23 @@ def _select_vjp(ctx, g):
     ]
 
 
+def _infer_select(types, attrs) -> TensorType:
+    c, a, b = types
+    out = _infer_same([a, b], attrs)
+    if c.dtype not in (out.dtype, "bool"):
+        raise DTypeError(f"select: the condition must be bool or {out.dtype}, not {c.dtype}")
+    return TensorType(broadcast_shapes(c.shape, out.shape), out.dtype)
+
+
 _elementwise(
     "select",
     3,
     "({1} if {0} > 0 else {2})",
     lambda c, a, b: np.where(c > 0, a, b),
     _select_vjp,
-    doc="select(c, a, b): a where c > 0, else b (a float condition, e.g. x itself or a mask)",
+    doc="select(c, a, b): a where c > 0, else b (a bool condition, as x > y gives, or a float "
+    "one, e.g. x itself or a mask)",
+    infer=_infer_select,
 )
 
 
@@ -346,8 +356,9 @@ def minimum(a, b) -> Value:
 
 
 def select(c, a, b) -> Value:
-    """``a`` where ``c > 0``, else ``b`` (broadcasting all three)."""
-    return _emit("select", c, a, b)
+    """``a`` where ``c > 0``, else ``b`` (broadcasting all three); ``c`` may be bool."""
+    a, b, c = as_values(a, b, c)  # number operands take a's or b's dtype, not a bool c's
+    return a.builder.emit("select", [c, a, b])
 
 
 def equal(a, b, dtype: str | None = None) -> Value:

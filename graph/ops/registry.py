@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ class OpDef:
       in as literals); backends generate fused kernels from it.
     - ``derived``: attributes ``normalize`` computes from the others (a fused node's
       ``scalar``); any value given is replaced, and saved files never store them.
+    - ``origin``: for a custom op (``numbagrad.library``), the module that defined it; empty
+      for the built-in ops.
     """
 
     name: str
@@ -55,6 +58,7 @@ class OpDef:
     flops: FlopsFn = _default_flops
     doc: str = ""
     derived: tuple[str, ...] = ()
+    origin: str = ""
 
     def __post_init__(self) -> None:
         if self.category not in CATEGORIES:
@@ -76,9 +80,11 @@ class OpDef:
 _REGISTRY: dict[str, OpDef] = {}
 
 
-def register(opdef: OpDef) -> OpDef:
-    """Add an op to the registry (custom ops use this too). Names are unique."""
-    if opdef.name in _REGISTRY or opdef.name == "leaf":
+def register(opdef: OpDef, replace: bool = False) -> OpDef:
+    """Add an op to the registry (``numbagrad.library`` does this for custom ops). Names are
+    unique: ``replace`` lets a custom op take the place of one of the same name."""
+    known = _REGISTRY.get(opdef.name)
+    if opdef.name == "leaf" or (known is not None and not (replace and known.origin)):
         raise OpError(f"an op named {opdef.name!r} is already registered")
     _REGISTRY[opdef.name] = opdef
     return opdef
@@ -88,9 +94,13 @@ def get_op(name: str) -> OpDef:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise OpError(
-            f"unknown op {name!r}; registered ops: {', '.join(sorted(_REGISTRY))}"
-        ) from None
+        pass
+    if "::" in name:
+        hint = "custom ops are registered when the module that defines them is imported"
+    else:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else "see all_ops() for the ops"
+    raise OpError(f"unknown op {name!r}; {hint}")
 
 
 def scalar_expression(op: str, attrs: Mapping[str, Any], arity: int) -> str:
@@ -101,5 +111,6 @@ def scalar_expression(op: str, attrs: Mapping[str, Any], arity: int) -> str:
     return template.format(*(f"a{k}" for k in range(arity)), **attrs)
 
 
-def all_ops() -> dict[str, OpDef]:
-    return dict(_REGISTRY)
+def all_ops(custom: bool = False) -> dict[str, OpDef]:
+    """The built-in ops by name; with ``custom``, the custom ops registered so far too."""
+    return {name: op for name, op in _REGISTRY.items() if custom or not op.origin}

@@ -88,6 +88,9 @@ class _Operands:
     def shape(self, i: int) -> tuple[int, ...]:
         return self._shapes[i]
 
+    def dtype(self, i: int) -> str:
+        return self._operands[i].dtype
+
     def needs(self, i: int) -> bool:
         return self._needs[i]
 

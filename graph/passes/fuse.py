@@ -143,6 +143,9 @@ class _StepContext:
     def shape(self, i: int) -> tuple[int, ...]:
         return self._operands[i].shape
 
+    def dtype(self, i: int) -> str:
+        return self._operands[i].dtype
+
     def needs(self, i: int) -> bool:
         return self._needs[i]
 
@@ -205,10 +208,12 @@ FUSED_OP = register(
 
 
 def _fusible(node: Node) -> bool:
+    # A cast rounds: inside a group its operand would stay in the wider type.
     return (
         not node.is_leaf
         and node.dtype in FLOAT_DTYPES
         and get_op(node.op).category == "elementwise"
+        and node.op != "cast"
     )
 
 

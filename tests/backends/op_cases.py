@@ -139,7 +139,7 @@ def _core_cases(x4):
 
 
 def _activation_cases(x4):
-    """Activations, comparisons, losses and dropout (issue 4)."""
+    """Activations, comparisons, casts, scans, losses and dropout (issues 4, 13)."""
     return [
         ("maximum", [((2, 3, 4), "f"), ((3, 1), "f")], O.maximum),
         ("minimum", [((3, 4), "f"), ((4,), "f")], O.minimum),
@@ -165,6 +165,15 @@ def _activation_cases(x4):
         ),
         ("nll_loss", [((5, 7), "f"), ((5,), "cls7")], lambda x, t: O.nll_loss(x, t, "none")),
         ("class_indices", [((2, 3, 4), "cls5")], lambda t: O.class_indices(t, 5, "nll_loss")),
+        ("greater_bcast", [((2, 3, 4), "f"), ((3, 1), "f")], O.greater),
+        ("greater_equal_classes", [((5, 1), "cls4"), ((4,), "cls4")], O.greater_equal),
+        ("select_bool", [((3, 4), "f"), ((3, 4), "f")], lambda a, b: O.select(a > b, a, b)),
+        ("cast_f_to_i64", [((3, 5), "f")], lambda a: O.cast(a, "int64")),
+        ("cast_bool_to_f", [((3, 5), "f")], lambda a: O.cast(a > 0.0, a.dtype)),
+        ("stop_gradient", [((3, 5), "f")], O.stop_gradient),
+        ("erf", [(x4, "f")], O.erf),
+        ("cumsum_axis1", [(x4, "f")], lambda a: O.cumsum(a, 1)),
+        ("cumsum_last_reverse", [(x4, "f")], lambda a: O.cumsum(a, -1, reverse=True)),
         (
             "dropout",
             [(x4, "f")],

@@ -194,8 +194,10 @@ def test_unknown_op_and_backend():
 
     b = Builder()
     x = b.leaf("input", (2,), "float32", "x")
-    with pytest.raises(OpError, match=r"unknown op 'gelu'; registered ops: .*relu"):
+    with pytest.raises(OpError, match=r"unknown op 'gelu'; did you mean .*relu"):
         b.emit("gelu", [x])
+    with pytest.raises(OpError, match=r"'demo::x'; custom ops are registered when the module"):
+        b.emit("demo::x", [x])
     with pytest.raises(
         BackendError, match=r"unknown backend 'tpu'; choose one of interp, cpu, cuda"
     ):

@@ -382,6 +382,17 @@ SPATIAL_CASES = [
     ),
 ]
 
+# Comparisons, casts, gradient stops, erf and cumsum (issue 13); their torch comparisons are in
+# test_ops_torch_reference.py.
+TENSOR_CASES = [
+    _c("greater_bcast", "greater", [((3, 1, 4), "f"), ((2, 1), "f")], O.greater),
+    _c("greater_equal", "greater_equal", [((2, 3), "f"), ((2, 3), "f")], O.greater_equal),
+    _c("cast_to_int64", "cast", [((2, 3), "f")], lambda x: O.cast(x, "int64")),
+    _c("erf", "erf", [(X4, "f")], O.erf),
+    _c("cumsum_axis1", "cumsum", [(X4, "f")], lambda x: O.cumsum(x, 1)),
+    _c("cumsum_reverse_last", "cumsum", [((3, 4), "f")], lambda x: O.cumsum(x, -1, True)),
+]
+
 CASES = (
     ELEMENTWISE_CASES
     + REDUCE_SHAPE_CASES
@@ -393,4 +404,5 @@ CASES = (
     + EPILOGUE_CASES
     + JOIN_NORM_CASES
     + SPATIAL_CASES
+    + TENSOR_CASES
 )

@@ -73,7 +73,7 @@ def build_case(operands, build, name="case"):
             leaves.append(b.leaf("param", shape, "float64", f"p{i}"))
     out = build(*leaves)
     r = b.leaf("input", out.shape, "float64", "R")
-    loss = O.sum(O.mul(out, r))
+    loss = O.sum(O.mul(O.cast(out, "float64"), r))  # (a comparison's bool result: cast)
     return b.build([loss]), leaves, out.node, r
 
 

@@ -203,6 +203,12 @@ def _torch_equivalents(torch):
             {"trans_a": True, "trans_b": True},
             lambda: t(m1).transpose(1, 2) @ t(m2).transpose(1, 2),
         ),
+        "greater": ((a, b), {}, lambda: t(a) > t(b)),
+        "greater_equal": ((a.round(), b.round()), {}, lambda: t(a.round()) >= t(b.round())),
+        "cast": ((x * 3,), {"dtype": "int64"}, lambda: t(x * 3).to(torch.int64)),
+        "stop_gradient": ((x,), {}, lambda: t(x).detach()),
+        "erf": ((x,), {}, lambda: torch.erf(t(x))),
+        "cumsum": ((x,), {"axis": 1, "reverse": False}, lambda: t(x).cumsum(1)),
     }
 
 

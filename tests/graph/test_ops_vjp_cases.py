@@ -53,6 +53,17 @@ def test_sign_has_zero_gradient():
     np.testing.assert_array_equal(g, np.zeros((2, 3)))
 
 
+def test_stop_gradient_passes_no_gradient():
+    # y = x * stop_gradient(x): dy/dx = stop_gradient(x) = x, not 2x.
+    fwd, leaves, _, r = build_case([((2, 3), "f")], lambda a: a * O.stop_gradient(a))
+    rng = np.random.default_rng(0)
+    x, weights = make_array((2, 3), "f", rng), rng.standard_normal((2, 3))
+    bwd = backward(fwd)
+    feeds = backward_feeds(fwd, bwd, forward_values(fwd, {leaves[0].id: x, r.id: weights}))
+    (g,) = interp.evaluate(bwd, feeds)
+    np.testing.assert_allclose(g, x * weights, rtol=1e-12)
+
+
 def test_fan_out_within_one_op_accumulates():
     # mul(x, x): both operand gradients land on x and are summed with an `add`.
     bwd = check_vjp([((2, 3), "f")], lambda a: a * a, "mul")
@@ -72,6 +83,7 @@ def test_every_registered_op_is_covered():
     }
     # No gradient to check: sign is flat, the others are integer-valued.
     covered = {c.op for c in CASES} | SWEPT_OPS | {"sign", "max_pool2d_indices", "class_indices"}
+    covered.add("stop_gradient")  # its gradient is zero by definition: see the test below
     differentiable = {name for name, op in registry.items() if op.vjp is not None}
     backward_only = {name for name, op in registry.items() if op.vjp is None}
     assert backward_only == set(BACKWARD_ONLY), (
