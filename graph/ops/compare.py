@@ -56,7 +56,8 @@ _elementwise(
     infer=lambda types, attrs: TensorType(types[0].shape, attrs["dtype"]),
     attrs={"dtype": "float32"},
     normalize=_normalize_cast,
-    doc="x as another dtype (x.astype); float to float passes the gradient back, cast",
+    doc="x as another dtype (x.astype); float to float passes the gradient back, cast; a "
+    "NaN or infinity cast to an integer dtype is undefined (as in C, NumPy and torch)",
 )
 
 _elementwise(
