@@ -28,7 +28,7 @@ MAX_SPLITS = 1024
 
 
 @jit(device=True)
-def _shifts(a, mean, c, c_, l_, stats):
+def _shifts(a, mean, c, l_, stats):
     """(ka, kb) of channel c."""
     if stats:
         first = float64(a[c * l_]) if a.size else 0.0
@@ -61,7 +61,7 @@ def channel_sums(a, b, mean, out, partial, c_, l_, chunk, stats):
     tid = int64(cuda.threadIdx.x)
     nt = int64(cuda.blockDim.x)
     count = (a.size // c_) if c_ else 0
-    ka, kb = _shifts(a, mean, c, c_, l_, stats)
+    ka, kb = _shifts(a, mean, c, l_, stats)
     end = min(count, (s + 1) * chunk)
     t1 = 0.0
     t2 = 0.0
@@ -95,7 +95,7 @@ def finish_sums(a, mean, out, partial, c_, l_, stats):
     for s in range(partial.shape[1]):
         s1 += partial[0, s, c]
         s2 += partial[1, s, c]
-    ka, _ = _shifts(a, mean, c, c_, l_, stats)
+    ka, _ = _shifts(a, mean, c, l_, stats)
     _finish(out, c, c_, (a.size // c_) if c_ else 0, s1, s2, ka, stats)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 
 from ..builder import Value, as_values
-from .common import require_float, same_dtype, unbroadcast
+from .common import same_dtype, unbroadcast
 from .norm_stats import (
     batch_norm_grad_stats,
     channel_row,
@@ -37,9 +37,8 @@ __all__ = ["OPERANDS", "batch_norm", "channel_shape"]
 
 def _infer(types, attrs) -> TensorType:
     x = types[0]
-    require_float(x)
-    dtype = same_dtype(types)
     require_channels(x)
+    dtype = same_dtype(types)
     for name, t in zip(OPERANDS[1:], types[1:]):
         require_per_channel(name, t, x.shape)
     return TensorType(tuple(x.shape), dtype)

@@ -6,7 +6,7 @@ gradient, with a partial last block), against float64 NumPy."""
 from __future__ import annotations
 
 import numpy as np
-import op_cases as oc  # noqa: E402  (a sibling helper: tests/conftest.py)
+import op_cases as oc  # a sibling helper (tests/conftest.py)
 import pytest
 
 from numbagrad.backends.cpu.codegen import INNER_BLOCK, PARALLEL_MIN_ELEMENTS
