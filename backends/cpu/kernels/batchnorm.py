@@ -119,7 +119,7 @@ def _channel_total(partial, k, c):
     return total
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")  # an empty batch: 0 / 0 is NaN
 def moments(x, out, partial, shift):
     """out (2, C) = the per-channel mean and biased variance of x (N, C, L); float64
     workspaces ``partial`` (items, 2, C) (one item: on the calling thread) and ``shift``
