@@ -21,18 +21,10 @@ import math
 
 from ..builder import Value, as_values
 from .common import same_dtype, unbroadcast
-from .norm_stats import (
-    batch_norm_grad_stats,
-    channel_row,
-    channel_shape,
-    require_channels,
-    require_per_channel,
-)
+from .norm_stats import batch_norm_grad_stats, channel_row, require_channels, require_per_channel
 from .registry import OpDef, TensorType, register
 
 OPERANDS = ("x", "mean", "inv_std", "gamma", "beta")
-
-__all__ = ["OPERANDS", "batch_norm", "channel_shape"]
 
 
 def _infer(types, attrs) -> TensorType:
