@@ -60,6 +60,23 @@ def test_gradient_sums_about_a_large_mean_match_float64(backend):
     np.testing.assert_allclose(got[1], (g64 * centered).sum(axes), rtol=1e-6, atol=1e-4)
 
 
+def test_gradient_sums_of_one_buffer_read_twice():
+    # g and x in one buffer: the cpu kernel must not take the statistics' squares path.
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 4, 20)).astype(np.float32)
+    mean = rng.standard_normal((1, 4, 1)).astype(np.float32)
+    case = (
+        "case",
+        [(x.shape, "f"), (mean.shape, "f")],
+        lambda v, m: O.batch_norm_grad_stats(v, v, m),
+    )
+    graph, (xv, mv) = oc.build(case, "float32")
+    (got,), _ = oc.run("cpu", graph, {xv.id: x, mv.id: mean})
+    x64 = x.astype(np.float64)
+    expected = (x64 * (x64 - mean)).sum((0, 2))
+    np.testing.assert_allclose(got[1], expected, rtol=1e-6, atol=1e-5)
+
+
 # Each at least PARALLEL_MIN_ELEMENTS: work items split the N * C rows mid-image (long rows),
 # rows shorter than a vectorized loop (L = 3), and BatchNorm1d's (N, C) (L = 1).
 PARALLEL_SHAPES = [(3, 5, 2200), (2200, 5, 3), (7000, 5)]

@@ -12,7 +12,7 @@ of L values (so each thread streams one block of memory, which the prefetchers f
 adds each row's two sums to its own per-channel partials; the finish adds the items'
 partials. A row is summed with ``fastmath={"reassoc", "contract"}``, which lets LLVM
 vectorize the float64 reduction (several vector accumulators) while NaN and infinities still
-propagate (no ``nnan``/``ninf``).
+propagate (no ``nnan``/``ninf``). The statistics (a is b, ka is kb) read each row once.
 """
 
 from __future__ import annotations
@@ -38,14 +38,30 @@ def _row_sums(ra, rb, ka, kb):
     return t1, t2
 
 
+@njit(cache=True, nogil=True, fastmath=_REASSOC)
+def _row_squares(ra, ka):
+    """``_row_sums(ra, ra, ka, ka)``, reading the row once."""
+    t1 = 0.0
+    t2 = 0.0
+    for p in range(ra.shape[0]):
+        u = ra[p] - ka
+        t1 += u
+        t2 += u * u
+    return t1, t2
+
+
 @njit(cache=True, nogil=True)
 def _long_rows(a, b, ka, kb, p1, p2, r, end):
     """Add the sums of rows r..end (of the N * C rows) to their channels' p1, p2."""
     c_ = a.shape[1]
     n = r // c_
     c = r - n * c_
+    squares = a is b and ka is kb  # the statistics' sums: of (x - k) and its square
     for _ in range(r, end):
-        t1, t2 = _row_sums(a[n, c], b[n, c], ka[c], kb[c])
+        if squares:
+            t1, t2 = _row_squares(a[n, c], ka[c])
+        else:
+            t1, t2 = _row_sums(a[n, c], b[n, c], ka[c], kb[c])
         p1[c] += t1
         p2[c] += t2
         c += 1
