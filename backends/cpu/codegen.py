@@ -18,13 +18,17 @@ from ..executable import Launch
 from .cache import load_kernel
 from .kernels.parallel import PARALLEL_MIN_ELEMENTS
 
-_HEADER = "import math\n\nfrom numba import njit, prange\n\n\n"
+INNER_BLOCK = 512  # outputs per work item of a reduction whose innermost axis is kept
+_HEADER = "import math\n\nimport numpy as np\nfrom numba import njit, prange\n\n\n"
 
 
-def _decorator(parallel: bool) -> str:
+def _decorator(parallel: bool, reassoc: bool = False) -> str:
     # error_model="numpy": x / 0 is inf or nan as in the NumPy reference (and on CUDA), not a
     # ZeroDivisionError; it also drops the zero checks from every division.
     extra = ", parallel=True" if parallel else ""
+    # A sum may be reassociated (so LLVM vectorizes it with several accumulators); NaN and
+    # infinities still propagate (no nnan/ninf flags).
+    extra += ', fastmath={"reassoc", "contract"}' if reassoc else ""
     return f'@njit(cache=True, nogil=True, error_model="numpy"{extra})'
 
 
@@ -72,11 +76,14 @@ def elementwise_launch(
 
 def reduction_source(expr: str, n_inputs: int, reduced: Sequence[bool], parallel: bool) -> str:
     """A kernel ``kernel(in0, ..., out, scale)``: ``out[kept] = scale * sum(expr)`` over the
-    reduced axes, accumulated in float64. Kept axes are the outer loops."""
+    reduced axes, accumulated in float64 (vectorized: the sum may be reassociated). Kept axes
+    are the outer loops; when the innermost axis is kept, see ``_inner_kept_source``."""
+    if not reduced[-1]:
+        return _inner_kept_source(expr, n_inputs, reduced, parallel)
     ndim = len(reduced)
     kept = [d for d in range(ndim) if not reduced[d]]
     summed = [d for d in range(ndim) if reduced[d]]
-    lines = [_decorator(parallel), f"def kernel({kernel_args(n_inputs, 'out', 'scale')}):"]
+    lines = [_decorator(parallel, True), f"def kernel({kernel_args(n_inputs, 'out', 'scale')}):"]
     depth = 1
     for j, d in enumerate(kept):
         lines.append(_loop(depth, f"i{d}", f"in0.shape[{d}]", parallel and j == 0))
@@ -91,6 +98,44 @@ def reduction_source(expr: str, n_inputs: int, reduced: Sequence[bool], parallel
     lines.append(f"{'    ' * depth}acc += {expr}")
     out_idx = ", ".join(f"i{d}" for d in kept) or "0"
     lines.append(f"{'    ' * acc_depth}out[{out_idx}] = acc * scale")
+    return _HEADER + "\n".join(lines) + "\n"
+
+
+def _inner_kept_source(expr: str, n_inputs: int, reduced: Sequence[bool], parallel: bool) -> str:
+    """``reduction_source`` when the innermost (contiguous) axis is kept, e.g. a Linear bias
+    gradient: a block of ``INNER_BLOCK`` outputs along it gets float64 accumulators, and the
+    reduced axes are looped outside the block's contiguous loop (no strided column walks).
+    Parallel over the first other kept axis, else over the blocks."""
+    ndim = len(reduced)
+    last = ndim - 1
+    outer = [d for d in range(last) if not reduced[d]]
+    summed = [d for d in range(ndim) if reduced[d]]
+    lines = [_decorator(parallel, True), f"def kernel({kernel_args(n_inputs, 'out', 'scale')}):"]
+    lines.append(f"    blocks = (in0.shape[{last}] + {INNER_BLOCK - 1}) // {INNER_BLOCK}")
+    depth = 1
+    for j, d in enumerate(outer):
+        lines.append(_loop(depth, f"i{d}", f"in0.shape[{d}]", parallel and j == 0))
+        depth += 1
+    lines.append(_loop(depth, "blk", "blocks", parallel and not outer))
+    depth += 1
+    pad = "    " * depth
+    lines += [
+        f"{pad}j0 = blk * {INNER_BLOCK}",
+        f"{pad}w = min({INNER_BLOCK}, in0.shape[{last}] - j0)",
+    ]
+    lines.append(f"{pad}acc = np.zeros(w)")
+    acc_depth = depth
+    for d in summed:
+        lines.append(_loop(depth, f"i{d}", f"in0.shape[{d}]", False))
+        depth += 1
+    lines.append(_loop(depth, "j", "w", False))
+    pad = "    " * (depth + 1)
+    idx = ", ".join(f"i{d}" if d != last else "j0 + j" for d in range(ndim))
+    lines += [f"{pad}a{k} = in{k}[{idx}]" for k in range(n_inputs)]
+    lines.append(f"{pad}acc[j] += {expr}")
+    out_idx = ", ".join([f"i{d}" for d in outer] + ["j0 + j"])
+    lines.append(_loop(acc_depth, "j", "w", False))
+    lines.append(f"{'    ' * (acc_depth + 1)}out[{out_idx}] = acc[j] * scale")
     return _HEADER + "\n".join(lines) + "\n"
 
 

@@ -1,21 +1,20 @@
 """BatchNorm1d and BatchNorm2d, as PyTorch's.
 
-Training: the batch's per-channel mean and biased variance normalize the input; the running
-statistics move by ``momentum`` (the variance enters them unbiased, n/(n-1), as in PyTorch)
-through graph updates applied after each forward run, and ``num_batches_tracked`` counts the
-steps. Eval: the running statistics normalize. Both emit one ``batch_norm`` op, so an
-inference graph shows BatchNorm by name and ``fold_conv_bn`` can fold it into a conv.
+Training: the batch's per-channel mean and biased variance (one ``batch_norm_stats`` pass over
+the input, graph/ops/norm_stats.py) normalize the input; the running statistics move by
+``momentum`` (the variance enters them unbiased, n/(n-1), as in PyTorch) through graph updates
+applied after each forward run, and ``num_batches_tracked`` counts the steps. Eval: the running
+statistics normalize. Both emit one ``batch_norm`` op, so an inference graph shows BatchNorm by
+name and ``fold_conv_bn`` can fold it into a conv.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ...errors import NumbagradError, ShapeError
-from ...graph.ops import batch_norm, sqrt
-from ...graph.ops.norm import channel_shape
+from ...graph.ops import batch_moments, batch_norm, sqrt
+from ...graph.ops.norm_stats import channel_count, channel_shape
 from ..trace import current_tracer, layer_path
 from .module import Module, Parameter
 
@@ -67,16 +66,13 @@ class _BatchNorm(Module):
             mean = self.running_mean.reshape(shape)
             inv_std = 1.0 / sqrt(self.running_var.reshape(shape) + self.eps)
             return batch_norm(x, mean, inv_std, gamma, beta)
-        axes = (0, *range(2, x.ndim))
-        count = math.prod(x.shape[a] for a in axes)
+        count = channel_count(x.shape)
         if count < 2:
             raise ShapeError(
                 f"{type(self).__name__}: training needs more than one value per channel, "
                 f"got input shape {x.shape}"
             )
-        mean = x.mean(axes, keepdims=True)
-        centered = x - mean
-        var = (centered * centered).mean(axes, keepdims=True)  # biased, as PyTorch normalizes
+        mean, var = batch_moments(x)  # the variance biased, as PyTorch normalizes
         out = batch_norm(x, mean, 1.0 / sqrt(var + self.eps), gamma, beta)
         if self.training and self.track_running_stats:
             self._update_running_stats(mean, var, count)

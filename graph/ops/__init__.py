@@ -44,6 +44,7 @@ from .loss import (
 )
 from .lrn import local_response_norm
 from .norm import batch_norm
+from .norm_stats import batch_moments, batch_norm_grad_stats, batch_norm_stats
 from .pool import avg_pool2d, max_pool2d
 from .random import dropout
 from .reduce import broadcast_to, mean, sum
@@ -100,6 +101,9 @@ __all__ = [
     "all_ops",
     "avg_pool2d",
     "batch_norm",
+    "batch_moments",
+    "batch_norm_grad_stats",
+    "batch_norm_stats",
     "broadcast_to",
     "concat",
     "conv2d",

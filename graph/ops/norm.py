@@ -2,51 +2,37 @@
 
 ``y = (x - mean) * inv_std * gamma + beta`` per channel (axis 1). The statistics are operands,
 not the op's business: in training the BatchNorm layer feeds the batch mean and
-``1/sqrt(var + eps)`` (computed with ``mean``/``sqrt`` ops, so autodiff differentiates through
-them and the layer can also feed them to the running-statistics updates); in eval it feeds the
-running buffers. Keeping the normalization one named op is what lets the ``fold_conv_bn``
-pass find BatchNorm in an inference graph and fold it into the preceding conv.
+``1/sqrt(var + eps)``, read from one ``batch_norm_stats`` pass (graph/ops/norm_stats.py), so
+autodiff differentiates through them and the layer can also feed them to the
+running-statistics updates; in eval it feeds the running buffers. Keeping the normalization
+one named op is what lets the ``fold_conv_bn`` pass find BatchNorm in an inference graph and
+fold it into the preceding conv.
 
 Each per-channel operand has a shape that broadcasts to ``(1, C, 1, ...)`` (the layer passes
 ``(1, C, 1, 1)``; a scalar stands for "the same for every channel"). The op is elementwise with
 broadcasting, so backends generate its kernel from the scalar template and fusion can merge
-it with the activation that follows.
+it with the activation that follows. Its VJP reads (g, x) once for every per-channel gradient
+(``batch_norm_grad_stats``) and once more, elementwise, for the input's.
 """
 
 from __future__ import annotations
 
 import math
 
-from ...errors import ShapeError
 from ..builder import Value, as_values
-from .common import broadcast_shapes, require_float, same_dtype, unbroadcast
+from .common import same_dtype, unbroadcast
+from .norm_stats import batch_norm_grad_stats, channel_row, require_channels, require_per_channel
 from .registry import OpDef, TensorType, register
 
 OPERANDS = ("x", "mean", "inv_std", "gamma", "beta")
 
 
-def channel_shape(x_shape) -> tuple[int, ...]:
-    """``(1, C, 1, ...)``: the shape a per-channel operand of an ``x_shape`` input has."""
-    return (1, x_shape[1], *(1 for _ in x_shape[2:]))
-
-
 def _infer(types, attrs) -> TensorType:
     x = types[0]
-    require_float(x)
+    require_channels(x)
     dtype = same_dtype(types)
-    if len(x.shape) < 2:
-        raise ShapeError(f"input must be (N, C, ...) with at least 2 axes, got {x.shape}")
-    per_channel = channel_shape(x.shape)
     for name, t in zip(OPERANDS[1:], types[1:]):
-        try:
-            fits = broadcast_shapes(t.shape, per_channel) == per_channel
-        except ShapeError:
-            fits = False
-        if not fits:
-            raise ShapeError(
-                f"{name} has shape {tuple(t.shape)}; a per-channel operand of an input "
-                f"{tuple(x.shape)} must broadcast to {per_channel}"
-            )
+        require_per_channel(name, t, x.shape)
     return TensorType(tuple(x.shape), dtype)
 
 
@@ -55,18 +41,30 @@ def _reference(x, mean, inv_std, gamma, beta):
 
 
 def _vjp(ctx, g):
+    """The per-channel gradients (mean, inv_std, gamma; beta with them) all come from the two
+    sums of one ``batch_norm_grad_stats`` pass over (g, x): with S0 = sum(g) and
+    S1 = sum(g * (x - mean)), d mean = -gamma * inv_std * S0, d inv_std = gamma * S1,
+    d gamma = inv_std * S1, d beta = S0."""
     x, mean, inv, gamma = (ctx.input(i) for i in range(4))
     need = [ctx.needs(i) for i in range(5)]
-    g_gamma = g * gamma if need[0] or need[1] or need[2] else None
-    gx = g_gamma * inv if need[0] or need[1] else None
-    centered = x - mean if need[2] or need[3] else None
-    return [
-        gx if need[0] else None,
-        unbroadcast(-gx, ctx.shape(1)) if need[1] else None,
-        unbroadcast(g_gamma * centered, ctx.shape(2)) if need[2] else None,
-        unbroadcast(g * (centered * inv), ctx.shape(3)) if need[3] else None,
-        unbroadcast(g, ctx.shape(4)) if need[4] else None,
-    ]
+    grads: list[Value | None] = [None] * 5
+    if need[0]:
+        grads[0] = g * (gamma * inv)
+    if need[1] or need[2] or need[3]:
+        sums = batch_norm_grad_stats(g, x, mean)
+        s0, s1 = (channel_row(sums, k, ctx.shape(0)) for k in (0, 1))
+        per_channel = {
+            1: lambda: -(gamma * inv) * s0,
+            2: lambda: gamma * s1,
+            3: lambda: inv * s1,
+            4: lambda: s0,
+        }
+        for i, grad in per_channel.items():
+            if need[i]:
+                grads[i] = unbroadcast(grad(), ctx.shape(i))
+    elif need[4]:
+        grads[4] = unbroadcast(g, ctx.shape(4))
+    return grads
 
 
 register(

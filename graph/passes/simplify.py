@@ -5,7 +5,12 @@
 - ``neg(neg(x))`` -> ``x``; ``relu(relu(x))`` -> ``relu(x)``;
 - ``transpose(transpose(x, p), q)`` -> one transpose (none if the perms cancel);
 - ``reshape(reshape(x))`` -> one reshape; a reshape, transpose or broadcast that changes
-  nothing -> ``x``.
+  nothing -> ``x``;
+- ``concat(a1, a2, ...) + concat(b1, b2, ...)`` (pieces that line up) ->
+  ``concat(a1 + b1, a2 + b2, ...)``, where a zero piece adds nothing; and a ``slice`` that
+  takes exactly one piece of a ``concat`` -> that piece. (Autodiff gives a value read by two
+  slices the gradient ``concat(g1, 0) + concat(0, g2)``: these make it ``concat(g1, g2)``,
+  and a slice of that ``g1`` again.)
 
 A kept node keeps its id: it may be redefined (``relu(relu(x))`` -> ``relu(x)``) but is never
 replaced by another node.
@@ -35,8 +40,47 @@ def _identity_operand(rw: Rewriter, node: Node) -> int | None:
     return None
 
 
+def _is_zero(rw: Rewriter, node_id: int) -> bool:
+    value = rw.const_value(node_id)
+    return value is not None and not np.any(value)
+
+
+def _sum_of_concats(rw: Rewriter, node: Node) -> Node | None:
+    """``concat(a...) + concat(b...)`` as ``concat(a + b, ...)`` when the pieces line up."""
+    x, y = rw[node.inputs[0]], rw[node.inputs[1]]
+    if not (x.op == y.op == "concat" and x.attrs == y.attrs and x.shape == y.shape):
+        return None
+    if [rw[i].shape for i in x.inputs] != [rw[i].shape for i in y.inputs]:
+        return None
+    pieces = []
+    for a, b in zip(x.inputs, y.inputs):
+        if _is_zero(rw, a) or _is_zero(rw, b):
+            pieces.append(b if _is_zero(rw, a) else a)
+        else:
+            pieces.append(rw.add("add", [a, b], node.name).id)
+    return dataclasses.replace(node, op="concat", inputs=tuple(pieces), attrs=dict(x.attrs))
+
+
+def _piece_of_concat(rw: Rewriter, node: Node) -> int | None:
+    """The concat operand that a ``slice`` of the concat takes exactly, if any."""
+    x, axis = rw[node.inputs[0]], node.attrs["axis"]
+    if x.op != "concat" or x.attrs["axis"] != axis:
+        return None
+    start = 0
+    for i in x.inputs:
+        stop = start + rw[i].shape[axis]
+        if (start, stop) == (node.attrs["start"], node.attrs["stop"]):
+            return i
+        start = stop
+    return None
+
+
 def _simplified(rw: Rewriter, node: Node) -> int | Node | None:
     """An id that ``node`` equals, or a shorter definition of it, or None."""
+    if node.op == "add" and (concats := _sum_of_concats(rw, node)) is not None:
+        return concats
+    if node.op == "slice":
+        return _piece_of_concat(rw, node)
     if node.op in _IDENTITY:
         return _identity_operand(rw, node)
     if node.op in ("reshape", "transpose", "broadcast_to"):

@@ -183,8 +183,9 @@ def _activation_cases(x4):
 
 
 def _join_spatial_cases(x4):
-    """Concat, slice, batch_norm (graph/ops/join.py, norm.py); transposed conv, pooling
-    indices, unpooling, upsampling, LRN (graph/ops/spatial.py, lrn.py)."""
+    """Concat, slice, batch_norm and its statistics (graph/ops/join.py, norm.py,
+    norm_stats.py); transposed conv, pooling indices, unpooling, upsampling, LRN
+    (graph/ops/spatial.py, lrn.py)."""
     return [
         ("concat_axis1", [(x4, "f"), ((2, 2) + x4[2:], "f")], lambda a, b: O.concat([a, b], 1)),
         (
@@ -198,6 +199,18 @@ def _join_spatial_cases(x4):
             "batch_norm",
             [(x4, "f"), ((1, 3, 1, 1), "f"), ((1, 3, 1, 1), "pos"), ((1, 3, 1, 1), "f"), ((), "f")],
             O.batch_norm,
+        ),
+        ("batch_norm_stats", [(x4, "f")], O.batch_norm_stats),
+        ("batch_norm_stats_2d", [((5, 3), "f")], O.batch_norm_stats),
+        (
+            "batch_norm_grad_stats",
+            [(x4, "f"), (x4, "f"), ((1, x4[1], 1, 1), "f")],
+            O.batch_norm_grad_stats,
+        ),
+        (
+            "batch_norm_grad_stats_scalar_mean",
+            [((4, 3, 5), "f"), ((4, 3, 5), "f"), ((), "f")],
+            O.batch_norm_grad_stats,
         ),
         ("conv_transpose2d", [((2, 3, 3, 2), "f"), ((3, 2, 2, 3), "f")], O.conv_transpose2d),
         (
@@ -259,6 +272,8 @@ GRAD_CASES = {
     "upsample_bilinear_grad": ("upsample_bilinear", ("upsample2d_grad",)),
     "local_response_norm_grad": ("local_response_norm", ("local_response_norm_grad",)),
     "matmul_grad": ("matmul_3d", ("matmul",)),
+    "batch_norm_grad": ("batch_norm", ("batch_norm_grad_stats",)),
+    "batch_norm_stats_grad": ("batch_norm_stats", ("slice",)),
 }
 
 

@@ -305,7 +305,8 @@ ACTIVATION_LOSS_CASES = [
 ]
 
 
-# Concat, slice (each other's VJP) and batch_norm (graph/ops/join.py, graph/ops/norm.py).
+# Concat, slice (each other's VJP), batch_norm and its statistics (graph/ops/join.py, norm.py,
+# norm_stats.py).
 JOIN_NORM_CASES = [
     _c(
         "concat_axis1",
@@ -334,6 +335,21 @@ JOIN_NORM_CASES = [
         "batch_norm",
         [((4, 3), "f"), ((1, 3), "f"), ((), "pos"), ((3,), "f")],
         lambda x, m, s, g: O.batch_norm(x, m, s, g, 0.25),
+    ),
+    _c("batch_norm_stats_4d", "batch_norm_stats", [(X4, "f")], O.batch_norm_stats),
+    _c("batch_norm_stats_3d", "batch_norm_stats", [((3, 2, 4), "f")], O.batch_norm_stats),
+    _c("batch_norm_stats_2d", "batch_norm_stats", [((4, 3), "f")], O.batch_norm_stats),
+    _c(
+        "batch_norm_grad_stats_4d",
+        "batch_norm_grad_stats",
+        [(X4, "f"), (X4, "f"), ((1, 3, 1, 1), "f")],
+        O.batch_norm_grad_stats,
+    ),
+    _c(
+        "batch_norm_grad_stats_2d_scalar_mean",
+        "batch_norm_grad_stats",
+        [((4, 3), "f"), ((4, 3), "f"), ((), "f")],
+        O.batch_norm_grad_stats,
     ),
 ]
 
