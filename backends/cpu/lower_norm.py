@@ -9,8 +9,8 @@ import math
 import numba
 import numpy as np
 
-from .kernels.parallel import PARALLEL_MIN_ELEMENTS
 from .kernels import batchnorm
+from .kernels.parallel import PARALLEL_MIN_ELEMENTS
 from .lowering import lowers
 
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from . import _env  # noqa: F401  (thread-pool settings)
-
 _REASSOC = {"reassoc", "contract"}
 SHORT_ROW = 16  # rows shorter than this are summed by a plain loop
 
