@@ -10,7 +10,11 @@ numbagrad's modules and of its generated kernels (``numbagrad_generated.*``) get
   ``<NUMBAGRAD_CACHE_DIR>/numba``, and nowhere else;
 - a directory it cannot write means compiling in memory, with one ``CacheWarning`` per
   directory and process;
-- an entry it cannot read is removed and compiled again, with one ``CacheWarning``.
+- an entry it cannot read is removed and compiled again, with one ``CacheWarning``;
+- the entries of numbagrad's hand-written kernels sit in a folder named by a digest of every
+  source file of ``backends/``: Numba checks only the stamp of a function's own file, while a
+  cached kernel holds the machine code of the kernels it calls from other files, so an edit there
+  would leave it running stale code (a changed calling convention crashes the process).
 
 Every other function in the process keeps Numba's own cache. Importing this module sets that up;
 the CPU backend imports it before its kernels are decorated. The CUDA backend mixes the same
@@ -19,7 +23,9 @@ locator and load/save handling into numba-cuda's classes (``cuda/numba_cache.py`
 
 from __future__ import annotations
 
+import functools
 import glob
+import hashlib
 import inspect
 import os
 import sys
@@ -57,15 +63,31 @@ def _chosen_dir() -> Path:
     return Path(config.CACHE_DIR) if config.CACHE_DIR else cache_dir()
 
 
+_BACKENDS = Path(__file__).resolve().parent
+
+
+@functools.cache
+def sources_digest(root: Path = _BACKENDS) -> str:
+    """A digest of every ``.py`` file under ``root`` (read once per process)."""
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 class KernelLocator(_SourceFileBackedLocatorMixin, _CacheLocator):
-    """``<root>/<folder>_<hash of the folder>``, the subfolder Numba itself would use. numba-cuda's
+    """``<root>/<folder>_<hash of the folder>``, the subfolder Numba itself would use, with
+    ``_<sources_digest()>`` after it for numbagrad's own source files. numba-cuda's
     caches ask a locator the same four things (its caching module is a copy of Numba's), so the
     CUDA backend's cache uses this class too."""
 
     def __init__(self, py_func: Callable, py_file: str) -> None:
         self._py_file = py_file
         self._lineno = py_func.__code__.co_firstlineno
-        self._cache_path = str(numba_cache_root() / self.get_suitable_cache_subpath(py_file))
+        folder = self.get_suitable_cache_subpath(py_file)
+        if Path(py_file).resolve().is_relative_to(_BACKENDS):
+            folder = f"{folder}_{sources_digest()}"
+        self._cache_path = str(numba_cache_root() / folder)
 
     def get_cache_path(self) -> str:
         return self._cache_path

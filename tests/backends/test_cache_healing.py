@@ -188,3 +188,21 @@ def test_only_numbagrads_own_functions_get_its_cache(tmp_path, monkeypatch):
     spec.loader.exec_module(users_module)
     assert type(njit(cache=True)(users_module.f)._cache) is FunctionCache  # Numba's, untouched
     assert type(blas.gemm._cache) is KernelCache
+
+
+def test_hand_written_kernels_entries_move_when_any_backend_source_changes(tmp_path):
+    """A cached kernel holds the code of the kernels it calls from other files, which Numba's
+    per-file stamp does not cover: the entries sit in a folder named by a digest of every
+    backends/ source file, so an edit anywhere there starts a fresh folder."""
+    from numbagrad.backends.cpu.kernels import blas, linalg
+    from numbagrad.backends.numba_cache import sources_digest
+
+    for cached in (blas.gemm, linalg._gemm_each):
+        assert cached._cache.cache_path.endswith(f"_{sources_digest()}")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.py").write_text("y = 2\n")
+    before = sources_digest(tmp_path)
+    (tmp_path / "sub" / "b.py").write_text("y = 3\n")
+    sources_digest.cache_clear()
+    assert sources_digest(tmp_path) != before
