@@ -197,6 +197,12 @@ def test_dispatch_picks_winograd_for_resnet_3x3_layers():
         for kind in KINDS:
             assert choose(kind, *shapes, (1, 1), (1, 1), (1, 1), 1) == "winograd"
             assert choose(kind, *shapes, (2, 2), (1, 1), (1, 1), 1) == "im2col"
+    for c, k, hw, n in ((4, 4, 16, 32), (16, 16, 32, 32)):  # here direct would be picked
+        shapes = ((n, c, hw, hw), (k, c, 3, 3))
+        assert {choose(kd, *shapes, (1, 1), (1, 1), (1, 1), 1) for kd in KINDS} == {"winograd"}
+    for c, k, hw, n in ((3, 64, 32, 32), (256, 256, 2, 8), (512, 512, 1, 2)):  # 3 channels;
+        shapes = ((n, c, hw, hw), (k, c, 3, 3))  # few tiles: filter transforms dominate
+        assert "winograd" not in {choose(kd, *shapes, (1, 1), (1, 1), (1, 1), 1) for kd in KINDS}
     for stride, padding, dilation, groups, kernel in [
         ((1, 1), (3, 3), (1, 1), 1, 3),  # padding 3: the input gradient's would be -1
         ((1, 1), (1, 1), (2, 2), 1, 3),

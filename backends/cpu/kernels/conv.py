@@ -44,7 +44,14 @@ DIRECT_CHANNEL_BLOCK = 8  # output channels per work item of the direct kernel
 DIRECT_MAX_REDUCTION = 200
 DIRECT_MAX_ROWS = 8
 DIRECT_MAX_WGRAD_SIZE = 1024
-WINOGRAD_MIN_CHANNELS = 32
+# Winograd (measured on one pinned core, float32, all three kinds; 2-core timings were too noisy
+# on the shared machine) beats direct and im2col on every 3x3 stride-1 layer with at least 4
+# channels each way and 32 tiles over the batch: 2-6x at 4->4..64->64 on 16-32 px images, 1.5x
+# at 512->512 4x4 b32 (32 tiles). With fewer tiles its filter transforms (K*C*(m+2)^2 values per
+# call) outweigh the GEMMs they save: 256->256 2x2 b8 (8 tiles) and 512->512 1x1 b2 run 1.2-4x
+# slower than im2col; with 3 channels (3->64, 32 px) im2col wins both gradients by ~25%.
+WINOGRAD_MIN_CHANNELS = 4
+WINOGRAD_MIN_TILES = 32
 
 
 def applicable_algorithms(kind, x_shape, w_shape, stride, padding, dilation, groups):
@@ -67,11 +74,22 @@ def applicable_algorithms(kind, x_shape, w_shape, stride, padding, dilation, gro
     return algos
 
 
+def _winograd_pays(kind, x_shape, w_shape, padding):
+    """Whether Winograd beats direct and im2col here (see WINOGRAD_MIN_TILES)."""
+    n, _, h, w = x_shape
+    if kind != "backward_input":  # the input gradient's conv outputs x's pixels, the others y's
+        h, w = h + 2 * padding[0] - 2, w + 2 * padding[1] - 2
+    enough_tiles = _w.tiles(n, (h, w)) >= WINOGRAD_MIN_TILES
+    return enough_tiles and min(w_shape[:2]) >= WINOGRAD_MIN_CHANNELS
+
+
 def choose_algorithm(kind, x_shape, w_shape, stride, padding, dilation, groups):
     """The algorithm the entry points run for ``kind``; one of ALGORITHMS."""
     algos = applicable_algorithms(kind, x_shape, w_shape, stride, padding, dilation, groups)
     if algos[0] != "direct":  # gemm1x1 and full_window are plain GEMMs: always best
         return algos[0]
+    if "winograd" in algos and _winograd_pays(kind, x_shape, w_shape, padding):
+        return "winograd"
     k, cg, kh, kw = w_shape
     kg = k // groups
     if kind == "forward":
@@ -80,11 +98,7 @@ def choose_algorithm(kind, x_shape, w_shape, stride, padding, dilation, groups):
         direct = kg * kh * kw <= DIRECT_MAX_REDUCTION or cg <= DIRECT_MAX_ROWS
     else:
         direct = kg * cg * kh * kw <= DIRECT_MAX_WGRAD_SIZE
-    if direct:
-        return "direct"
-    if "winograd" in algos and min(k, cg) >= WINOGRAD_MIN_CHANNELS:
-        return "winograd"
-    return "im2col"
+    return "direct" if direct else "im2col"
 
 
 def _algorithm(kind, x_shape, w_shape, sh, sw, ph, pw, dh, dw, groups, forced):

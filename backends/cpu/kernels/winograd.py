@@ -32,7 +32,7 @@ import numpy as np
 from numba import njit, prange
 
 from .blas import gemm
-from .winograd_filters import filter_block, filter_grad_block
+from .winograd_filters import FILTER_BLOCK, filter_block, filter_grad_block
 from .winograd_transforms import (
     all_finite,
     grad_output_block,
@@ -58,6 +58,12 @@ def tile_size(out_hw: tuple[int, int]) -> int:
     return min(cost, key=cost.get)
 
 
+def tiles(n: int, out_hw: tuple[int, int]) -> int:
+    """How many tiles a batch of n images of out_hw output pixels has (tile_size's m)."""
+    m = tile_size(out_hw)
+    return n * _cdiv(out_hw[0], m) * _cdiv(out_hw[1], m)
+
+
 @njit(cache=True, inline="always")
 def _part(tid, nt, n):
     """Thread tid's share [lo, hi) of range(n)."""
@@ -75,12 +81,12 @@ _0 = np.int64(0)
 
 
 @njit(cache=True, inline="always")
-def _conv_phase1(tid, nt, x, w, flip, m, tiles, ph, pw, u, v, taps, z, s):
+def _conv_phase1(tid, nt, x, w, flip, m, tiles, ph, pw, u, v, taps, s):
     """tiles: u = the filters of a run of w's first axis; channels: v = the input transform
     of every nt-th channel for the whole batch."""
     if tiles:
         k0, k1 = _part(tid, nt, w.shape[0])
-        filter_block(w, k0, k1, _0, w.shape[1], flip, m, u[0], k0, taps[tid], z[tid], s[8][tid])
+        filter_block(w, k0, k1, _0, w.shape[1], flip, m, u[0], k0, taps[tid], s[8][tid])
     else:
         th, tw = -(-(x.shape[2] + 2 * ph - 2) // m), -(-(x.shape[3] + 2 * pw - 2) // m)
         for c in range(tid, x.shape[1], nt):
@@ -89,7 +95,7 @@ def _conv_phase1(tid, nt, x, w, flip, m, tiles, ph, pw, u, v, taps, z, s):
 
 
 @njit(cache=True, inline="always")
-def _conv_phase2(tid, nt, x, w, flip, bias, out, ph, pw, m, tiles, step, u, v, mm, taps, z, s):
+def _conv_phase2(tid, nt, x, w, flip, bias, out, ph, pw, m, tiles, step, u, v, mm, taps, s):
     """tiles: runs of ``step`` tile rows: input transform, GEMMs, output transform;
     channels: every nt-th block of ``step`` output channels: filter transform, GEMMs over
     all tiles, output transform."""
@@ -114,9 +120,9 @@ def _conv_phase2(tid, nt, x, w, flip, bias, out, ph, pw, m, tiles, step, u, v, m
     for j in range(tid, -(-kout // step), nt):
         k0, k1 = j * step, min(kout, (j + 1) * step)
         if flip:  # the input gradient's conv: its output channels are w's second axis
-            filter_block(w, _0, cin, k0, k1, flip, m, ut, _0, taps[tid], z[tid], s[8][tid])
+            filter_block(w, _0, cin, k0, k1, flip, m, ut, _0, taps[tid], s[8][tid])
         else:
-            filter_block(w, k0, k1, _0, cin, flip, m, ut, _0, taps[tid], z[tid], s[8][tid])
+            filter_block(w, k0, k1, _0, cin, flip, m, ut, _0, taps[tid], s[8][tid])
         for xi in range(a2):
             ux = ut[xi, :cin, : k1 - k0] if flip else ut[xi, : k1 - k0, :cin]
             gemm(ux, v[0, xi, :, :nb], mt[xi, : k1 - k0, :nb], flip, False, 1.0, 0.0)
@@ -125,14 +131,14 @@ def _conv_phase2(tid, nt, x, w, flip, bias, out, ph, pw, m, tiles, step, u, v, m
 
 
 @njit(parallel=True, cache=True)
-def _conv_parallel(x, w, flip, bias, out, ph, pw, m, tiles, step, u, v, mm, taps, z, scratch):
+def _conv_parallel(x, w, flip, bias, out, ph, pw, m, tiles, step, u, v, mm, taps, scratch):
     nt = taps.shape[0]
     for t in prange(nt):
         tid = np.int64(t)  # (the prange index is unsigned inside the parallel region)
-        _conv_phase1(tid, nt, x, w, flip, m, tiles, ph, pw, u, v, taps, z, scratch)
+        _conv_phase1(tid, nt, x, w, flip, m, tiles, ph, pw, u, v, taps, scratch)
     for t in prange(nt):
         tid = np.int64(t)
-        _conv_phase2(tid, nt, x, w, flip, bias, out, ph, pw, m, tiles, step, u, v, mm, taps, z,
+        _conv_phase2(tid, nt, x, w, flip, bias, out, ph, pw, m, tiles, step, u, v, mm, taps,
                      scratch)  # fmt: skip
 
 
@@ -170,7 +176,7 @@ def _weight_grad_phase1(tid, nt, x, gy, ph, pw, m, tiles, step, v, dm, du, s):
 
 
 @njit(cache=True, inline="always")
-def _weight_grad_phase2(tid, nt, gw, m, tiles, step, nb, v, dm, du, taps, z):
+def _weight_grad_phase2(tid, nt, gw, m, tiles, step, nb, v, dm, du, taps):
     """tiles: gw = G^T (du summed over threads) G for a run of output channels; channels:
     every nt-th block of ``step`` output channels: GEMMs over all tiles, filter transform."""
     kout, cin, a2 = gw.shape[0], gw.shape[1], du.shape[1]
@@ -178,18 +184,18 @@ def _weight_grad_phase2(tid, nt, gw, m, tiles, step, nb, v, dm, du, taps, z):
         k0, k1 = _part(tid, nt, kout)
         for t in range(1, du.shape[0]):
             du[0, :, k0:k1] += du[t, :, k0:k1]
-        filter_grad_block(du[0], k0, k0, k1, m, gw, taps[tid], z[tid])
+        filter_grad_block(du[0], k0, k0, k1, m, gw, taps[tid])
         return
     for j in range(tid, -(-kout // step), nt):
         k0, k1 = j * step, min(kout, (j + 1) * step)
         for xi in range(a2):
             gemm(dm[0, xi, k0:k1, :nb], v[0, xi, :, :nb], du[tid, xi, : k1 - k0, :cin], False,
                  True, 1.0, 0.0)  # fmt: skip
-        filter_grad_block(du[tid], _0, k0, k1, m, gw, taps[tid], z[tid])
+        filter_grad_block(du[tid], _0, k0, k1, m, gw, taps[tid])
 
 
 @njit(parallel=True, cache=True)
-def _weight_grad_parallel(x, gy, gw, ph, pw, m, tiles, step, v, dm, du, taps, z, scratch):
+def _weight_grad_parallel(x, gy, gw, ph, pw, m, tiles, step, v, dm, du, taps, scratch):
     nt = taps.shape[0]
     for t in prange(nt):
         tid = np.int64(t)  # (the prange index is unsigned inside the parallel region)
@@ -197,7 +203,7 @@ def _weight_grad_parallel(x, gy, gw, ph, pw, m, tiles, step, v, dm, du, taps, z,
     nb = x.shape[0] * (-(-gy.shape[2] // m)) * (-(-gy.shape[3] // m))
     for t in prange(nt):
         tid = np.int64(t)
-        _weight_grad_phase2(tid, nt, gw, m, tiles, step, nb, v, dm, du, taps, z)
+        _weight_grad_phase2(tid, nt, gw, m, tiles, step, nb, v, dm, du, taps)
 
 
 def _use_tiles(tiles: int, kout: int) -> bool:
@@ -208,9 +214,9 @@ def _block_rows(rows: int, tw: int, nt: int) -> int:
     return max(1, min(_cdiv(rows, nt), _cdiv(BLOCK_TILES, tw)))
 
 
-def _filter_scratch(nt: int, m: int, c: int, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """taps and z for filter_block / filter_grad_block over c channels, per thread."""
-    return np.empty((nt, 9, padded(c)), dtype), np.empty((nt, 3 * (m + 2), padded(c)), dtype)
+def _taps(nt: int, c: int, dtype) -> np.ndarray:
+    """filter_block's / filter_grad_block's scratch over c channels, per thread."""
+    return np.empty((nt, FILTER_BLOCK, 9, padded(c)), dtype)
 
 
 def conv(x, w, bias, out, ph, pw, *, flip=False, m=None) -> bool:
@@ -232,15 +238,15 @@ def conv(x, w, bias, out, ph, pw, *, flip=False, m=None) -> bool:
         v = np.empty((nt, a2, cin, padded(step * tw)), dt)
         mm = np.empty((nt, a2, kout, padded(step * tw)), dt)
         scratch = tile_scratch(nt, step, tw, m, dt, 9 * w.shape[1])
-        taps, z = _filter_scratch(nt, m, w.shape[1], dt)
+        taps = _taps(nt, w.shape[1], dt)
     else:
         step = min(CHANNEL_BLOCK, kout)
         u = np.empty((nt, a2, *((cin, padded(step)) if flip else (step, padded(cin)))), dt)
         v = np.empty((1, a2, cin, padded(rows * tw)), dt)
         mm = np.empty((nt, a2, step, padded(rows * tw)), dt)
         scratch = tile_scratch(nt, rows, tw, m, dt, 9 * max(cin, step))
-        taps, z = _filter_scratch(nt, m, max(cin, step), dt)
-    _conv_parallel(x, w, flip, bias, out, ph, pw, m, tiles, step, u, v, mm, taps, z, scratch)
+        taps = _taps(nt, max(cin, step), dt)
+    _conv_parallel(x, w, flip, bias, out, ph, pw, m, tiles, step, u, v, mm, taps, scratch)
     return all_finite(scratch[-1])
 
 
@@ -254,7 +260,7 @@ def weight_grad(x, gy, gw, ph, pw, *, m=None) -> bool:
     a2 = (m + 2) ** 2
     th, tw = _cdiv(oh, m), _cdiv(ow, m)
     rows, nt, dt = n * th, numba.get_num_threads(), x.dtype
-    taps, z = _filter_scratch(nt, m, cin, dt)
+    taps = _taps(nt, cin, dt)
     tiles = _use_tiles(rows * tw, kout)
     if tiles:
         step = _block_rows(rows, tw, nt)
@@ -268,5 +274,5 @@ def weight_grad(x, gy, gw, ph, pw, *, m=None) -> bool:
         dm = np.empty((1, a2, kout, padded(rows * tw)), dt)
         du = np.empty((nt, a2, step, padded(cin)), dt)
         scratch = tile_scratch(nt, rows, tw, m, dt)
-    _weight_grad_parallel(x, gy, gw, ph, pw, m, tiles, step, v, dm, du, taps, z, scratch)
+    _weight_grad_parallel(x, gy, gw, ph, pw, m, tiles, step, v, dm, du, taps, scratch)
     return all_finite(scratch[-1])

@@ -236,10 +236,44 @@ def a4_rows(d0, d1, d2, d3, o0, o1, o2, o3, o4, o5):
 
 
 @njit(cache=True, inline="always")
-def g2_rows(d0, d1, d2, o0, o1, o2, o3):
+def g_row(m, i, dt):
+    """Row i of G, in the dtype dt."""
+    if i == 0:
+        return dt(1), dt(0), dt(0)
+    if i == m + 1:
+        return dt(0), dt(0), dt(1)
+    if m == 2:
+        return dt(0.5), dt(0.5) if i == 1 else dt(-0.5), dt(0.5)
+    c = f4_constants(dt)
+    if i <= 2:
+        return c[7], c[9] if i == 1 else -c[9], c[8]
+    return c[10], -c[11] if i == 3 else c[11], -c[8]
+
+
+@njit(cache=True, inline="always")
+def _taps(t, n):
+    return (t[0, :n], t[1, :n], t[2, :n], t[3, :n], t[4, :n], t[5, :n], t[6, :n], t[7, :n],
+            t[8, :n])  # fmt: skip
+
+
+@njit(cache=True, inline="always")
+def _g_row_of_filters(gi, t0, t1, t2, t3, t4, t5, t6, t7, t8, k):
+    """(g G^T-side input) z_q = sum_p gi[p] * g[p, q] for the filter g = t_{3p+q}[k]."""
+    return (
+        gi[0] * t0[k] + gi[1] * t3[k] + gi[2] * t6[k],
+        gi[0] * t1[k] + gi[1] * t4[k] + gi[2] * t7[k],
+        gi[0] * t2[k] + gi[1] * t5[k] + gi[2] * t8[k],
+    )
+
+
+@njit(cache=True, inline="always")
+def filter2_row(t, gi, o0, o1, o2, o3):
+    """o_j[k] = (G g G^T)[i, j] for the filters g[p, q] = t[3p + q, k], gi = g_row(2, i)."""
+    t0, t1, t2, t3, t4, t5, t6, t7, t8 = _taps(t, o0.shape[0])
     half = o0.dtype.type(0.5)
     for k in range(o0.shape[0]):
-        y0, y1, y2, y3 = _g2(d0[k], d1[k], d2[k], half)
+        z0, z1, z2 = _g_row_of_filters(gi, t0, t1, t2, t3, t4, t5, t6, t7, t8, k)
+        y0, y1, y2, y3 = _g2(z0, z1, z2, half)
         o0[k] = y0
         o1[k] = y1
         o2[k] = y2
@@ -247,10 +281,13 @@ def g2_rows(d0, d1, d2, o0, o1, o2, o3):
 
 
 @njit(cache=True, inline="always")
-def g4_rows(d0, d1, d2, o0, o1, o2, o3, o4, o5):
+def filter4_row(t, gi, o0, o1, o2, o3, o4, o5):
+    """filter2_row for F(4x4): gi = g_row(4, i)."""
+    t0, t1, t2, t3, t4, t5, t6, t7, t8 = _taps(t, o0.shape[0])
     c = f4_constants(o0.dtype.type)
     for k in range(o0.shape[0]):
-        y0, y1, y2, y3, y4, y5 = _g4(d0[k], d1[k], d2[k], c)
+        z0, z1, z2 = _g_row_of_filters(gi, t0, t1, t2, t3, t4, t5, t6, t7, t8, k)
+        y0, y1, y2, y3, y4, y5 = _g4(z0, z1, z2, c)
         o0[k] = y0
         o1[k] = y1
         o2[k] = y2
@@ -260,23 +297,38 @@ def g4_rows(d0, d1, d2, o0, o1, o2, o3, o4, o5):
 
 
 @njit(cache=True, inline="always")
-def gt2_rows(d0, d1, d2, d3, o0, o1, o2):
-    half = o0.dtype.type(0.5)
-    for k in range(o0.shape[0]):
-        y0, y1, y2 = _gt2(d0[k], d1[k], d2[k], d3[k], half)
-        o0[k] = y0
-        o1[k] = y1
-        o2[k] = y2
+def _add_row_to_filters(gi, z0, z1, z2, t0, t1, t2, t3, t4, t5, t6, t7, t8, k):
+    """g[p, q] += gi[p] * z_q for the filter g = t_{3p+q}[k]."""
+    t0[k] += gi[0] * z0
+    t1[k] += gi[0] * z1
+    t2[k] += gi[0] * z2
+    t3[k] += gi[1] * z0
+    t4[k] += gi[1] * z1
+    t5[k] += gi[1] * z2
+    t6[k] += gi[2] * z0
+    t7[k] += gi[2] * z1
+    t8[k] += gi[2] * z2
 
 
 @njit(cache=True, inline="always")
-def gt4_rows(d0, d1, d2, d3, d4, d5, o0, o1, o2):
-    c = f4_constants(o0.dtype.type)
-    for k in range(o0.shape[0]):
-        y0, y1, y2 = _gt4(d0[k], d1[k], d2[k], d3[k], d4[k], d5[k], c)
-        o0[k] = y0
-        o1[k] = y1
-        o2[k] = y2
+def filter2_grad_row(d0, d1, d2, d3, gi, t):
+    """t[3p + q, k] += (G^T dU G)[p, q] summed over row i of dU: dU[i, j] = d_j[k],
+    gi = g_row(2, i)."""
+    t0, t1, t2, t3, t4, t5, t6, t7, t8 = _taps(t, d0.shape[0])
+    half = d0.dtype.type(0.5)
+    for k in range(d0.shape[0]):
+        z0, z1, z2 = _gt2(d0[k], d1[k], d2[k], d3[k], half)
+        _add_row_to_filters(gi, z0, z1, z2, t0, t1, t2, t3, t4, t5, t6, t7, t8, k)
+
+
+@njit(cache=True, inline="always")
+def filter4_grad_row(d0, d1, d2, d3, d4, d5, gi, t):
+    """filter2_grad_row for F(4x4): gi = g_row(4, i)."""
+    t0, t1, t2, t3, t4, t5, t6, t7, t8 = _taps(t, d0.shape[0])
+    c = f4_constants(d0.dtype.type)
+    for k in range(d0.shape[0]):
+        z0, z1, z2 = _gt4(d0[k], d1[k], d2[k], d3[k], d4[k], d5[k], c)
+        _add_row_to_filters(gi, z0, z1, z2, t0, t1, t2, t3, t4, t5, t6, t7, t8, k)
 
 
 # ---------------------------------------------------------------- copies
