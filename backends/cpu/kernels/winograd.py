@@ -16,7 +16,7 @@ a whole batch when they are large. Two schedules, by which operand is small:
   transform the block's inputs, a*a single-threaded GEMMs, transform its outputs. The weight
   gradient accumulates dU per thread (beta = 1 GEMMs) and sums the threads' at the end.
 - ``channels`` (few tiles: small images, many channels): V (and dM) is transformed for the
-  whole batch; each thread takes blocks of CHANNEL_BLOCK output channels, transforms their
+  whole batch; each thread takes blocks of output channels (_channel_block), transforms their
   filters, runs their GEMMs over every tile and transforms their outputs (weight gradient:
   their dU).
 
@@ -42,9 +42,19 @@ from .winograd_transforms import (
     tile_scratch,
 )
 
-BLOCK_TILES = 128  # tiles per block of the ``tiles`` schedule (L2-sized GEMM operands)
-CHANNEL_BLOCK = 32  # output channels per work item of the ``channels`` schedule
-TILES_SCHEDULE_MIN = 4  # ``tiles`` when tiles >= this * output channels, else ``channels``
+# Tiles per block of the ``tiles`` schedule: its GEMM operands (a*a*(C+K)*BLOCK_TILES values)
+# stay in L2. 64->64 32x32 on one core: 128 beat 64 and 256 by 10-40%.
+BLOCK_TILES = 128
+# Output channels per work item of the ``channels`` schedule: its U (or dU) block then holds
+# (m+2)^2 * CHANNEL_BLOCK_WEIGHTS values. Measured on one core (256->256 8x8 and 512->512 4x4,
+# batch 32): blocks of 8-16 channels ran 20-50% slower (thin GEMMs), and 64 channels beat 32 at
+# 256 input channels but lost at 512 (the block outgrew L2).
+CHANNEL_BLOCK_WEIGHTS = 16384
+# ``tiles`` when the tiles number at least this many times the output channels, else
+# ``channels``. Measured on one core, batch 32: 128->128 16x16 (512 tiles) ran 1.4-1.9x faster
+# by tiles, 256->256 8x8 (128 tiles) 1.05-1.3x; 512->512 4x4 (32 tiles) 1.1-1.6x faster by
+# channels, whose U blocks stay in L2 where the tiles schedule streams all of U per block.
+TILES_SCHEDULE_MIN = 0.5
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -111,7 +121,7 @@ def _conv_phase2(tid, nt, x, w, flip, bias, out, ph, pw, m, tiles, step, u, v, m
                 input_block(x, c, g0, g1, th, tw, ph, pw, m, vt, c, s[0][tid], s[1][tid],
                             s[2][tid], s[3][tid], s[4][tid], s[8][tid])  # fmt: skip
             for xi in range(a2):
-                ux = u[0, xi, :, :kout] if flip else u[0, xi, :, :cin]
+                ux = u[0, xi, : cin * kout].reshape((cin, kout) if flip else (kout, cin))
                 gemm(ux, vt[xi, :, :nb], mt[xi, :, :nb], flip, False, 1.0, 0.0)
             for k in range(kout):
                 output_block(mt, k, g0, g1, th, tw, m, out, k, bias, s[5][tid], s[6][tid])
@@ -124,7 +134,7 @@ def _conv_phase2(tid, nt, x, w, flip, bias, out, ph, pw, m, tiles, step, u, v, m
         else:
             filter_block(w, k0, k1, _0, cin, flip, m, ut, _0, taps[tid], s[8][tid])
         for xi in range(a2):
-            ux = ut[xi, :cin, : k1 - k0] if flip else ut[xi, : k1 - k0, :cin]
+            ux = ut[xi, : cin * (k1 - k0)].reshape((cin, k1 - k0) if flip else (k1 - k0, cin))
             gemm(ux, v[0, xi, :, :nb], mt[xi, : k1 - k0, :nb], flip, False, 1.0, 0.0)
         for k in range(k0, k1):
             output_block(mt, k - k0, _0, rows, th, tw, m, out, k, bias, s[5][tid], s[6][tid])
@@ -206,6 +216,10 @@ def _weight_grad_parallel(x, gy, gw, ph, pw, m, tiles, step, v, dm, du, taps, sc
         _weight_grad_phase2(tid, nt, gw, m, tiles, step, nb, v, dm, du, taps)
 
 
+def _channel_block(cin: int, kout: int) -> int:
+    return min(kout, max(16, min(128, CHANNEL_BLOCK_WEIGHTS // cin)))
+
+
 def _use_tiles(tiles: int, kout: int) -> bool:
     return tiles >= TILES_SCHEDULE_MIN * kout
 
@@ -216,7 +230,7 @@ def _block_rows(rows: int, tw: int, nt: int) -> int:
 
 def _taps(nt: int, c: int, dtype) -> np.ndarray:
     """filter_block's / filter_grad_block's scratch over c channels, per thread."""
-    return np.empty((nt, FILTER_BLOCK, 9, padded(c)), dtype)
+    return np.empty((nt, 9, padded(FILTER_BLOCK * c)), dtype)
 
 
 def conv(x, w, bias, out, ph, pw, *, flip=False, m=None) -> bool:
@@ -234,14 +248,14 @@ def conv(x, w, bias, out, ph, pw, *, flip=False, m=None) -> bool:
     tiles = _use_tiles(rows * tw, kout)
     if tiles:
         step = _block_rows(rows, tw, nt)
-        u = np.empty((1, a2, *((cin, padded(kout)) if flip else (kout, padded(cin)))), dt)
+        u = np.empty((1, a2, padded(cin * kout)), dt)
         v = np.empty((nt, a2, cin, padded(step * tw)), dt)
         mm = np.empty((nt, a2, kout, padded(step * tw)), dt)
         scratch = tile_scratch(nt, step, tw, m, dt, 9 * w.shape[1])
         taps = _taps(nt, w.shape[1], dt)
     else:
-        step = min(CHANNEL_BLOCK, kout)
-        u = np.empty((nt, a2, *((cin, padded(step)) if flip else (step, padded(cin)))), dt)
+        step = _channel_block(cin, kout)
+        u = np.empty((nt, a2, padded(cin * step)), dt)
         v = np.empty((1, a2, cin, padded(rows * tw)), dt)
         mm = np.empty((nt, a2, step, padded(rows * tw)), dt)
         scratch = tile_scratch(nt, rows, tw, m, dt, 9 * max(cin, step))
@@ -269,7 +283,7 @@ def weight_grad(x, gy, gw, ph, pw, *, m=None) -> bool:
         du = np.empty((nt, a2, kout, padded(cin)), dt)
         scratch = tile_scratch(nt, step, tw, m, dt)
     else:
-        step = min(CHANNEL_BLOCK, kout)
+        step = _channel_block(cin, kout)
         v = np.empty((1, a2, cin, padded(rows * tw)), dt)
         dm = np.empty((1, a2, kout, padded(rows * tw)), dt)
         du = np.empty((nt, a2, step, padded(cin)), dt)

@@ -251,14 +251,17 @@ def g_row(m, i, dt):
 
 
 @njit(cache=True, inline="always")
-def _taps(t, n):
-    return (t[0, :n], t[1, :n], t[2, :n], t[3, :n], t[4, :n], t[5, :n], t[6, :n], t[7, :n],
-            t[8, :n])  # fmt: skip
+def tap_rows(t, lo, n):
+    """The 9 rows t[q, lo : lo+n]: the taps g[p, q] = t[3p + q] of n filters."""
+    hi = lo + n
+    return (t[0, lo:hi], t[1, lo:hi], t[2, lo:hi], t[3, lo:hi], t[4, lo:hi], t[5, lo:hi],
+            t[6, lo:hi], t[7, lo:hi], t[8, lo:hi])  # fmt: skip
 
 
 @njit(cache=True, inline="always")
 def _g_row_of_filters(gi, t0, t1, t2, t3, t4, t5, t6, t7, t8, k):
-    """(g G^T-side input) z_q = sum_p gi[p] * g[p, q] for the filter g = t_{3p+q}[k]."""
+    """z_q = sum_p gi[p] * g[p, q] for the filter g[p, q] = t_{3p+q}[k]: row i of G g, when gi
+    is row i of G."""
     return (
         gi[0] * t0[k] + gi[1] * t3[k] + gi[2] * t6[k],
         gi[0] * t1[k] + gi[1] * t4[k] + gi[2] * t7[k],
@@ -269,7 +272,7 @@ def _g_row_of_filters(gi, t0, t1, t2, t3, t4, t5, t6, t7, t8, k):
 @njit(cache=True, inline="always")
 def filter2_row(t, gi, o0, o1, o2, o3):
     """o_j[k] = (G g G^T)[i, j] for the filters g[p, q] = t[3p + q, k], gi = g_row(2, i)."""
-    t0, t1, t2, t3, t4, t5, t6, t7, t8 = _taps(t, o0.shape[0])
+    t0, t1, t2, t3, t4, t5, t6, t7, t8 = tap_rows(t, 0, o0.shape[0])
     half = o0.dtype.type(0.5)
     for k in range(o0.shape[0]):
         z0, z1, z2 = _g_row_of_filters(gi, t0, t1, t2, t3, t4, t5, t6, t7, t8, k)
@@ -283,7 +286,7 @@ def filter2_row(t, gi, o0, o1, o2, o3):
 @njit(cache=True, inline="always")
 def filter4_row(t, gi, o0, o1, o2, o3, o4, o5):
     """filter2_row for F(4x4): gi = g_row(4, i)."""
-    t0, t1, t2, t3, t4, t5, t6, t7, t8 = _taps(t, o0.shape[0])
+    t0, t1, t2, t3, t4, t5, t6, t7, t8 = tap_rows(t, 0, o0.shape[0])
     c = f4_constants(o0.dtype.type)
     for k in range(o0.shape[0]):
         z0, z1, z2 = _g_row_of_filters(gi, t0, t1, t2, t3, t4, t5, t6, t7, t8, k)
@@ -311,10 +314,10 @@ def _add_row_to_filters(gi, z0, z1, z2, t0, t1, t2, t3, t4, t5, t6, t7, t8, k):
 
 
 @njit(cache=True, inline="always")
-def filter2_grad_row(d0, d1, d2, d3, gi, t):
-    """t[3p + q, k] += (G^T dU G)[p, q] summed over row i of dU: dU[i, j] = d_j[k],
-    gi = g_row(2, i)."""
-    t0, t1, t2, t3, t4, t5, t6, t7, t8 = _taps(t, d0.shape[0])
+def filter2_grad_row(d0, d1, d2, d3, gi, t, lo):
+    """t[3p + q, lo + k] += row i's share of (G^T dU G)[p, q], dU[i, j] = d_j[k] (k < len(d0)),
+    gi = g_row(2, i): summed over the rows i, dg = G^T dU G."""
+    t0, t1, t2, t3, t4, t5, t6, t7, t8 = tap_rows(t, lo, d0.shape[0])
     half = d0.dtype.type(0.5)
     for k in range(d0.shape[0]):
         z0, z1, z2 = _gt2(d0[k], d1[k], d2[k], d3[k], half)
@@ -322,9 +325,9 @@ def filter2_grad_row(d0, d1, d2, d3, gi, t):
 
 
 @njit(cache=True, inline="always")
-def filter4_grad_row(d0, d1, d2, d3, d4, d5, gi, t):
+def filter4_grad_row(d0, d1, d2, d3, d4, d5, gi, t, lo):
     """filter2_grad_row for F(4x4): gi = g_row(4, i)."""
-    t0, t1, t2, t3, t4, t5, t6, t7, t8 = _taps(t, d0.shape[0])
+    t0, t1, t2, t3, t4, t5, t6, t7, t8 = tap_rows(t, lo, d0.shape[0])
     c = f4_constants(d0.dtype.type)
     for k in range(d0.shape[0]):
         z0, z1, z2 = _gt4(d0[k], d1[k], d2[k], d3[k], d4[k], d5[k], c)
