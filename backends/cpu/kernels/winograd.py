@@ -91,10 +91,10 @@ _0 = np.int64(0)
 
 
 @njit(cache=True, inline="always")
-def _conv_phase1(tid, nt, x, w, flip, m, tiles, ph, pw, u, v, taps, s):
-    """tiles: u = the filters of a run of w's first axis; channels: v = the input transform
+def _conv_phase1(tid, nt, x, w, flip, m, by_tiles, ph, pw, u, v, taps, s):
+    """tiles schedule: u = the filters of a run of w's first axis; channels: v = the input transform
     of every nt-th channel for the whole batch."""
-    if tiles:
+    if by_tiles:
         k0, k1 = _part(tid, nt, w.shape[0])
         filter_block(w, k0, k1, _0, w.shape[1], flip, m, u[0], k0, taps[tid], s[8][tid])
     else:
@@ -105,13 +105,13 @@ def _conv_phase1(tid, nt, x, w, flip, m, tiles, ph, pw, u, v, taps, s):
 
 
 @njit(cache=True, inline="always")
-def _conv_phase2(tid, nt, x, w, flip, bias, out, ph, pw, m, tiles, step, u, v, mm, taps, s):
-    """tiles: runs of ``step`` tile rows: input transform, GEMMs, output transform;
+def _conv_phase2(tid, nt, x, w, flip, bias, out, ph, pw, m, by_tiles, step, u, v, mm, taps, s):
+    """tiles schedule: runs of ``step`` tile rows: input transform, GEMMs, output transform;
     channels: every nt-th block of ``step`` output channels: filter transform, GEMMs over
     all tiles, output transform."""
     th, tw = -(-out.shape[2] // m), -(-out.shape[3] // m)
     a2, cin, kout, rows = v.shape[1], x.shape[1], out.shape[1], x.shape[0] * th
-    if tiles:
+    if by_tiles:
         vt, mt = v[tid], mm[tid]
         r0, r1 = _part(tid, nt, rows)
         for g0 in range(r0, r1, step):
@@ -141,24 +141,24 @@ def _conv_phase2(tid, nt, x, w, flip, bias, out, ph, pw, m, tiles, step, u, v, m
 
 
 @njit(parallel=True, cache=True)
-def _conv_parallel(x, w, flip, bias, out, ph, pw, m, tiles, step, u, v, mm, taps, scratch):
+def _conv_parallel(x, w, flip, bias, out, ph, pw, m, by_tiles, step, u, v, mm, taps, scratch):
     nt = taps.shape[0]
     for t in prange(nt):
         tid = np.int64(t)  # (the prange index is unsigned inside the parallel region)
-        _conv_phase1(tid, nt, x, w, flip, m, tiles, ph, pw, u, v, taps, scratch)
+        _conv_phase1(tid, nt, x, w, flip, m, by_tiles, ph, pw, u, v, taps, scratch)
     for t in prange(nt):
         tid = np.int64(t)
-        _conv_phase2(tid, nt, x, w, flip, bias, out, ph, pw, m, tiles, step, u, v, mm, taps,
+        _conv_phase2(tid, nt, x, w, flip, bias, out, ph, pw, m, by_tiles, step, u, v, mm, taps,
                      scratch)  # fmt: skip
 
 
 @njit(cache=True, inline="always")
-def _weight_grad_phase1(tid, nt, x, gy, ph, pw, m, tiles, step, v, dm, du, s):
-    """tiles: du[tid] = sum of dM @ V^T over runs of ``step`` tile rows; channels: v and dm
+def _weight_grad_phase1(tid, nt, x, gy, ph, pw, m, by_tiles, step, v, dm, du, s):
+    """tiles schedule: du[tid] = sum of dM @ V^T over runs of ``step`` tile rows; channels: v and dm
     transformed for the whole batch, every nt-th channel."""
     th, tw = -(-gy.shape[2] // m), -(-gy.shape[3] // m)
     a2, cin, kout, rows = v.shape[1], x.shape[1], gy.shape[1], x.shape[0] * th
-    if tiles:
+    if by_tiles:
         r0, r1 = _part(tid, nt, rows)
         beta = 0.0
         for g0 in range(r0, r1, step):
@@ -186,11 +186,11 @@ def _weight_grad_phase1(tid, nt, x, gy, ph, pw, m, tiles, step, v, dm, du, s):
 
 
 @njit(cache=True, inline="always")
-def _weight_grad_phase2(tid, nt, gw, m, tiles, step, nb, v, dm, du, taps):
-    """tiles: gw = G^T (du summed over threads) G for a run of output channels; channels:
+def _weight_grad_phase2(tid, nt, gw, m, by_tiles, step, nb, v, dm, du, taps):
+    """tiles schedule: gw = G^T (du summed over threads) G for a run of output channels; channels:
     every nt-th block of ``step`` output channels: GEMMs over all tiles, filter transform."""
     kout, cin, a2 = gw.shape[0], gw.shape[1], du.shape[1]
-    if tiles:
+    if by_tiles:
         k0, k1 = _part(tid, nt, kout)
         for t in range(1, du.shape[0]):
             du[0, :, k0:k1] += du[t, :, k0:k1]
@@ -205,15 +205,15 @@ def _weight_grad_phase2(tid, nt, gw, m, tiles, step, nb, v, dm, du, taps):
 
 
 @njit(parallel=True, cache=True)
-def _weight_grad_parallel(x, gy, gw, ph, pw, m, tiles, step, v, dm, du, taps, scratch):
+def _weight_grad_parallel(x, gy, gw, ph, pw, m, by_tiles, step, v, dm, du, taps, scratch):
     nt = taps.shape[0]
     for t in prange(nt):
         tid = np.int64(t)  # (the prange index is unsigned inside the parallel region)
-        _weight_grad_phase1(tid, nt, x, gy, ph, pw, m, tiles, step, v, dm, du, scratch)
+        _weight_grad_phase1(tid, nt, x, gy, ph, pw, m, by_tiles, step, v, dm, du, scratch)
     nb = x.shape[0] * (-(-gy.shape[2] // m)) * (-(-gy.shape[3] // m))
     for t in prange(nt):
         tid = np.int64(t)
-        _weight_grad_phase2(tid, nt, gw, m, tiles, step, nb, v, dm, du, taps)
+        _weight_grad_phase2(tid, nt, gw, m, by_tiles, step, nb, v, dm, du, taps)
 
 
 def _channel_block(cin: int, kout: int) -> int:
@@ -245,8 +245,8 @@ def conv(x, w, bias, out, ph, pw, *, flip=False, m=None) -> bool:
     a2 = (m + 2) ** 2
     th, tw = _cdiv(oh, m), _cdiv(ow, m)
     rows, nt, dt = n * th, numba.get_num_threads(), x.dtype
-    tiles = _use_tiles(rows * tw, kout)
-    if tiles:
+    by_tiles = _use_tiles(rows * tw, kout)
+    if by_tiles:
         step = _block_rows(rows, tw, nt)
         u = np.empty((1, a2, padded(cin * kout)), dt)
         v = np.empty((nt, a2, cin, padded(step * tw)), dt)
@@ -260,7 +260,7 @@ def conv(x, w, bias, out, ph, pw, *, flip=False, m=None) -> bool:
         mm = np.empty((nt, a2, step, padded(rows * tw)), dt)
         scratch = tile_scratch(nt, rows, tw, m, dt, 9 * max(cin, step))
         taps = _taps(nt, max(cin, step), dt)
-    _conv_parallel(x, w, flip, bias, out, ph, pw, m, tiles, step, u, v, mm, taps, scratch)
+    _conv_parallel(x, w, flip, bias, out, ph, pw, m, by_tiles, step, u, v, mm, taps, scratch)
     return all_finite(scratch[-1])
 
 
@@ -275,8 +275,8 @@ def weight_grad(x, gy, gw, ph, pw, *, m=None) -> bool:
     th, tw = _cdiv(oh, m), _cdiv(ow, m)
     rows, nt, dt = n * th, numba.get_num_threads(), x.dtype
     taps = _taps(nt, cin, dt)
-    tiles = _use_tiles(rows * tw, kout)
-    if tiles:
+    by_tiles = _use_tiles(rows * tw, kout)
+    if by_tiles:
         step = _block_rows(rows, tw, nt)
         v = np.empty((nt, a2, cin, padded(step * tw)), dt)
         dm = np.empty((nt, a2, kout, padded(step * tw)), dt)
@@ -288,5 +288,5 @@ def weight_grad(x, gy, gw, ph, pw, *, m=None) -> bool:
         dm = np.empty((1, a2, kout, padded(rows * tw)), dt)
         du = np.empty((nt, a2, step, padded(cin)), dt)
         scratch = tile_scratch(nt, rows, tw, m, dt)
-    _weight_grad_parallel(x, gy, gw, ph, pw, m, tiles, step, v, dm, du, taps, scratch)
+    _weight_grad_parallel(x, gy, gw, ph, pw, m, by_tiles, step, v, dm, du, taps, scratch)
     return all_finite(scratch[-1])

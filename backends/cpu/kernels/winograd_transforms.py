@@ -41,9 +41,9 @@ ROW_PAD = 16  # elements added to every scratch row: see padded()
 
 
 def padded(n: int) -> int:
-    """A row length of at least n elements that is no multiple of 4 KiB: the rows of a
-    power-of-two length that one loop reads and writes side by side all map to the same L1
-    sets (4K aliasing; measured 5x slower on 128-tile blocks)."""
+    """The row length for rows of n elements: rows whose length is a multiple of 4 KiB (the
+    power-of-two tile and channel counts make them so) that one loop reads and writes side by
+    side all map to the same L1 sets (4K aliasing: measured 5x slower on 128-tile blocks)."""
     return n + ROW_PAD
 
 
@@ -52,7 +52,9 @@ def tile_scratch(
 ) -> tuple[np.ndarray, ...]:
     """Scratch for each of ``threads`` threads, for blocks of up to ``rows`` tile rows of
     TW = tw tiles: (xr, xo, t, to, p) for input_block, (sb, yb) for output_block, (yb, zb, sb)
-    for grad_output_block; each array's first axis is the thread."""
+    for grad_output_block, and last the zeros their non-finite checks accumulate into (see
+    all_finite), long enough for filter_block's runs of ``weights_per_row`` weights too. Each
+    array's first axis is the thread."""
     a, nb = m + 2, rows * tw
     shapes = [(a, nb * m), (a, rows * 2), (a, nb * m), (a, rows * 2), (a, nb), (m * a, nb),
               (m, nb * m), (m * m, nb)]  # fmt: skip
