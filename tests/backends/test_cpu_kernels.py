@@ -144,7 +144,10 @@ def test_conv_dispatch_choices():
     one = ((8, 64, 8, 8), (32, 64, 1, 1))
     assert ch("forward", *one, (1, 1), (0, 0), (1, 1), 1) == "gemm1x1"
     assert ch("forward", *one, (2, 2), (0, 0), (1, 1), 1) == "im2col"
-    assert ch("forward", (8, 256, 8, 8), (256, 256, 3, 3), (1, 1), (1, 1), (1, 1), 1) == "im2col"
+    big = ((8, 256, 8, 8), (256, 256, 3, 3))
+    for kind in ("forward", "backward_input", "backward_weight"):
+        assert ch(kind, *big, (1, 1), (1, 1), (1, 1), 1) == "winograd"
+        assert ch(kind, *big, (2, 2), (1, 1), (1, 1), 1) == "im2col"
 
 
 @settings(max_examples=20, deadline=None)

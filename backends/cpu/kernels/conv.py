@@ -9,10 +9,13 @@ preallocated output:
   GEMM over the batch, the input read as an (N, C*H*W) matrix;
 - ``direct``: stride-1 convs with few channels: vectorized direct loops on a flat padded layout
   (conv_direct.py); the GEMMs these would need have tiny dimensions and run far below BLAS speed;
+- ``winograd``: 3x3 stride-1 convs with many channels: Winograd F(4x4, 3x3) or F(2x2, 3x3)
+  (winograd.py), 2.25-4x fewer multiplications than the others, in the same BLAS GEMMs;
 - ``im2col``: everything else: im2col + BLAS GEMM (conv_gemm.py); also the backward passes
   where ``direct`` would multiply its padding zeros by a NaN or an infinity (NaN weights for
-  the input gradient, a NaN result of the weight gradient), since 0 * Inf is NaN: the GEMMs
-  add only the products PyTorch adds.
+  the input gradient, a NaN result of the weight gradient), since 0 * Inf is NaN, and every
+  ``winograd`` call that meets a NaN or an infinity (its transforms subtract neighbours:
+  Inf - Inf is NaN): the GEMMs add only the products PyTorch adds.
 
 Scalars: strides ``sh, sw``, zero padding ``ph, pw``, dilation ``dh, dw``, ``groups``. All arrays
 C-contiguous, one float dtype (float32 or float64). Scratch buffers are allocated per call.
@@ -25,10 +28,11 @@ import numpy as np
 
 from . import conv_direct as _d
 from . import conv_gemm as _g
+from . import winograd as _w
 from .linalg import group_matmul_per_image, matmul, matmul_accumulate
 from .reduce import all_finite, sum_outer_inner
 
-ALGORITHMS = ("gemm1x1", "full_window", "direct", "im2col")
+ALGORITHMS = ("gemm1x1", "full_window", "direct", "winograd", "im2col")
 IM2COL_BYTES = 16 << 20  # scratch budget for one chunk of im2col columns (bigger GEMMs win)
 DIRECT_CHANNEL_BLOCK = 8  # output channels per work item of the direct kernel
 # Crossovers measured with bench/conv_kernels.py --all --extra (2 cores, float32): the direct
@@ -40,6 +44,14 @@ DIRECT_CHANNEL_BLOCK = 8  # output channels per work item of the direct kernel
 DIRECT_MAX_REDUCTION = 200
 DIRECT_MAX_ROWS = 8
 DIRECT_MAX_WGRAD_SIZE = 1024
+# Winograd (measured on one pinned core, float32, all three kinds; 2-core timings were too noisy
+# on the shared machine) beats direct and im2col on every 3x3 stride-1 layer with at least 4
+# channels each way and 32 tiles over the batch: 2-6x at 4->4..64->64 on 16-32 px images, 1.5x
+# at 512->512 4x4 b32 (32 tiles). With fewer tiles its filter transforms (K*C*(m+2)^2 values per
+# call) outweigh the GEMMs they save: 256->256 2x2 b8 (8 tiles) and 512->512 1x1 b2 run 1.2-4x
+# slower than im2col; with 3 channels (3->64, 32 px) im2col wins both gradients by ~25%.
+WINOGRAD_MIN_CHANNELS = 4
+WINOGRAD_MIN_TILES = 32
 
 
 def applicable_algorithms(kind, x_shape, w_shape, stride, padding, dilation, groups):
@@ -55,8 +67,20 @@ def applicable_algorithms(kind, x_shape, w_shape, stride, padding, dilation, gro
         algos.append("full_window")
     if sh == sw == 1:
         algos.append("direct")
+    # padding <= 2: the input gradient's conv (padding 2 - p) then has none below zero
+    if (kh, kw) == (3, 3) and sh == sw == dh == dw == groups == 1 and max(ph, pw) <= 2:
+        algos.append("winograd")
     algos.append("im2col")
     return algos
+
+
+def _winograd_pays(kind, x_shape, w_shape, padding):
+    """Whether Winograd beats direct and im2col here (see WINOGRAD_MIN_TILES)."""
+    n, _, h, w = x_shape
+    if kind != "backward_input":  # the input gradient's conv outputs x's pixels, the others y's
+        h, w = h + 2 * padding[0] - 2, w + 2 * padding[1] - 2
+    enough_tiles = _w.tiles(n, (h, w)) >= WINOGRAD_MIN_TILES
+    return enough_tiles and min(w_shape[:2]) >= WINOGRAD_MIN_CHANNELS
 
 
 def choose_algorithm(kind, x_shape, w_shape, stride, padding, dilation, groups):
@@ -64,6 +88,8 @@ def choose_algorithm(kind, x_shape, w_shape, stride, padding, dilation, groups):
     algos = applicable_algorithms(kind, x_shape, w_shape, stride, padding, dilation, groups)
     if algos[0] != "direct":  # gemm1x1 and full_window are plain GEMMs: always best
         return algos[0]
+    if "winograd" in algos and _winograd_pays(kind, x_shape, w_shape, padding):
+        return "winograd"
     k, cg, kh, kw = w_shape
     kg = k // groups
     if kind == "forward":
@@ -156,6 +182,8 @@ def conv2d_forward(x, w, b, out, sh, sw, ph, pw, dh, dw, groups, *, algorithm=No
             _g.add_bias(out.reshape(n, k, 1), b)
     elif algo == "direct":
         _direct_forward(x, w, b, out, ph, pw, dh, dw, groups)
+    elif algo == "winograd" and _w.conv(x, w, b, out, ph, pw):
+        pass  # (False: it read a NaN or an infinity, recomputed below)
     else:
         _g.gemm_forward(x, w, b, out, sh, sw, ph, pw, dh, dw, groups, IM2COL_BYTES)
 
@@ -187,6 +215,10 @@ def conv2d_backward_input(gy, w, gx, sh, sw, ph, pw, dh, dw, groups, *, algorith
         _d.flip_transpose(w, wt, groups)
         kb, nrb = _blocks(n, cg, groups, h)
         _d.direct_forward(gyp, wg, wt, _empty_bias(gy.dtype), gx, dh, dw, groups, kb, nrb)
+    elif algo == "winograd" and _w.conv(
+        gy, w, _empty_bias(gy.dtype), gx, 2 - ph, 2 - pw, flip=True
+    ):
+        pass  # (False: it read a NaN or an infinity, recomputed below)
     else:
         _g.gemm_backward_input(gy, w, gx, sh, sw, ph, pw, dh, dw, groups, IM2COL_BYTES)
 
@@ -234,6 +266,8 @@ def conv2d_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, *, algorit
             # A NaN/Inf in x times the zeros between gy's rows may have added NaN: the GEMM
             # adds only the products PyTorch adds.
             _g.gemm_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, IM2COL_BYTES)
+    elif algo == "winograd" and _w.weight_grad(x, gy, gw, ph, pw):
+        pass  # (False: it read a NaN or an infinity, recomputed below)
     else:  # im2col (a 1x1 conv's im2col is just a gather of x)
         _g.gemm_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, IM2COL_BYTES)
 
