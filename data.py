@@ -258,3 +258,39 @@ def _batches(
         else:
             idx = order[start:end]
             yield np.ascontiguousarray(x[idx]), np.ascontiguousarray(y[idx])
+
+
+def augment(
+    x: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    crop_padding: int = 2,
+    flip: bool = True,
+    fill: float | None = None,
+) -> np.ndarray:
+    """A randomly cropped and flipped copy of a batch ``x`` of shape ``(N, C, H, W)``.
+
+    Each image is shifted by up to ``crop_padding`` pixels along each axis (a random crop of
+    the image padded by ``crop_padding`` on every side) and, with ``flip``, mirrored left to
+    right with probability 1/2; every channel moves together. The uncovered border takes
+    ``fill``, or with None the nearest edge pixel (for Fashion-MNIST as loaded here, whose
+    2-pixel border is background, that is the background). One gather for the whole batch;
+    the draws come from ``rng``, so a seeded generator repeats them."""
+    if x.ndim != 4:
+        raise DataError(f"augment expects a (N, C, H, W) batch, got shape {x.shape}.")
+    if crop_padding < 0:
+        raise DataError(f"augment needs crop_padding >= 0, got {crop_padding}.")
+    n, _, h, w = x.shape
+    shift = rng.integers(-crop_padding, crop_padding + 1, size=(2, n))
+    mirrored = rng.random(n) < 0.5 if flip else np.zeros(n, dtype=bool)
+    rows = np.arange(h) + shift[0][:, None]  # (N, H): source row of each output row
+    cols = np.where(mirrored[:, None], np.arange(w)[::-1], np.arange(w)) + shift[1][:, None]
+    inside = None
+    if fill is not None:
+        inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+    index = np.clip(rows, 0, h - 1)[:, :, None] * w + np.clip(cols, 0, w - 1)[:, None, :]
+    flat = x.reshape(n, x.shape[1], h * w)
+    out = np.take_along_axis(flat, index.reshape(n, 1, h * w), axis=2).reshape(x.shape)
+    if inside is not None:
+        np.copyto(out, np.asarray(fill, dtype=x.dtype), where=~inside[:, None])
+    return out
