@@ -39,7 +39,7 @@ def test_train_quick_run_prints_source_compile_time_and_epoch_lines(capsys):
 @pytest.mark.parametrize(
     "argv, cls, options",
     [
-        ([], optim.SGD, {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}),
+        ([], optim.SGD, {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}),
         (["--lr", "0.1", "--momentum", "0"], optim.SGD, {"lr": 0.1, "momentum": 0.0}),
         (["--optimizer", "adam"], optim.Adam, {"lr": 1e-3, "weight_decay": 5e-4}),
         (["--optimizer", "adamw", "--weight-decay", "0.01"], optim.AdamW, {"weight_decay": 0.01}),
@@ -50,13 +50,14 @@ def test_train_quick_run_prints_source_compile_time_and_epoch_lines(capsys):
 )
 def test_optimizer_flags_build_the_named_optimizer(argv, cls, options):
     args = cli.build_parser().parse_args(["train", "lenet5", *argv])
-    optimizer = cli.build_optimizer(args.optimizer, args.lr, args.momentum, args.weight_decay)
+    optimizer = cli.recipe_for("lenet5", args).make_optimizer()
     assert type(optimizer) is cls
     assert {k: optimizer.defaults[k] for k in options} == options
 
 
 def test_train_with_adam_prints_the_optimizer_and_learns(capsys):
-    argv = [*QUICK, "--optimizer", "adam", "--batch-size", "32"]
+    argv = [*QUICK, "--optimizer", "adam", "--batch-size", "32", "--schedule", "constant"]
+    argv += ["--warmup-epochs", "0"]  # one short epoch: the recipe's warm-up would fill it
     assert cli.main(argv) == 0
     out = capsys.readouterr().out.splitlines()
     assert any(line.endswith("; optimizer adam") for line in out if line.startswith("model: "))
