@@ -50,7 +50,12 @@ def add_parser(sub) -> None:
         help=f"the graph as it stands after this pass ({INPUT}: as traced; default: the "
         f"last, {DEFAULT_PASSES[-1]}): {', '.join(dict.fromkeys(DEFAULT_PASSES))}",
     )
-    add("--batch-size", type=int_at_least(1), default=1, metavar="B", help="(default 1)")
+    add(
+        "--batch-size",
+        type=int_at_least(1),
+        metavar="B",
+        help="(default 1; 2 with --training, as BatchNorm needs two values per channel)",
+    )
     add("--optimizer", choices=OPTIMIZERS, help="with --training (default: the recipe's)")
     graph.set_defaults(run=graph_command)
 
@@ -77,7 +82,8 @@ def graph_command(args: argparse.Namespace) -> int:
     passes = _passes_until(args.after)
     manual_seed(0)
     model = build_model(args.model)
-    x = Spec((args.batch_size, *INPUT_SHAPE))
+    batch = args.batch_size or (2 if args.training else 1)
+    x = Spec((batch, *INPUT_SHAPE))
     options = {"backend": "interp", "passes": passes, "disable": ["plan_memory"]}
     if args.training:
         recipe = recipe_for(args.model, args)
@@ -86,7 +92,7 @@ def graph_command(args: argparse.Namespace) -> int:
             nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing),
             recipe.make_optimizer(),
             x,
-            Spec((args.batch_size,), "int64"),
+            Spec((batch,), "int64"),
             **options,
         )
         which = args.graph or "backward"

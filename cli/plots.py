@@ -63,6 +63,8 @@ def moving_average(values: Sequence[float], window: int) -> np.ndarray:
 def training_curves(history: History, steps_per_epoch: int, path: Path, title: str) -> None:
     """Training loss per step (light) and its moving average over a tenth of an epoch, and
     test accuracy per epoch, side by side, as ``path``."""
+    from matplotlib.ticker import MaxNLocator
+
     figure = _figure(CURVES_SIZE)
     loss_ax, acc_ax = figure.subplots(1, 2)
     losses = history.batch_losses
@@ -77,16 +79,9 @@ def training_curves(history: History, steps_per_epoch: int, path: Path, title: s
     epochs = [r["epoch"] for r in history.epochs]
     accs = [r["test_accuracy"] for r in history.epochs]
     acc_ax.plot(epochs, accs, marker="o", color="tab:orange")
-    if accs:
-        best = int(np.argmax(accs))
-        acc_ax.annotate(
-            f"{accs[best]:.4f}",
-            (epochs[best], accs[best]),
-            textcoords="offset points",
-            xytext=(0, 8),
-            ha="center",
-        )
-    acc_ax.set(xlabel="epoch", ylabel="test accuracy", title="test accuracy")
+    acc_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    best = f" (best {max(accs):.4f}, epoch {epochs[int(np.argmax(accs))]})" if accs else ""
+    acc_ax.set(xlabel="epoch", ylabel="test accuracy", title=f"test accuracy{best}")
     acc_ax.grid(alpha=0.3)
     figure.suptitle(title)
     figure.tight_layout()

@@ -59,12 +59,12 @@ def reference(tmp_path_factory):
     """An uninterrupted 3-epoch run: its checkpoints, log, curves and saved model."""
     out = tmp_path_factory.mktemp("reference")
     argv = [*BASE, *EPOCHS, "--checkpoint", str(out / "ck"), "--log", str(out / "log.jsonl")]
-    argv += ["--plot", str(out / "curves.png"), "--save", str(out / "model.npz")]
+    argv += ["--save", str(out / "model.npz")]
     assert cli.main(argv) == 0
     return out
 
 
-def test_log_has_one_record_per_epoch_and_the_plot_is_a_png(reference, capsys):
+def test_log_has_one_record_per_epoch(reference, capsys):
     logged = records(reference / "log.jsonl")
     assert [r["epoch"] for r in logged] == [1, 2, 3]
     assert [r["steps"] for r in logged] == [8, 16, 24]
@@ -77,10 +77,10 @@ def test_log_has_one_record_per_epoch_and_the_plot_is_a_png(reference, capsys):
     # step of each epoch (the 8th, 16th, 24th) ran at these.
     expected = [0.05 * (1 + math.cos(math.pi * k / 16)) / 2 for k in (0, 7, 15)]
     np.testing.assert_allclose([r["lr"] for r in logged], expected, rtol=1e-6)
-    assert png_size(reference / "curves.png") == (1000, 400)
 
 
-def test_the_plot_is_redrawn_after_every_epoch(tmp_path, monkeypatch, capsys):
+def test_the_plot_is_a_png_redrawn_after_every_epoch(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("matplotlib")  # the extra "plot"
     drawn = []
     real = cli.plots.training_curves
 
@@ -277,6 +277,7 @@ def test_eval_prints_accuracy_per_class_and_the_confusion_matrix(reference, caps
 
 
 def test_eval_draws_the_confusion_matrix(reference, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
     png = tmp_path / "confusion.png"
     assert cli.main(["eval", str(reference / "model.npz"), "--bundled", "--plot", str(png)]) == 0
     assert png_size(png) == (800, 700)
