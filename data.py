@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import numba
 import numpy as np
 
 from .errors import DataError
@@ -258,3 +259,51 @@ def _batches(
         else:
             idx = order[start:end]
             yield np.ascontiguousarray(x[idx]), np.ascontiguousarray(y[idx])
+
+
+def augment(
+    x: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    crop_padding: int = 2,
+    flip: bool = True,
+    fill: float | None = None,
+) -> np.ndarray:
+    """A randomly cropped and flipped copy of a batch ``x`` of shape ``(N, C, H, W)``.
+
+    Each image is shifted by up to ``crop_padding`` pixels along each axis (a random crop of
+    the image padded by ``crop_padding`` on every side) and, with ``flip``, mirrored left to
+    right with probability 1/2; every channel moves together. The uncovered border takes
+    ``fill``, or with None the nearest edge pixel (for Fashion-MNIST as loaded here, whose
+    2-pixel border is background, that is the background). The draws come from ``rng``, so a
+    seeded generator repeats them; one compiled loop moves the pixels (a few hundredths of a
+    millisecond for 64 images of 32x32)."""
+    if x.ndim != 4:
+        raise DataError(f"augment expects a (N, C, H, W) batch, got shape {x.shape}.")
+    if crop_padding < 0:
+        raise DataError(f"augment needs crop_padding >= 0, got {crop_padding}.")
+    n = len(x)
+    shift = rng.integers(-crop_padding, crop_padding + 1, size=(2, n))
+    mirrored = rng.random(n) < 0.5 if flip else np.zeros(n, dtype=bool)
+    out = np.empty_like(x)
+    value = x.dtype.type(0 if fill is None else fill)
+    _shift_and_mirror(x, shift[0], shift[1], mirrored, value, fill is not None, out)
+    return out
+
+
+@numba.njit(cache=True)
+def _shift_and_mirror(x, dy, dx, mirrored, fill, use_fill, out):
+    """``out[b, :, i, j] = x[b, :, i + dy[b], j' + dx[b]]`` with ``j'`` the mirrored column
+    where ``mirrored[b]``; outside the image, ``fill`` or (without ``use_fill``) the edge."""
+    n, c, h, w = x.shape
+    for b in range(n):
+        for i in range(h):
+            si = i + dy[b]
+            row_inside = 0 <= si < h
+            si = min(max(si, 0), h - 1)
+            for j in range(w):
+                sj = (w - 1 - j if mirrored[b] else j) + dx[b]
+                inside = row_inside and 0 <= sj < w
+                sj = min(max(sj, 0), w - 1)
+                for k in range(c):
+                    out[b, k, i, j] = x[b, k, si, sj] if inside or not use_fill else fill

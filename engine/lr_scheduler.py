@@ -116,6 +116,42 @@ class CosineAnnealing(LRSchedule):
         return self.eta_min + (self.base_lr - self.eta_min) * cos
 
 
+class LinearWarmup(LRSchedule):
+    """``lr(n) = lr0 * (n + 1) / warmup`` for ``n < warmup``, then ``lr0``: a warm-up to a
+    constant lr, stepped once per batch."""
+
+    def __init__(self, target: Any, warmup: int) -> None:
+        if not (isinstance(warmup, int) and warmup >= 0):
+            raise ValueError(f"LinearWarmup: warmup must be an int >= 0, got {warmup!r}")
+        self.warmup = warmup
+        super().__init__(target)
+
+    def lr_at(self, n: int) -> float:
+        return self.base_lr * min(1.0, (n + 1) / self.warmup) if self.warmup else self.base_lr
+
+
+class WarmupCosine(LRSchedule):
+    """A linear warm-up then cosine annealing, meant to be stepped once per batch:
+    ``lr(n) = lr0 * (n + 1) / warmup`` for ``n < warmup``, then the cosine from ``lr0`` at
+    ``n = warmup`` down to ``eta_min`` at ``n = total`` (and ``eta_min`` after it). With
+    ``warmup=0`` it is ``CosineAnnealing`` over ``total`` steps, held at its end."""
+
+    def __init__(self, target: Any, total: int, warmup: int = 0, eta_min: float = 0.0) -> None:
+        if not (isinstance(total, int) and isinstance(warmup, int) and 0 <= warmup < total):
+            raise ValueError(
+                f"WarmupCosine: need integers 0 <= warmup < total, got {warmup} and {total}"
+            )
+        self.total, self.warmup, self.eta_min = total, warmup, eta_min
+        super().__init__(target)
+
+    def lr_at(self, n: int) -> float:
+        if n < self.warmup:
+            return self.base_lr * (n + 1) / self.warmup
+        progress = min(1.0, (n - self.warmup) / (self.total - self.warmup))
+        cos = (1 + math.cos(math.pi * progress)) / 2
+        return self.eta_min + (self.base_lr - self.eta_min) * cos
+
+
 StepLR = StepDecay
 CosineAnnealingLR = CosineAnnealing
 
@@ -125,6 +161,8 @@ __all__ = [
     "ExponentialDecay",
     "ExponentialLR",
     "LRSchedule",
+    "LinearWarmup",
     "StepDecay",
     "StepLR",
+    "WarmupCosine",
 ]

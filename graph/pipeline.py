@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from ..errors import OptionError
-from .ir import Graph, format_type
+from .dot import fusion_groups, to_dot
+from .ir import Graph
 from .memory import plan_memory
 from .passes import PASSES
 from .passes.report import GraphSummary, PassRecord, PassReport, graph_stats
@@ -79,7 +80,7 @@ def optimize(
     label = label or graph.name or "graph"
     report = PassReport()
     before = stats = graph_stats(graph)
-    _dump(dump_dir, label, 0, "input", graph)
+    _dump(dump_dir, label, 0, "input", graph, keep)
     for step, p in enumerate(passes, start=1):
         name, fn = _resolve(p)
         if name in disable:
@@ -93,7 +94,7 @@ def optimize(
         graph, new_stats = result, graph_stats(result)
         report.passes.append(PassRecord.measure(name, label, ms, stats, new_stats))
         stats = new_stats
-        _dump(dump_dir, label, step, name, graph)
+        _dump(dump_dir, label, step, name, graph, keep)
     summary = GraphSummary(before=before, after=stats)
     if plan and PLAN not in disable:
         t0 = time.perf_counter()
@@ -150,38 +151,14 @@ def optimize_training(
     return fwd, bwd, report
 
 
-def _dump(dump_dir: str | Path | None, label: str, step: int, name: str, graph: Graph) -> None:
+def _dump(
+    dump_dir: str | Path | None, label: str, step: int, name: str, graph: Graph, keep
+) -> None:
+    """The graph as text and as dot, coloured by the fusion groups it has or would have."""
     if dump_dir is None:
         return
     path = Path(dump_dir)
     path.mkdir(parents=True, exist_ok=True)
     stem = f"{label}.{step:02d}.{name}"
     (path / f"{stem}.txt").write_text(str(graph) + "\n")
-    (path / f"{stem}.dot").write_text(to_dot(graph))
-
-
-def _quote(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'
-
-
-def to_dot(graph: Graph) -> str:
-    """Graphviz source for ``graph``: leaves as ellipses, ops as boxes (a fused node lists
-    its steps), outputs and update values drawn with a double border."""
-    roots = set(graph.roots())
-    lines = [f"digraph {_quote(graph.name or 'graph')} {{", '  node [fontname="monospace"];']
-    for n in graph.nodes:
-        head = n.role if n.is_leaf else n.op
-        if "body" in n.attrs:  # fused_elementwise and the epilogue ops list their steps
-            head += "\n" + " -> ".join(op for op, _, _ in n.attrs["body"])
-        label = f"%{n.id} {head}\n{format_type(n.shape, n.dtype)}"
-        if n.name:
-            label += f"\n{n.name}"
-        shape = "ellipse" if n.is_leaf else "box"
-        extra = ", peripheries=2" if n.id in roots else ""
-        lines.append(f"  n{n.id} [label={_quote(label)}, shape={shape}{extra}];")
-    for n in graph.nodes:
-        lines += [f"  n{i} -> n{n.id};" for i in dict.fromkeys(n.inputs)]
-    lines += [f"  n{v} -> n{s} [style=dashed];" for s, v in graph.updates]
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    (path / f"{stem}.dot").write_text(to_dot(graph, fusion_groups(graph, keep)))

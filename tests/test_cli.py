@@ -39,7 +39,7 @@ def test_train_quick_run_prints_source_compile_time_and_epoch_lines(capsys):
 @pytest.mark.parametrize(
     "argv, cls, options",
     [
-        ([], optim.SGD, {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}),
+        ([], optim.SGD, {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}),
         (["--lr", "0.1", "--momentum", "0"], optim.SGD, {"lr": 0.1, "momentum": 0.0}),
         (["--optimizer", "adam"], optim.Adam, {"lr": 1e-3, "weight_decay": 5e-4}),
         (["--optimizer", "adamw", "--weight-decay", "0.01"], optim.AdamW, {"weight_decay": 0.01}),
@@ -50,13 +50,14 @@ def test_train_quick_run_prints_source_compile_time_and_epoch_lines(capsys):
 )
 def test_optimizer_flags_build_the_named_optimizer(argv, cls, options):
     args = cli.build_parser().parse_args(["train", "lenet5", *argv])
-    optimizer = cli.build_optimizer(args.optimizer, args.lr, args.momentum, args.weight_decay)
+    optimizer = cli.recipe_for("lenet5", args).make_optimizer()
     assert type(optimizer) is cls
     assert {k: optimizer.defaults[k] for k in options} == options
 
 
 def test_train_with_adam_prints_the_optimizer_and_learns(capsys):
-    argv = [*QUICK, "--optimizer", "adam", "--batch-size", "32"]
+    argv = [*QUICK, "--optimizer", "adam", "--batch-size", "32", "--schedule", "constant"]
+    argv += ["--warmup-epochs", "0"]  # one short epoch: the recipe's warm-up would fill it
     assert cli.main(argv) == 0
     out = capsys.readouterr().out.splitlines()
     assert any(line.endswith("; optimizer adam") for line in out if line.startswith("model: "))
@@ -183,3 +184,45 @@ def test_profile_with_passes_disabled_on_interp(capsys):
     assert "fuse_elementwise" in passes and "fuse_epilogue" not in passes
     assert "plan_memory" not in passes
     assert "reference" in out  # the interp backend's kernels, in the runtime profile
+
+
+def test_every_model_has_a_recipe():
+    assert set(cli.RECIPES) == set(cli.MODELS)
+
+
+def test_every_flag_overrides_its_part_of_the_recipe():
+    argv = ["--epochs", "3", "--batch-size", "16", "--lr", "0.2", "--momentum", "0.5"]
+    argv += ["--nesterov", "--weight-decay", "0.001", "--schedule", "constant"]
+    argv += ["--warmup-epochs", "0.5", "--label-smoothing", "0.2", "--no-augment"]
+    argv += ["--crop-padding", "3", "--optimizer", "sgd"]
+    args = cli.build_parser().parse_args(["train", "resnet18", *argv])
+    recipe = cli.recipe_for("resnet18", args)
+    assert recipe == cli.recipes.Recipe(
+        epochs=3, batch_size=16, optimizer="sgd", lr=0.2, momentum=0.5, nesterov=True,
+        weight_decay=0.001, schedule="constant", warmup_epochs=0.5, label_smoothing=0.2,
+        augment=False, crop_padding=3,
+    )  # fmt: skip
+    schedule = recipe.make_schedule(steps_per_epoch=10)
+    assert [schedule.lr_at(n) for n in (0, 4, 5, 100)] == pytest.approx([0.04, 0.2, 0.2, 0.2])
+
+
+def test_another_optimizer_takes_its_own_defaults_and_keeps_the_rest():
+    args = cli.build_parser().parse_args(["train", "lenet5", "--optimizer", "adam"])
+    recipe, tuned = cli.recipe_for("lenet5", args), cli.RECIPES["lenet5"]
+    assert (recipe.optimizer, recipe.lr, recipe.momentum, recipe.weight_decay) == (
+        "adam", 1e-3, None, 5e-4,
+    )  # fmt: skip
+    for kept in ("epochs", "batch_size", "schedule", "warmup_epochs", "label_smoothing"):
+        assert getattr(recipe, kept) == getattr(tuned, kept), kept
+    assert (recipe.augment, recipe.crop_padding) == (tuned.augment, tuned.crop_padding)
+
+
+def test_the_recipe_is_printed(capsys):
+    argv = [*QUICK, "--batch-size", "32", "--lr", "0.02", "--schedule", "constant", "--augment"]
+    argv += ["--crop-padding", "2", "--warmup-epochs", "0.5", "--label-smoothing", "0"]
+    assert cli.main(argv) == 0
+    assert (
+        "recipe: sgd lr 0.02 momentum 0.9, weight decay 0.0005, constant schedule after a "
+        "0.5-epoch warm-up, label smoothing 0, augmentation crop padding 2 and flip, batch 32, "
+        "1 epoch"
+    ) in capsys.readouterr().out.splitlines()

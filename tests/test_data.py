@@ -284,3 +284,55 @@ def test_minibatches_errors():
         data.iterate_minibatches(x, y[:4], 0)
     with pytest.raises(DataError, match="no full batch"):
         data.iterate_minibatches(x, y[:4], 8)
+
+
+def _shifted_and_mirrored(image: np.ndarray, p: int, fill: float | None) -> list[np.ndarray]:
+    """Every crop of ``image`` (C, H, W) padded by ``p`` (edge or ``fill``), and its mirror."""
+    pad = ((0, 0), (p, p), (p, p))
+    padded = (
+        np.pad(image, pad, mode="edge")
+        if fill is None
+        else np.pad(image, pad, constant_values=fill)
+    )
+    h, w = image.shape[1:]
+    crops = [padded[:, i : i + h, j : j + w] for i in range(2 * p + 1) for j in range(2 * p + 1)]
+    return crops + [c[:, :, ::-1] for c in crops]
+
+
+@pytest.mark.parametrize("fill", [None, -7.0])
+def test_augment_gives_each_image_one_of_its_crops_or_their_mirrors(fill):
+    x = np.random.default_rng(0).standard_normal((40, 2, 6, 5)).astype(np.float32)
+    out = data.augment(x, np.random.default_rng(1), crop_padding=2, fill=fill)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    mirrored = 0
+    for image, result in zip(x, out):
+        candidates = _shifted_and_mirrored(image, 2, fill)
+        matches = [k for k, c in enumerate(candidates) if np.array_equal(c, result)]
+        assert matches, "not a crop of the padded image nor its mirror"
+        mirrored += min(matches) >= 25
+    assert 5 < mirrored < 35  # about half are flipped
+    assert not np.array_equal(out, x)
+
+
+def test_augment_is_seeded_and_leaves_its_input_alone():
+    x = np.random.default_rng(0).standard_normal((8, 1, 32, 32)).astype(np.float32)
+    before = x.copy()
+    a = data.augment(x, np.random.default_rng(5))
+    b = data.augment(x, np.random.default_rng(5))
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(x, before)
+    assert not np.array_equal(a, data.augment(x, np.random.default_rng(6)))
+
+
+def test_augment_without_crop_or_flip_is_the_identity():
+    x = np.random.default_rng(0).standard_normal((3, 1, 4, 4)).astype(np.float32)
+    out = data.augment(x, np.random.default_rng(0), crop_padding=0, flip=False)
+    np.testing.assert_array_equal(out, x)
+    flipped = data.augment(x, np.random.default_rng(0), crop_padding=0)
+    for image, result in zip(x, flipped):
+        assert np.array_equal(result, image) or np.array_equal(result, image[:, :, ::-1])
+
+
+def test_augment_refuses_a_batch_that_is_not_nchw():
+    with pytest.raises(DataError, match=r"\(N, C, H, W\) batch, got shape \(4, 32, 32\)"):
+        data.augment(np.zeros((4, 32, 32), np.float32), np.random.default_rng(0))

@@ -133,6 +133,21 @@ SCHEDULES = {  # name: (numbagrad schedule from a base lr, torch scheduler)
         lambda lr: S.CosineAnnealing(lr, T_max=8, eta_min=0.01),
         lambda o: T.lr_scheduler.CosineAnnealingLR(o, T_max=8, eta_min=0.01),
     ),
+    "linear_warmup": (
+        lambda lr: S.LinearWarmup(lr, 4),
+        lambda o: T.lr_scheduler.LinearLR(o, start_factor=1 / 4, total_iters=3),
+    ),
+    "warmup_cosine": (  # 3 warm-up steps, then the cosine over the other 13 of 16
+        lambda lr: S.WarmupCosine(lr, total=16, warmup=3),
+        lambda o: T.lr_scheduler.SequentialLR(
+            o,
+            [
+                T.lr_scheduler.LinearLR(o, start_factor=1 / 3, total_iters=2),
+                T.lr_scheduler.CosineAnnealingLR(o, T_max=13),
+            ],
+            milestones=[3],
+        ),
+    ),
 }
 
 
@@ -152,6 +167,17 @@ def test_exponential_decay_formula():
     sched = S.ExponentialDecay(0.5, decay=0.1)
     assert sched(0) == 0.5
     assert sched(7) == pytest.approx(0.5 * math.exp(-0.7), rel=1e-15)
+
+
+def test_warmup_schedules_by_hand():
+    sched = S.WarmupCosine(1.0, total=10, warmup=2)
+    assert [sched(n) for n in (0, 1, 2)] == [0.5, 1.0, 1.0]
+    assert sched(6) == pytest.approx(0.5, abs=1e-15)  # half way through the cosine
+    assert sched(10) == pytest.approx(0.0, abs=1e-15) and sched(13) == sched(10)  # held
+    assert [S.LinearWarmup(2.0, 4)(n) for n in (0, 3, 9)] == [0.5, 2.0, 2.0]
+    assert S.LinearWarmup(2.0, 0)(0) == 2.0
+    with pytest.raises(ValueError, match="0 <= warmup < total"):
+        S.WarmupCosine(1.0, total=3, warmup=3)
 
 
 def test_schedule_drives_a_training_step_without_recompiling():
