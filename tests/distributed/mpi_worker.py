@@ -1,0 +1,108 @@
+"""What each process of the ``mpiexec -n 2`` tests runs (test_data_parallel.py):
+``python mpi_worker.py CASE OUT``, with CASE one of
+
+- ``equivalence``: every case of mpi_cases.py at batch 16 per process, each rank from a
+  different initial seed (the broadcast from rank 0 must make them agree); writes
+  ``OUT/rank<r>.npz`` (losses and final weights);
+- ``mismatch``: rank 1 compiles another batch size, so compiling must fail on both;
+- ``raise``: rank 1 raises in its third step; ``exit``: rank 1 leaves after two steps without
+  an error; ``kill``: rank 1 is killed (SIGKILL) there: the job must end, never hang;
+- ``save``: two steps, ``step.save(OUT/step.npz)``, then every rank loads it and takes a step.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import mpi_cases  # noqa: E402
+
+import numbagrad as ng  # noqa: E402
+from numbagrad import data, distributed, nn, optim  # noqa: E402
+from numbagrad.models import mlp  # noqa: E402
+
+
+def equivalence(rank: int, out: Path) -> None:
+    arrays = {}
+    for model, opt in mpi_cases.CASES:
+        losses, weights = mpi_cases.train(model, opt, rank, 2, seed=3 + rank, distributed=True)
+        arrays[f"{model}.{opt}.losses"] = losses
+        arrays.update((f"{model}.{opt}.{k}", v) for k, v in weights.items())
+    np.savez(out / f"rank{rank}.npz", **arrays)
+
+
+def mismatch(rank: int, out: Path) -> None:
+    ng.compile_training(
+        mlp(mpi_cases.MLP_SIZES),
+        nn.CrossEntropyLoss(),
+        optim.SGD(0.1),
+        inputs=ng.Spec((16 if rank == 0 else 8, mpi_cases.MLP_SIZES[0])),
+        targets=ng.Spec((16 if rank == 0 else 8,), "int64"),
+        distributed=True,
+    )
+
+
+def failing(how: str, rank: int) -> None:
+    model = mlp(mpi_cases.MLP_SIZES)
+    step = ng.compile_training(
+        model,
+        nn.CrossEntropyLoss(),
+        optim.SGD(0.1),
+        inputs=ng.Spec((16, mpi_cases.MLP_SIZES[0])),
+        targets=ng.Spec((16,), "int64"),
+        distributed=True,
+    )
+    x, y = mpi_cases.dataset("mlp")
+    for i, (xb, yb) in enumerate(data.iterate_minibatches(x, y, 16, rank=rank, world_size=2)):
+        if rank == 1 and i == 2:
+            if how == "raise":
+                raise ValueError("simulated failure")
+            if how == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            sys.exit(0)
+        step(xb, yb)
+
+
+def save(rank: int, out: Path) -> None:
+    x, y = mpi_cases.dataset("mlp")
+    batches = list(data.iterate_minibatches(x, y, 16, rng=1, rank=rank, world_size=2))
+    model = mlp(mpi_cases.MLP_SIZES)
+    step = ng.compile_training(
+        model,
+        nn.CrossEntropyLoss(),
+        optim.SGD(0.1, momentum=0.9),
+        inputs=ng.Spec((16, mpi_cases.MLP_SIZES[0])),
+        targets=ng.Spec((16,), "int64"),
+        distributed=True,
+    )
+    for xb, yb in batches[:2]:
+        step(xb, yb)
+    path = step.save(out / "step.npz")
+    loaded = ng.load(path)
+    losses = [step(*batches[2]), loaded(*batches[2])]
+    weights = {k: v for k, v in loaded.state_dict().items()}
+    np.savez(out / f"rank{rank}.npz", losses=np.array(losses), **weights)
+
+
+def main() -> None:
+    case, out = sys.argv[1], Path(sys.argv[2])
+    distributed.init()
+    rank = distributed.rank()
+    if case == "equivalence":
+        equivalence(rank, out)
+    elif case == "mismatch":
+        mismatch(rank, out)
+    elif case == "save":
+        save(rank, out)
+    else:
+        failing(case, rank)
+
+
+if __name__ == "__main__":
+    main()
