@@ -28,7 +28,7 @@ from ..errors import DistributedError, NumbagradError
 
 TIMEOUT_ENV = "NUMBAGRAD_MPI_TIMEOUT"
 DEFAULT_TIMEOUT_S = 600.0
-NOTICE_GRACE_S = 5.0  # how long a failing process waits for the others' notices
+NOTICE_GRACE_S = 2.0  # how long a failing process waits for the others' notices
 SPIN_S = 1e-3  # a wait polls flat out this long, then sleeps between polls (frees the core)
 NAP_S = 5e-5
 NOTICE_BYTES = 1024

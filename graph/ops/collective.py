@@ -29,8 +29,8 @@ from .shape import reshape
 
 MAX_ALLREDUCE_INPUTS = 4096
 DEFAULT_BUCKET_BYTES = 25 * 1024 * 1024  # as torch DDP's bucket_cap_mb=25
-BUCKET_SCOPE = "allreduce.bucket"
-"""Bucket k's nodes are named ``allreduce.bucket<k>``: profiles show each bucket's time."""
+BUCKET_SCOPE = "gradients.bucket"
+"""Bucket k's nodes are named ``gradients.bucket<k>``: profiles show each bucket's time."""
 
 
 def _normalize(attrs: dict) -> dict:

@@ -7,7 +7,9 @@
 - ``mismatch``: rank 1 compiles another batch size, so compiling must fail on both;
 - ``raise``: rank 1 raises in its third step; ``exit``: rank 1 leaves after two steps without
   an error; ``kill``: rank 1 is killed (SIGKILL) there: the job must end, never hang;
-- ``save``: two steps, ``step.save(OUT/step.npz)``, then every rank loads it and takes a step.
+- ``save``: two steps, ``step.save(OUT/step.npz)``, then every rank loads it and takes a step;
+- ``cuda``: an ``allreduce`` node on the cuda backend (run it under the simulator) averages
+  rank-dependent values; writes ``OUT/rank<r>.npz``.
 """
 
 from __future__ import annotations
@@ -90,6 +92,21 @@ def save(rank: int, out: Path) -> None:
     np.savez(out / f"rank{rank}.npz", losses=np.array(losses), **weights)
 
 
+def cuda(rank: int, out: Path) -> None:
+    from numbagrad.backends import get_backend
+    from numbagrad.graph import Builder
+    from numbagrad.graph import ops as O
+
+    b = Builder()
+    x, y = b.leaf("input", (2, 3), "float32", "x"), b.leaf("input", (4,), "float32", "y")
+    graph = b.build([O.allreduce(x, y)])
+    exe = get_backend("cuda").compile(graph)
+    exe.set_input(x.id, np.full((2, 3), 1.0 + rank, np.float32))
+    exe.set_input(y.id, np.arange(4, dtype=np.float32) * (rank + 1))
+    exe.run()
+    np.savez(out / f"rank{rank}.npz", result=exe.output_arrays()[0].copy())
+
+
 def main() -> None:
     case, out = sys.argv[1], Path(sys.argv[2])
     distributed.init()
@@ -100,6 +117,8 @@ def main() -> None:
         mismatch(rank, out)
     elif case == "save":
         save(rank, out)
+    elif case == "cuda":
+        cuda(rank, out)
     else:
         failing(case, rank)
 
