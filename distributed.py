@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numba
+import numpy as np
 
 from .backends import collective
 from .backends.collective import abort, barrier
@@ -31,6 +32,7 @@ from .graph.ops.collective import bucket_gradients
 __all__ = [
     "DataParallel",
     "abort",
+    "average",
     "barrier",
     "broadcast_state",
     "data_parallel",
@@ -75,6 +77,14 @@ def broadcast_state(arrays: Mapping[str, object], root: int = 0) -> None:
     """Overwrite every array in ``arrays`` (by name, contiguous) with rank ``root``'s."""
     for name, array in arrays.items():
         collective.broadcast(array, root, f"the broadcast of {name!r}")
+
+
+def average(values) -> list[float]:
+    """The element-wise mean of ``values`` (floats) over every process, e.g. each step's
+    loss over the global batch from the per-process losses."""
+    array = np.array(values, dtype=np.float64)
+    collective.allreduce_sum(array, "averaging values over the processes")
+    return list(array / world_size())
 
 
 def data_parallel(graph: Graph) -> bool:

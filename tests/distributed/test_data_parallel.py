@@ -206,3 +206,29 @@ def test_the_cuda_lowering_stages_the_bucket_through_the_host(tmp_path):
     expected = np.concatenate([np.full(6, 1.5), np.arange(4) * 1.5]).astype(np.float32)
     for rank in (0, 1):
         np.testing.assert_array_equal(np.load(tmp_path / f"rank{rank}.npz")["result"], expected)
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+TRAIN = ["-m", "numbagrad", "train", "lenet5", "--bundled", "--limit", "1024", "--epochs", "1"]
+TRAIN += ["--backend", "interp", "--eval-batch-size", "500"]  # interp: nothing to compile
+
+
+def _accuracy(stdout: str) -> float:
+    (line,) = [s for s in stdout.splitlines() if s.startswith("epoch 1/1:")]
+    return float(line.split("test accuracy ")[1].split(",")[0])
+
+
+@needs_mpi
+def test_cli_trains_data_parallel_like_one_process_at_the_doubled_batch(tmp_path):
+    run = {"capture_output": True, "text": True, "timeout": 300, "cwd": tmp_path}
+    one = subprocess.run([sys.executable, *TRAIN, "--batch-size", "32"], **run)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run(
+        [_mpiexec(), "-n", "2", sys.executable, *TRAIN, "--batch-size", "16", "--distributed"],
+        **run,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("data-parallel: 2 processes x batch 16 = global batch 32") == 1
+    assert two.stdout.count("epoch 1/1:") == 1  # rank 0 alone prints
+    assert abs(_accuracy(two.stdout) - _accuracy(one.stdout)) <= 0.01
