@@ -8,6 +8,7 @@ lowering on the simulator."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -210,8 +211,8 @@ def test_the_cuda_lowering_stages_the_bucket_through_the_host(tmp_path):
 
 # --- the command line ---------------------------------------------------------------------------
 
-TRAIN = ["-m", "numbagrad", "train", "lenet5", "--bundled", "--limit", "1024", "--epochs", "1"]
-TRAIN += ["--backend", "interp", "--eval-batch-size", "500"]  # interp: nothing to compile
+INTERP = ["--backend", "interp", "--eval-batch-size", "500", "--bundled"]  # nothing to compile
+TRAIN = ["-m", "numbagrad", "train", "lenet5", "--limit", "1024", "--epochs", "1", *INTERP]
 
 
 def _accuracy(stdout: str) -> float:
@@ -232,3 +233,36 @@ def test_cli_trains_data_parallel_like_one_process_at_the_doubled_batch(tmp_path
     assert two.stdout.count("data-parallel: 2 processes x batch 16 = global batch 32") == 1
     assert two.stdout.count("epoch 1/1:") == 1  # rank 0 alone prints
     assert abs(_accuracy(two.stdout) - _accuracy(one.stdout)) <= 0.01
+
+
+@needs_mpi
+def test_cli_checkpoints_from_rank_0_and_resumes_on_every_rank(tmp_path):
+    run = {"capture_output": True, "text": True, "timeout": 300, "cwd": tmp_path}
+    args = ["-m", "numbagrad", "train", "lenet5", "--limit", "256", "--epochs", "2", *INTERP]
+    args += ["--batch-size", "16"]
+    mpi = [_mpiexec(), "-n", "2", sys.executable, *args, "--distributed"]
+    whole = subprocess.run([*mpi, "--checkpoint", "ck"], **run)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    shutil.rmtree(tmp_path / "ck" / "epoch-0002")  # as if killed during epoch 2
+    resumed = subprocess.run([*mpi, "--resume", "ck"], **run)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    last = [s for s in whole.stdout.splitlines() if s.startswith("epoch 2/2:")]
+    again = [s for s in resumed.stdout.splitlines() if s.startswith("epoch 2/2:")]
+    assert last[0].split(", ")[:2] == again[0].split(", ")[:2]  # loss and accuracy
+    alone = subprocess.run([sys.executable, *args, "--resume", "ck"], **run)
+    assert alone.returncode == 1
+    assert "trained with --distributed over 2 process(es)" in alone.stderr
+
+
+@needs_mpi
+def test_cli_profile_shows_each_bucket_and_its_allreduce_time(tmp_path):
+    command = [_mpiexec(), "-n", "2", sys.executable, "-m", "numbagrad", "profile", "lenet5"]
+    command += ["--training", "--distributed", "--bucket-mb", "0.1", "--batch-size", "4"]
+    command += ["--backend", "interp", "--steps", "2"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("gradient allreduce over 2 processes") == 1
+    rows = [s.split() for s in done.stdout.splitlines() if f"  {BUCKET_SCOPE}" in s]
+    table = [r for r in rows if len(r) == 5]  # ms, %, MB, tensors, bucket
+    assert [r[4] for r in table] == [f"{BUCKET_SCOPE}{k}" for k in range(3)]
+    assert sum(int(r[3]) for r in table) == 10  # LeNet-5's 10 gradients
