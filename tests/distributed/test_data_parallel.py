@@ -16,6 +16,8 @@ from pathlib import Path
 import mpi_cases
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import numbagrad as ng
 from numbagrad import data, distributed, nn, optim
@@ -58,6 +60,17 @@ def run_mpi(case: str, out: Path, timeout: float = 240, env=None, args=()):
 def test_buckets_close_when_full_and_a_big_tensor_is_alone():
     assert buckets([10, 10, 10, 30, 5], 20) == [[0, 1], [2], [3], [4]]
     assert buckets([5, 5], 100) == [[0, 1]]
+
+
+@given(st.lists(st.integers(1, 100), max_size=30), st.integers(1, 150))
+def test_buckets_keep_order_and_stay_under_the_cap_unless_one_tensor_is_over(sizes, cap):
+    runs = buckets(sizes, cap)
+    assert [i for run in runs for i in run] == list(range(len(sizes)))
+    for k, run in enumerate(runs):
+        total = sum(sizes[i] for i in run)
+        assert total <= cap or len(run) == 1
+        if k + 1 < len(runs):  # a bucket closes only when the next tensor would overflow it
+            assert total + sizes[runs[k + 1][0]] > cap
 
 
 def _mlp_step(bucket_mb: float, **options):
