@@ -20,7 +20,6 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-import numba
 import numpy as np
 
 from .backends import collective
@@ -53,6 +52,8 @@ def init(timeout: float | None = None) -> int:
 
 def _share_cores(size: int) -> int:
     if size > 1 and "NUMBA_NUM_THREADS" not in os.environ:
+        import numba  # here: a plain ``import numbagrad`` need not load Numba
+
         cores = len(os.sched_getaffinity(0)) // collective.local_size()
         numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, cores)))
     return size
