@@ -193,7 +193,8 @@ def broadcast(array: np.ndarray, root: int, what: str) -> None:
         wait(_WORLD.comm.Ibcast(array, root), what)
 
 
-def barrier(what: str) -> None:
+def barrier(what: str = "a barrier") -> None:
+    """Wait until every process has come here."""
     if world_size() > 1:
         wait(_WORLD.comm.Ibarrier(), what)
 
