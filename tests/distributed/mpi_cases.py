@@ -27,21 +27,29 @@ OPTIMIZERS = {
 CASES = [(m, o) for m in MODELS for o in OPTIMIZERS]
 
 
-def dataset(model: str) -> tuple[np.ndarray, np.ndarray]:
+def dataset(model: str, global_batch: int = GLOBAL_BATCH) -> tuple[np.ndarray, np.ndarray]:
     """N_STEPS global batches of random inputs and class targets."""
     rng = np.random.default_rng(0)
     shape = MODELS[model][1]
-    n = N_STEPS * GLOBAL_BATCH
+    n = N_STEPS * global_batch
     return rng.standard_normal((n, *shape)).astype(np.float32), rng.integers(0, 10, n)
 
 
-def train(model: str, opt: str, rank: int = 0, world: int = 1, seed: int = 3, **options):
-    """N_STEPS steps at batch GLOBAL_BATCH // world on this process's shards; returns the
+def train(
+    model: str,
+    opt: str,
+    rank: int = 0,
+    world: int = 1,
+    seed: int = 3,
+    global_batch: int = GLOBAL_BATCH,
+    **options,
+):
+    """N_STEPS steps at batch global_batch // world on this process's shards; returns the
     per-step losses and the final state_dict."""
     ng.manual_seed(seed)
     net = MODELS[model][0]()
-    x, y = dataset(model)
-    batch = GLOBAL_BATCH // world
+    x, y = dataset(model, global_batch)
+    batch = global_batch // world
     step = ng.compile_training(
         net,
         nn.CrossEntropyLoss(),

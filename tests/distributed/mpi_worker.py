@@ -1,9 +1,11 @@
-"""What each process of the ``mpiexec -n 2`` tests runs (test_data_parallel.py):
+"""What each process of the ``mpiexec -n 2`` (or 3) tests runs (test_data_parallel.py):
 ``python mpi_worker.py CASE OUT``, with CASE one of
 
 - ``equivalence``: every case of mpi_cases.py at batch 16 per process, each rank from a
   different initial seed (the broadcast from rank 0 must make them agree); writes
   ``OUT/rank<r>.npz`` (losses and final weights);
+- ``three`` (under ``mpiexec -n 3``): the MLP with SGD at batch 16 per process, rank 0
+  writing ``OUT/rank0.npz``;
 - ``mismatch``: rank 1 compiles another batch size, so compiling must fail on both;
 - ``raise``: rank 1 raises in its third step; ``exit``: rank 1 leaves after two steps without
   an error; ``kill``: rank 1 is killed (SIGKILL) there: the job must end, never hang;
@@ -37,6 +39,13 @@ def equivalence(rank: int, out: Path) -> None:
         arrays[f"{model}.{opt}.losses"] = losses
         arrays.update((f"{model}.{opt}.{k}", v) for k, v in weights.items())
     np.savez(out / f"rank{rank}.npz", **arrays)
+
+
+def three(rank: int, out: Path) -> None:
+    losses, weights = mpi_cases.train("mlp", "sgd", rank, 3, global_batch=48, distributed=True)
+    everyone = distributed.average(losses)
+    if rank == 0:
+        np.savez(out / "rank0.npz", losses=np.array(everyone), **weights)
 
 
 def mismatch(rank: int, out: Path) -> None:
@@ -113,6 +122,8 @@ def main() -> None:
     rank = distributed.rank()
     if case == "equivalence":
         equivalence(rank, out)
+    elif case == "three":
+        three(rank, out)
     elif case == "mismatch":
         mismatch(rank, out)
     elif case == "save":

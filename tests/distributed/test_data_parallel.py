@@ -49,9 +49,9 @@ needs_mpi = pytest.mark.skipif(
 )
 
 
-def run_mpi(case: str, out: Path, timeout: float = 240, env=None, args=()):
-    """``mpiexec -n 2 python mpi_worker.py CASE OUT``; the CompletedProcess."""
-    command = [_mpiexec(), "-n", "2", sys.executable, str(WORKER), case, str(out), *args]
+def run_mpi(case: str, out: Path, timeout: float = 240, env=None, processes: int = 2):
+    """``mpiexec -n PROCESSES python mpi_worker.py CASE OUT``; the CompletedProcess."""
+    command = [_mpiexec(), "-n", str(processes), sys.executable, str(WORKER), case, str(out)]
     return subprocess.run(
         command, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
     )
@@ -174,6 +174,17 @@ def test_two_processes_at_batch_16_match_one_at_batch_32(tmp_path):
         for name, value in weights.items():
             np.testing.assert_allclose(ranks[0][f"{key}.{name}"], value, rtol=0, atol=ATOL)
             np.testing.assert_array_equal(ranks[1][f"{key}.{name}"], ranks[0][f"{key}.{name}"])
+
+
+@needs_mpi
+def test_three_processes_average_over_three(tmp_path):
+    losses, weights = mpi_cases.train("mlp", "sgd", global_batch=48)
+    done = run_mpi("three", tmp_path, processes=3)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = np.load(tmp_path / "rank0.npz")
+    np.testing.assert_allclose(result["losses"], losses, rtol=0, atol=ATOL)
+    for name, value in weights.items():
+        np.testing.assert_allclose(result[name], value, rtol=0, atol=ATOL, err_msg=name)
 
 
 @needs_mpi
