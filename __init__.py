@@ -10,7 +10,7 @@ lower them to Numba kernels::
     loss = step(x, y)
 """
 
-from . import errors, library
+from . import distributed, errors, library
 from .aot import load
 from .compiler import compile, compile_grad, compile_training
 from .engine import Spec, Tensor, backward, functional, nn, optim, trace
@@ -30,6 +30,7 @@ __all__ = [
     "compile",
     "compile_grad",
     "compile_training",
+    "distributed",
     "errors",
     "functional",
     "gradcheck",

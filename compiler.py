@@ -14,6 +14,7 @@ from .backends.custom_kernels import strict_kernels
 from .backends.executable import Executable, check_array
 from .backends.finite import arm_finite_checks, undone_if_non_finite
 from .backends.profile import KernelProfile, profile_runs
+from .distributed import DataParallel, save_from_main
 from .engine.autodiff import SEED_NAME, build_backward
 from .engine.nn import Module
 from .engine.optim import LR_NAME, Optimizer
@@ -277,10 +278,24 @@ class TrainingStep(_LossStep):
     update; parameters are updated in place in the model. ``step.lr`` may change any time."""
 
     what = "training step"
+    data_parallel: DataParallel | None = None  # distributed=True (distributed.py)
 
-    def __init__(self, model: Module, loss: Callable, optimizer: Optimizer, *args, **options):
+    def __init__(
+        self,
+        model: Module,
+        loss: Callable,
+        optimizer: Optimizer,
+        *args,
+        data_parallel: DataParallel | None = None,
+        **options,
+    ):
         self.optimizer = optimizer  # _LossStep's arguments, with the optimizer third
+        self.data_parallel = data_parallel
+        if data_parallel is not None:
+            data_parallel.before_compile(model)
         super().__init__(model, loss, *args, **options)
+        if data_parallel is not None:
+            data_parallel.after_compile(self.forward_graph, self.backward_graph)
         self.step_count = 0  # optimizer steps taken (torch's state["step"])
         self._prepare_steps(optimizer.lr)
 
@@ -295,6 +310,8 @@ class TrainingStep(_LossStep):
 
     def finish_backward(self, builder, values, grads) -> Graph:
         params = {name: values.param(name) for name in grads}
+        if self.data_parallel is not None:
+            grads = self.data_parallel.reduce(grads)
         dtype = next(iter(params.values())).dtype
         lr = builder.leaf("input", (), dtype, LR_NAME)
         return builder.build([], updates=self.optimizer.build(builder, params, grads, lr))
@@ -339,7 +356,7 @@ class TrainingStep(_LossStep):
         ``numbagrad.load``, which resumes training where this step is; returns the path."""
         from .aot import save_training
 
-        return save_training(self, path)
+        return save_from_main(self.backward_graph, lambda: save_training(self, path))
 
 
 def compile(  # noqa: A001
@@ -396,11 +413,16 @@ def compile_training(
     dump_dir: str | Path | None = None,
     check_finite: bool | None = None,
     strict: bool = False,
+    distributed: bool = False,
+    bucket_mb: float = 25.0,
 ) -> TrainingStep:
     """Compile one optimizer step of ``loss(model(x), y)``. ``passes``/``disable``/
     ``dump_dir``/``check_finite``/``strict`` as in ``compile``; in anomaly mode a step refused
     by a ``NonFiniteError`` leaves the parameters, buffers, optimizer state and step count as
-    they were before it."""
+    they were before it. ``distributed``: data-parallel over the processes of an MPI job
+    (``numbagrad.distributed``): gradients averaged across them in buckets of about
+    ``bucket_mb`` MB, rank 0's parameters to every process now, ``save`` from rank 0."""
+    data_parallel = DataParallel(bucket_mb) if distributed else None
     with strict_kernels(strict):
         args = (inputs, targets, backend, passes, disable, dump_dir, check_finite)
-        return TrainingStep(model, loss, optimizer, *args)
+        return TrainingStep(model, loss, optimizer, *args, data_parallel=data_parallel)

@@ -229,30 +229,55 @@ def iterate_minibatches(
     shuffle: bool = True,
     rng: np.random.Generator | int | None = None,
     drop_last: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield one epoch of contiguous ``(xb, yb)`` batches: ``xb`` is ``(B, *x.shape[1:])``,
     ``yb`` is ``(B, *y.shape[1:])``. Each row appears at most once. With ``drop_last`` every
     batch has exactly ``batch_size`` rows (a compiled step has a static batch size); ``rng``
-    is a Generator or a seed for the shuffle."""
+    is a Generator or a seed for the shuffle.
+
+    Data-parallel (``world_size`` processes): the epoch is cut into global batches of
+    ``batch_size * world_size`` rows and process ``rank`` gets rows ``[rank * B, (rank + 1) *
+    B)`` of each, so the shards are disjoint and together are the global batch, provided
+    every process passes the same ``rng`` seed (the same shuffle). Every process takes the
+    same number of steps: ``drop_last`` is required."""
+    if not 0 <= rank < world_size:
+        raise DataError(
+            f"iterate_minibatches needs 0 <= rank < world_size, got {rank} of {world_size}."
+        )
+    if world_size > 1 and not drop_last:
+        raise DataError(
+            "iterate_minibatches with world_size > 1 needs drop_last=True: every process "
+            "must take the same number of steps."
+        )
     n = len(x)
     if len(y) != n:
         raise DataError(f"iterate_minibatches got {n} inputs but {len(y)} targets.")
     if batch_size < 1:
         raise DataError(f"iterate_minibatches needs batch_size >= 1, got {batch_size}.")
-    if drop_last and n < batch_size:
+    batch = batch_size * world_size  # the global batch
+    if drop_last and n < batch:
         raise DataError(
-            f"iterate_minibatches: {n} rows make no full batch of {batch_size} (drop_last=True)."
+            f"iterate_minibatches: {n} rows make no full batch of {batch} (drop_last=True)."
         )
     order = np.random.default_rng(rng).permutation(n) if shuffle else None
-    stop = n - n % batch_size if drop_last else n
-    return _batches(x, y, batch_size, order, stop)
+    stop = n - n % batch if drop_last else n
+    return _batches(x, y, batch_size, order, stop, world_size, rank)
 
 
 def _batches(
-    x: np.ndarray, y: np.ndarray, batch_size: int, order: np.ndarray | None, stop: int
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    order: np.ndarray | None,
+    stop: int,
+    world_size: int,
+    rank: int,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     # A separate generator so that iterate_minibatches checks its arguments when called.
-    for start in range(0, stop, batch_size):
+    for first in range(0, stop, batch_size * world_size):
+        start = first + rank * batch_size
         end = min(start + batch_size, len(x))
         if order is None:
             yield np.ascontiguousarray(x[start:end]), np.ascontiguousarray(y[start:end])

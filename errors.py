@@ -64,3 +64,8 @@ class KernelWarning(RuntimeWarning):
 class CacheWarning(RuntimeWarning):
     """An on-disk kernel cache that numbagrad could not use as found: a damaged entry it removed
     and compiled again, or a directory it cannot write (kernels then compile in memory)."""
+
+
+class DistributedError(NumbagradError):
+    """Data-parallel training that cannot go on: MPI missing, processes that compiled
+    different steps, a process that stopped with an error or stopped answering."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from .. import distributed
 from ..errors import NumbagradError
 from . import evaluate as _evaluate
 from . import graph, profile, train
@@ -58,14 +59,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # --help (0); argparse never exits otherwise, see Parser
         return e.code if isinstance(e.code, int) else 0
     except UsageError as e:
-        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
-        return 2
+        return _fail(f"error: {_one_line(e)}", 2)
     except NumbagradError as e:
-        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
-        return 1
+        return _fail(f"error: {_one_line(e)}", 1)
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        return _fail("interrupted", 130)
+
+
+def _fail(message: str, code: int) -> int:
+    """Print ``message``; in an MPI job of several processes, end the whole job (the others
+    would wait for this one in their next collective)."""
+    where = f" rank {distributed.rank()}:" if distributed.world_size() > 1 else ""
+    print(f"{PROG}:{where} {message}", file=sys.stderr)
+    distributed.abort(message, code)
+    return code
 
 
 def _one_line(error: BaseException) -> str:

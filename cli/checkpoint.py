@@ -150,8 +150,8 @@ def _checked(state, epoch: int, where: Path) -> tuple[dict, dict, History]:
 
 def check_config(checkpoint: Checkpoint, config: dict) -> None:
     """Refuse to resume a run whose training configuration differs from ``config``."""
-    for key, value in config.items():
-        saved = checkpoint.config.get(key)
+    for key in dict.fromkeys([*config, *checkpoint.config]):  # world_size: only when > 1
+        saved, value = checkpoint.config.get(key), config.get(key)
         if saved != value:
             raise CheckpointError(
                 f"--resume {checkpoint.path.parent}: the run was trained with "
@@ -166,6 +166,8 @@ def _as_option(key: str, value) -> str:
         return f"the model {value}"
     if key == "data":
         return f"the data {value}"
+    if key == "world_size":
+        return f"--distributed over {value or 1} process(es)"
     if isinstance(value, bool):
         return flag if value else f"--no-{flag[2:]}"
     return f"no {flag}" if value is None else f"{flag} {value}"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from .. import data
+from .. import data, distributed
 from ..errors import NonFiniteError
 
 Arrays = tuple[np.ndarray, np.ndarray]
@@ -69,7 +69,12 @@ class EpochLoop:
     """Trains ``step`` for epochs ``first_epoch..epochs`` on shuffled minibatches of
     ``train``. ``lr_at(n)`` is the lr of the step after ``n`` steps (the step counts its
     own), ``augment(xb, rng)`` transforms each batch, ``test_accuracy()`` measures the
-    trained weights, and every hook in ``after_epoch`` gets the history after each epoch."""
+    trained weights, and every hook in ``after_epoch`` gets the history after each epoch.
+
+    Data-parallel (``world_size`` processes, a ``distributed`` step): every process draws the
+    same global batches of ``batch_size * world_size`` rows from the same ``rng``, augments the
+    whole global batch (so the rng stays in step everywhere and the run is the one-process run
+    at the global batch) and steps on its own rows of it."""
 
     step: object
     train: Arrays
@@ -82,6 +87,7 @@ class EpochLoop:
     augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
     history: History = field(default_factory=History)
     after_epoch: Sequence[Callable[[History], None]] = ()
+    world_size: int = 1
 
     def run(self, first_epoch: int = 1) -> History:
         with np.errstate(all="ignore"):  # reference kernels would warn: divergence is ours
@@ -94,8 +100,12 @@ class EpochLoop:
     def _epoch(self, epoch: int, first: bool) -> dict:
         t_epoch = time.perf_counter()
         x_train, y_train = self.train
-        n_batches = len(x_train) // self.batch_size
-        batches = data.iterate_minibatches(x_train, y_train, self.batch_size, rng=self.rng)
+        global_batch = self.batch_size * self.world_size
+        n_batches = len(x_train) // global_batch
+        batches = data.iterate_minibatches(x_train, y_train, global_batch, rng=self.rng)
+        shard = slice(
+            distributed.rank() * self.batch_size, (distributed.rank() + 1) * self.batch_size
+        )
         bar = tqdm(
             batches,
             total=n_batches,
@@ -109,6 +119,8 @@ class EpochLoop:
         for xb, yb in bar:
             if self.augment is not None:
                 xb = self.augment(xb, self.rng)
+            if self.world_size > 1:
+                xb, yb = np.ascontiguousarray(xb[shard]), np.ascontiguousarray(yb[shard])
             self.step.lr = self.lr_at(self.step.step_count)
             when = f"step {len(losses) + 1} of epoch {epoch}"
             losses.append(train_step(self.step, xb, yb, when, self.base_lr))
@@ -130,12 +142,13 @@ class EpochLoop:
             acc = self.test_accuracy()
         except NonFiniteError as e:  # anomaly mode: the trained parameters overflow
             raise NonFiniteError(f"testing after epoch {epoch}: {e}") from None
+        losses = distributed.average(losses) if self.world_size > 1 else losses
         self.history.batch_losses.extend(losses)
         record = {
             "epoch": epoch,
             "train_loss": float(np.mean(losses)),
             "test_accuracy": acc,
-            "images_per_s": counted * self.batch_size / train_s,
+            "images_per_s": counted * global_batch / train_s,  # the whole job's
             "lr": lr,
             "time_s": time.perf_counter() - t_epoch,
             "steps": self.step.step_count,

@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .. import distributed
 from ..backends import BACKENDS
 from ..compiler import compile as compile_model
 from ..compiler import compile_training
@@ -27,6 +30,7 @@ from .common import (
     build_optimizer,
     check_model,
     int_at_least,
+    positive,
 )
 from .graph import FORMATS, render
 
@@ -83,6 +87,13 @@ def add_profile_parser(sub) -> None:
     add("--backend", choices=BACKENDS, default="cpu", help="(default cpu)")
     add("--steps", type=int_at_least(1), default=20, metavar="N", help="timed runs (default 20)")
     add("--seed", type=int, default=0, metavar="S", help="weights and data (default 0)")
+    add(
+        "--distributed",
+        action="store_true",
+        help="with --training, under mpiexec: the data-parallel step, its gradient buckets "
+        "and their allreduce time (rank 0 prints)",
+    )
+    add("--bucket-mb", type=positive, default=25.0, metavar="MB", help="with --distributed (25)")
     add_check_finite(add)
     profile.set_defaults(run=profile_command)
 
@@ -95,6 +106,12 @@ def profile_command(args: argparse.Namespace) -> int:
             raise UsageError(f"unknown pass {name!r} for --disable; passes: {', '.join(known)}")
     if args.render and not args.dump:
         raise UsageError("--render draws the graphs --dump writes: add --dump DIR")
+    if args.distributed and not args.training:
+        raise UsageError("--distributed profiles a training step: add --training")
+    if args.distributed:
+        distributed.init()
+        if not distributed.is_main():
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - rank 0 speaks for the job
     manual_seed(args.seed)
     model = build_model(args.model)
     b = args.batch_size
@@ -116,6 +133,8 @@ def profile_command(args: argparse.Namespace) -> int:
             optimizer=build_optimizer(args.optimizer, None, None, 5e-4),
             inputs=x_spec,
             targets=Spec((b,), "int64"),
+            distributed=args.distributed,
+            bucket_mb=args.bucket_mb,
             **common,
         )
     else:
@@ -138,7 +157,30 @@ def profile_command(args: argparse.Namespace) -> int:
         profile = compiled.profile(x, n_runs=args.steps)
     print()
     print(profile)
+    if args.distributed:
+        print()
+        print(bucket_table(profile, compiled.backward_graph))
     return 0
+
+
+def bucket_table(profile, backward) -> str:
+    """Each gradient bucket's size and allreduce time (pack, MPI, average), and their share
+    of the step."""
+    reduces = {n.id: n for n in backward.ops() if n.op == "allreduce"}
+    times = {k.node: k.ms for k in profile.kernels if k.op == "allreduce" and k.node in reduces}
+    total = sum(times.values())
+    world = distributed.world_size()
+    lines = [f"gradient allreduce over {world} processes (ms per step, of {profile.total_ms:.3f})"]
+    lines.append(f"{'ms/run':>9} {'%':>6} {'MB':>8} {'tensors':>8}  bucket")
+    for node_id, node in reduces.items():
+        ms = times.get(node_id, 0.0)
+        mb = node.nbytes / 2**20
+        lines.append(
+            f"{ms:>9.4f} {100 * ms / profile.total_ms:>5.1f}% {mb:>8.3f} "
+            f"{len(node.inputs):>8}  {node.name}"
+        )
+    lines.append(f"{total:>9.4f} {100 * total / profile.total_ms:>5.1f}%  all buckets")
+    return "\n".join(lines)
 
 
 def _render_dump(directory: Path, fmt: str) -> None:

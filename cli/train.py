@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import sys
 import time
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from .. import data
+from .. import data, distributed
 from ..backends import BACKENDS
 from ..compiler import compile as compile_model
 from ..compiler import compile_training
@@ -77,6 +80,13 @@ def add_parser(sub) -> None:
     add("--checkpoint", metavar="DIR", help="save the training step here after every epoch")
     add("--keep-checkpoints", type=int_at_least(1), default=2, metavar="K", help="(default 2)")
     add("--resume", metavar="DIR", help="continue the run checkpointed in DIR (and save there)")
+    add(
+        "--distributed",
+        action="store_true",
+        help="data-parallel over the processes of an MPI job (mpiexec -n P numbagrad train ...): "
+        "global batch = --batch-size x P, rank 0 prints and writes",
+    )
+    add("--bucket-mb", type=positive, default=25.0, metavar="MB", help="with --distributed (25)")
     add_check_finite(add)
     train.set_defaults(run=train_command)
 
@@ -100,9 +110,14 @@ def _config(args: argparse.Namespace, recipe) -> dict:
 
 def train_command(args: argparse.Namespace) -> int:
     check_model(args.model)
+    world = distributed.init() if args.distributed else 1
+    if not distributed.is_main():
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - rank 0 speaks for the job
     recipe = recipe_for(args.model, args)
     _check_outputs(args)
     config = _config(args, recipe)
+    if world > 1:  # the global batch, so the losses, depend on it
+        config["world_size"] = world
     resumed = None
     if args.resume:
         resumed = checkpoint.latest(Path(args.resume))
@@ -114,9 +129,9 @@ def train_command(args: argparse.Namespace) -> int:
     x_test, y_test = load_split(args, "test")
     if args.limit is not None:
         x_train, y_train = x_train[: args.limit], y_train[: args.limit]
-    b = recipe.batch_size
-    if len(x_train) < b:
-        raise UsageError(f"{len(x_train)} training images make no full batch of {b}")
+    b = recipe.batch_size  # per process
+    if len(x_train) < b * world:
+        raise UsageError(f"{len(x_train)} training images make no full batch of {b * world}")
     eval_b = min(args.eval_batch_size, len(x_test))
 
     manual_seed(args.seed)
@@ -142,6 +157,8 @@ def train_command(args: argparse.Namespace) -> int:
             targets=Spec((b,), "int64"),
             backend=args.backend,
             check_finite=args.check_finite,
+            distributed=args.distributed,
+            bucket_mb=args.bucket_mb,
         )
         history, first_epoch = History(), 1
 
@@ -157,10 +174,12 @@ def train_command(args: argparse.Namespace) -> int:
             model.load_state_dict(step.state_dict())
 
     print(f"compiled on backend {args.backend} in {time.perf_counter() - t0:.2f} s", flush=True)
+    if world > 1:
+        print(f"data-parallel: {world} processes x batch {b} = global batch {b * world}")
     if resumed is not None:
         print(f"resumed from {resumed.path} after epoch {resumed.epoch}", flush=True)
 
-    steps_per_epoch = len(x_train) // b
+    steps_per_epoch = len(x_train) // (b * world)
     loop = EpochLoop(
         step=step,
         train=(x_train, y_train),
@@ -169,7 +188,9 @@ def train_command(args: argparse.Namespace) -> int:
         rng=rng,
         lr_at=recipe.make_schedule(steps_per_epoch).lr_at,
         base_lr=recipe.lr,
-        test_accuracy=lambda: (refresh(), evaluate(predict, x_test, y_test, eval_b))[1],
+        test_accuracy=lambda: (refresh(), evaluate(predict, x_test, y_test, eval_b))[1]
+        if distributed.is_main() else math.nan,  # the processes hold the same weights
+        world_size=world,
         augment=partial(data.augment, crop_padding=recipe.crop_padding) if recipe.augment
         else None,
         history=history,
@@ -180,20 +201,22 @@ def train_command(args: argparse.Namespace) -> int:
     loop.run(first_epoch)
     if args.plot or args.log or args.checkpoint or args.resume:
         _say_where(args)
-    if args.save:
+    if args.save and distributed.is_main():
         refresh()
         _save(predict, args.save)
     return 0
 
 
 def _hooks(args, config: dict, step, rng, steps_per_epoch: int) -> list:
+    directory = args.checkpoint or args.resume
+    if not distributed.is_main():  # step.save takes every process; rank 0 alone writes
+        return [lambda h: step.save(Path(directory) / checkpoint.STEP_FILE)] if directory else []
     hooks = []
     if args.log:
         hooks.append(JsonLog(Path(args.log)))
     if args.plot:
         title = f"numbagrad train {args.model}"
         hooks.append(lambda h: plots.training_curves(h, steps_per_epoch, Path(args.plot), title))
-    directory = args.checkpoint or args.resume
     if directory:
         hooks.append(
             lambda h: checkpoint.save(

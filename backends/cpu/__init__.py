@@ -12,7 +12,14 @@ from ...graph import Graph
 from ...graph.memory import MemoryPlan
 from .. import numba_cache  # noqa: F401  (before any @njit(cache=True) kernel is decorated)
 from ..executable import Executable
-from . import lower_epilogue, lower_join, lower_norm, lower_scan, lower_spatial  # noqa: F401
+from . import (  # noqa: F401  (lowerings register on import)
+    lower_collective,
+    lower_epilogue,
+    lower_join,
+    lower_norm,
+    lower_scan,
+    lower_spatial,
+)
 from .lowering import lower
 from .threads import single_threaded_blas
 

@@ -17,7 +17,7 @@ load_cuda()
 
 from ...graph import Graph  # noqa: E402
 from ...graph.memory import MemoryPlan  # noqa: E402
-from . import batchnorm, epilogue, join, scan, spatial  # noqa: E402,F401  (lowerings)
+from . import batchnorm, collective, epilogue, join, scan, spatial  # noqa: E402,F401  (lowerings)
 from .executable import DeviceExecutable  # noqa: E402
 from .lowering import LOWERINGS, lower  # noqa: E402
 

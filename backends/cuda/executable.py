@@ -202,8 +202,9 @@ class DeviceExecutable:
         self._apply_updates(stream)
 
     def _capturable(self) -> bool:
-        # A host-reference kernel or a finite check copies to the host: it cannot be captured.
-        host_work = self._checks_finite or "reference" in self.impl_counts()
+        # A host-reference kernel, an MPI collective or a finite check works on the host: it
+        # cannot be captured.
+        host_work = self._checks_finite or {"reference", "mpi"} & set(self.impl_counts())
         return graphs.enabled() and not self._graph_failed and not host_work
 
     def _capture(self):

@@ -5,6 +5,7 @@ Importing this package registers every built-in op.
 
 from .activation import elu, erf, leaky_relu, prelu, scaled_tanh, silu, softplus
 from .class_targets import class_indices, one_hot
+from .collective import allreduce
 from .compare import cast, greater, greater_equal, stop_gradient
 from .conv import conv2d
 from .elementwise import (
@@ -60,6 +61,7 @@ from .spatial import (
 )
 
 __all__ = [
+    "allreduce",
     "getitem",
     "cast",
     "cumsum",

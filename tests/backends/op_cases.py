@@ -194,6 +194,11 @@ def _join_spatial_cases(x4):
             lambda a, b, c: O.concat([a, b, c], 0),
         ),
         ("slice_axis1", [(x4, "f")], lambda a: O.slice_(a, 1, 3, 1)),
+        (  # a world of one here: the operands packed (tests/distributed: two processes)
+            "allreduce_three",
+            [((2, 3), "f"), ((4,), "f"), ((1,), "f")],
+            lambda a, b, c: O.allreduce(a, b, c),
+        ),
         ("slice_last_axis", [(x4, "f")], lambda a: O.slice_(a, 1, 3, 3)),
         (
             "batch_norm",

@@ -322,6 +322,12 @@ JOIN_NORM_CASES = [
     ),
     _c("concat_self_last", "concat", [((2, 3), "f")], lambda a: O.concat([a, a], -1)),
     _c("slice_middle", "slice", [(X4, "f")], lambda a: O.slice_(a, 1, 2, 1)),
+    _c(
+        "allreduce_two",
+        "allreduce",
+        [((2, 3), "f"), ((4,), "f")],
+        lambda a, b: O.allreduce(a, b, average=False),
+    ),
     _c("slice_start", "slice", [(X4, "f")], lambda a: O.slice_(a, 0, 3, 2)),
     _c("slice_end", "slice", [((4, 3), "f")], lambda a: O.slice_(a, 2, 4, 0)),
     _c(
