@@ -43,6 +43,8 @@ _xxgemm = types.ExternalFunction(
 )
 
 PARALLEL_MIN_FLOPS = 1 << 22  # below ~4 MFLOP a parallel launch costs more than it saves
+# BLAS's character arguments as integers: ord() inside @njit is one more function to compile
+_SINGLE, _DOUBLE, _NO_TRANSPOSE, _TRANSPOSE = ord("s"), ord("d"), ord("n"), ord("t")
 
 
 @njit(cache=True, inline="always")
@@ -62,19 +64,16 @@ def gemm(a, b, c, trans_a, trans_b, alpha, beta):
     if m == 0 or n == 0:
         return
     if k == 0:  # BLAS may return without touching c
-        if beta == 0:
-            c[:, :] = 0
-        else:
-            c[:, :] *= beta
+        _scale(c, beta)
         return
     scalars = np.empty(2, dtype=c.dtype)
     scalars[0] = alpha
     scalars[1] = beta
     # Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
     _xxgemm(
-        ord("s") if c.itemsize == 4 else ord("d"),
-        ord("t") if trans_b else ord("n"),
-        ord("t") if trans_a else ord("n"),
+        _SINGLE if c.itemsize == 4 else _DOUBLE,
+        _TRANSPOSE if trans_b else _NO_TRANSPOSE,
+        _TRANSPOSE if trans_a else _NO_TRANSPOSE,
         n,
         m,
         k,
@@ -87,6 +86,16 @@ def gemm(a, b, c, trans_a, trans_b, alpha, beta):
         c.ctypes,
         _leading(c),
     )
+
+
+@njit(cache=True, nogil=True)
+def _scale(c, beta):
+    """c *= beta, with beta == 0 writing zeros (NaN in c included). Loops, not ``c[:, :] =``:
+    Numba's slice assignment compiles its shape-mismatch error message, ~3 s of cold start."""
+    m, n = c.shape
+    for i in range(m):
+        for j in range(n):
+            c[i, j] = 0 if beta == 0 else c[i, j] * beta
 
 
 @njit(cache=True, parallel=True, nogil=True)

@@ -1,0 +1,56 @@
+"""backends/cpu/kernels/blas.py: the strided GEMM with alpha and beta that the CPU kernels call
+from @njit code, single-threaded and split over Numba's threads, against NumPy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from numbagrad.backends.cpu.kernels.blas import PARALLEL_MIN_FLOPS, gemm, par_gemm
+
+
+def operands(rng, m, n, k, trans_a, trans_b, dtype):
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    c = rng.standard_normal((m, n)).astype(dtype)
+    expected_ab = (a.T if trans_a else a) @ (b.T if trans_b else b)
+    return a, b, c, expected_ab
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("fn", [gemm, par_gemm], ids=["gemm", "par_gemm"])
+def test_gemm_computes_alpha_ab_plus_beta_c(fn, trans_a, trans_b, dtype):
+    rng = np.random.default_rng(0)
+    # par_gemm splits products of at least PARALLEL_MIN_FLOPS: take one above it
+    m, n = 67, 129
+    k = PARALLEL_MIN_FLOPS // (2 * m * n) + 3
+    a, b, c, ab = operands(rng, m, n, k, trans_a, trans_b, dtype)
+    expected = 0.5 * ab + 2.0 * c
+    fn(a, b, c, trans_a, trans_b, 0.5, 2.0)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(c, expected, rtol=tol, atol=tol * np.abs(ab).max())
+
+
+def test_gemm_writes_a_block_of_a_larger_matrix():
+    rng = np.random.default_rng(1)
+    big = rng.standard_normal((10, 12)).astype(np.float32)
+    before = big.copy()
+    a = rng.standard_normal((4, 3)).astype(np.float32)
+    b = rng.standard_normal((3, 5)).astype(np.float32)
+    gemm(a, b, big[2:6, 4:9], False, False, 1.0, 0.0)
+    np.testing.assert_allclose(big[2:6, 4:9], a @ b, rtol=1e-5)
+    big[2:6, 4:9] = before[2:6, 4:9]
+    np.testing.assert_array_equal(big, before)  # nothing outside the block moved
+
+
+@pytest.mark.parametrize("beta", [0.0, 3.0])
+def test_an_empty_reduction_scales_c_by_beta(beta):
+    a = np.empty((4, 0), np.float64)
+    b = np.empty((0, 3), np.float64)
+    c = np.arange(12, dtype=np.float64).reshape(4, 3)
+    c[0, 0] = np.nan
+    expected = np.zeros_like(c) if beta == 0 else c * beta  # beta 0 ignores c, NaN included
+    gemm(a, b, c, False, False, 1.0, beta)
+    np.testing.assert_array_equal(c, expected)
