@@ -39,6 +39,8 @@ DEFAULT_PASSES: tuple[str, ...] = (
     # conv/GEMM result (bias, activation, residual add, in any arrangement), so this one only
     # folds the producer into that group, one node; run first, it would need its own grouping.
     "fuse_epilogue",
+    # Last: the order of the final ops sets the planned peak (passes/schedule.py).
+    "schedule",
 )
 PLAN = "plan_memory"
 """The name of the memory-planning step (``disable=("plan_memory",)`` skips it)."""
