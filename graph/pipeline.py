@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from ..errors import OptionError
+from .compact import compact_saved
 from .dot import fusion_groups, to_dot
 from .ir import Graph
 from .memory import plan_memory
@@ -44,6 +45,8 @@ DEFAULT_PASSES: tuple[str, ...] = (
 )
 PLAN = "plan_memory"
 """The name of the memory-planning step (``disable=("plan_memory",)`` skips it)."""
+COMPACT = "compact_saved"
+"""The name of the training step's first rewrite, across its two graphs (``compact.py``)."""
 
 __all__ = [
     "DEFAULT_PASSES",
@@ -131,7 +134,10 @@ def optimize_training(
     both (``training_memory.plan_training_memory``): the backward graph reuses the bytes of
     each saved activation after its last read. The report shows that arena once, on the
     forward graph's summary (``report.plans`` holds both graphs' plans, which must share the
-    arena)."""
+    arena). First, unless disabled, ``compact_saved`` stores what the backward graph reads in
+    smaller forms."""
+    if COMPACT not in disable:
+        forward, backward = compact_saved(forward, backward)
     keep = saved_ids(backward) | frozenset(forward.outputs)
     fwd, fwd_report = optimize(forward, passes, keep, disable, False, dump_dir, "forward")
     bwd, bwd_report = optimize(backward, passes, frozenset(), disable, False, dump_dir, "backward")

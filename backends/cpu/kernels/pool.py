@@ -144,6 +144,42 @@ def max_pool2d_backward(gy, x, gx, kh, kw, sh, sw, ph, pw, dh, dw):
                     dst[arg] += g[oh, ow]
 
 
+@sized_kernel(size_arg=0)
+def max_pool2d_taps(x, out, kh, kw, sh, sw, ph, pw, dh, dw):
+    """out (N, C, OH, OW) uint8 = the row-major tap (i * KW + j) of each window's first
+    maximum of x, as max_pool2d_backward finds it."""
+    n_, c_, h, w = x.shape
+    oh_, ow_ = out.shape[2], out.shape[3]
+    ilo, ihi = _tap_ranges(kh, h, sh, ph, dh, oh_)
+    jlo, jhi = _tap_ranges(kw, w, sw, pw, dw, ow_)
+    for t in prange(n_ * c_):
+        src = x[t // c_, t % c_].reshape(h * w)
+        dst = out[t // c_, t % c_]
+        for oh in range(oh_):
+            for ow in range(ow_):
+                arg = _first_max(src, w, oh, ow, ilo, ihi, jlo, jhi, sh, sw, ph, pw, dh, dw)
+                ih = arg // w
+                i = (ih - oh * sh + ph) // dh
+                dst[oh, ow] = i * kw + (arg - ih * w - ow * sw + pw) // dw if arg >= 0 else 0
+
+
+@sized_kernel(size_arg=2)
+def max_pool2d_grad_taps(gy, taps, gx, kh, kw, sh, sw, ph, pw, dh, dw):
+    """gx (N, C, H, W) = dL/dx of max pooling, overwritten: each gy element added at its
+    window's tap (from max_pool2d_taps); overlapping windows accumulate."""
+    n_, c_, h, w = gx.shape
+    oh_, ow_ = gy.shape[2], gy.shape[3]
+    for t in prange(n_ * c_):
+        g = gy[t // c_, t % c_]
+        tp = taps[t // c_, t % c_]
+        dst = gx[t // c_, t % c_].reshape(h * w)
+        dst[:] = 0
+        for oh in range(oh_):
+            for ow in range(ow_):
+                i, j = divmod(np.int64(tp[oh, ow]), kw)
+                dst[(oh * sh - ph + i * dh) * w + ow * sw - pw + j * dw] += g[oh, ow]
+
+
 @njit(cache=True, inline="always")
 def _divisor(oh, ow, kh, kw, sh, sw, ph, pw, h, w, count_include_pad):
     if count_include_pad:
