@@ -8,13 +8,17 @@ that runs after the next input gradient keeps its (large) saved activation alive
 
 The pass is a greedy list scheduler: among the ops whose operands are all computed, run the
 one that changes the live bytes the least (its output's bytes minus the bytes of the operands
-it reads for the last time), ties in the graph's order. So an optimizer update runs as soon as
-its gradient is final (it frees the gradient and lands in its state buffer), and a weight
-gradient runs before the input gradient beside it (it frees the saved activation first). The
-live bytes are counted as the planner counts them: saved activations (backward leaves with
-``saved_from``) live until their last read, reshapes alias their operand, outputs and ``keep``
-live to the end, updates computed in place and other leaves take no arena bytes. Greedy is not
-optimal, so the pass keeps the graph's own order when that one has the lower peak.
+it reads for the last time), ties in the graph's order; or, in a second, lazier variant, run
+the one that frees the most, else the first in the graph's order (an op that only allocates
+never runs earlier than the graph has it: recomputed values stay next to their readers).
+So an optimizer update runs as soon as its gradient is final (it frees the gradient and lands
+in its state buffer), and a weight gradient runs before the input gradient beside it (it
+frees the saved activation first). The live bytes are counted as the planner counts them:
+saved activations (backward leaves with ``saved_from``) live until their last read, reshapes
+alias their operand, outputs and ``keep`` live to the end, updates computed in place and
+other leaves take no arena bytes. Greedy is not
+optimal, so the pass keeps whichever of the three orders (the graph's own and the two greedy
+ones) has the lowest peak.
 
 An update value must run after every other reader of its state (that is what lets the planner
 compute it straight into the state's buffer), so those readers are its predecessors too.
@@ -100,7 +104,9 @@ def _predecessors(graph: Graph, model: _Model) -> dict[int, set[int]]:
     return preds
 
 
-def _greedy(graph: Graph, model: _Model) -> list[int]:
+def _greedy(graph: Graph, model: _Model, eager: bool) -> list[int]:
+    """List scheduling by live-byte change; ``eager``: a node that adds bytes may run early
+    when it adds the least, else only freeing nodes jump the graph's order."""
     preds = _predecessors(graph, model)
     users: dict[int, list[int]] = {}
     for node_id, ps in preds.items():
@@ -114,7 +120,8 @@ def _greedy(graph: Graph, model: _Model) -> list[int]:
     while ready:
 
         def cost(i: int) -> tuple[int, int]:
-            return model.size[i] - model.step(i, remaining)[1], position[i]
+            change = model.size[i] - model.step(i, remaining)[1]
+            return (change if eager else min(change, 0)), position[i]
 
         best = min(ready, key=cost)
         ready.remove(best)
@@ -133,8 +140,9 @@ def schedule(graph: Graph, keep: frozenset[int] = frozenset()) -> Graph:
     leaves stay first, in their order. The same values, the same nodes, a new order."""
     model = _Model(graph, frozenset(keep))
     current = [n.id for n in graph.ops()]
-    order = _greedy(graph, model)
-    if order == current or _peak(model, order) >= _peak(model, current):
+    orders = [current, _greedy(graph, model, True), _greedy(graph, model, False)]
+    order = min(orders, key=lambda o: _peak(model, o))  # the first of equals: current
+    if order == current:
         return graph
     nodes = [*graph.leaves(), *(graph[i] for i in order)]
     return Graph(nodes, graph.inputs, graph.outputs, graph.updates, graph.output_names, graph.name)
