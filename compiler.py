@@ -164,6 +164,7 @@ class _LossStep:
         disable: Sequence[str] = (),
         dump_dir: str | Path | None = None,
         check_finite: bool | None = None,
+        memory_budget: int | str | None = None,
     ) -> None:
         self._step_counters: list = []  # integer buffers to count steps in (host side)
         with _mode(model, training=True):
@@ -192,8 +193,9 @@ class _LossStep:
         traced_backward = self.finish_backward(builder, values, grads)
         self.traced_graphs = (traced, traced_backward)
         self.forward_graph, self.backward_graph, self.report = optimize_training(
-            traced, traced_backward, _passes(passes), disable=disable, dump_dir=dump_dir
-        )
+            traced, traced_backward, _passes(passes), disable, dump_dir=dump_dir,
+            memory_budget=memory_budget,
+        )  # fmt: skip
         self.model = model
         self.backend = get_backend(backend)
         self.forward = _compile_forward(self.backend, model, self.forward_graph, self.report)
@@ -396,11 +398,15 @@ def compile_training(
     dump_dir: str | Path | None = None,
     check_finite: bool | None = None,
     strict: bool = False,
+    memory_budget: int | str | None = None,
 ) -> TrainingStep:
     """Compile one optimizer step of ``loss(model(x), y)``. ``passes``/``disable``/
     ``dump_dir``/``check_finite``/``strict`` as in ``compile``; in anomaly mode a step refused
     by a ``NonFiniteError`` leaves the parameters, buffers, optimizer state and step count as
-    they were before it."""
+    they were before it. ``memory_budget`` (bytes, or a size such as ``"200MB"``): the
+    compiler recomputes saved activations in the backward pass, at the least added FLOPs it
+    finds, until the planned arena fits (``graph/remat.py``; ``step.report.recomputed`` says
+    what), or raises ``MemoryBudgetError`` naming the smallest arena it can plan."""
     with strict_kernels(strict):
-        args = (inputs, targets, backend, passes, disable, dump_dir, check_finite)
+        args = (inputs, targets, backend, passes, disable, dump_dir, check_finite, memory_budget)
         return TrainingStep(model, loss, optimizer, *args)

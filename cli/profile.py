@@ -65,6 +65,12 @@ def add_profile_parser(sub) -> None:
     add("--batch-size", type=int_at_least(1), default=64, metavar="B", help="(default 64)")
     add("--training", action="store_true", help="profile a training step (forward + backward)")
     add("--optimizer", choices=OPTIMIZERS, default="sgd", help="with --training (default sgd)")
+    add(
+        "--memory-budget",
+        metavar="SIZE",
+        help="with --training: recompute saved activations until the arena fits SIZE "
+        "(e.g. 200MB, 1.5GiB); the report lists what is recomputed and the FLOPs it adds",
+    )
     add("--dump", metavar="DIR", help="write the graph after every pass (.txt and .dot) here")
     add(
         "--render",
@@ -93,6 +99,8 @@ def profile_command(args: argparse.Namespace) -> int:
     for name in args.disable:
         if name not in known:
             raise UsageError(f"unknown pass {name!r} for --disable; passes: {', '.join(known)}")
+    if args.memory_budget and not args.training:
+        raise UsageError("--memory-budget applies to a training step: add --training")
     if args.render and not args.dump:
         raise UsageError("--render draws the graphs --dump writes: add --dump DIR")
     manual_seed(args.seed)
@@ -116,6 +124,7 @@ def profile_command(args: argparse.Namespace) -> int:
             optimizer=build_optimizer(args.optimizer, None, None, 5e-4),
             inputs=x_spec,
             targets=Spec((b,), "int64"),
+            memory_budget=args.memory_budget,
             **common,
         )
     else:

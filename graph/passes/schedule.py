@@ -17,8 +17,9 @@ frees the saved activation first). The live bytes are counted as the planner cou
 saved activations (backward leaves with ``saved_from``) live until their last read, reshapes
 alias their operand, outputs and ``keep`` live to the end, updates computed in place and
 other leaves take no arena bytes. Greedy is not
-optimal, so the pass keeps whichever of the three orders (the graph's own and the two greedy
-ones) has the lowest peak.
+optimal, so the pass keeps whichever order has the lowest peak: the graph's own, or one of four
+greedy ones (eager or lazy, each with and without one step of lookahead, which sees that a
+weight gradient's allocation is freed by the update it readies).
 
 An update value must run after every other reader of its state (that is what lets the planner
 compute it straight into the state's buffer), so those readers are its predecessors too.
@@ -104,9 +105,10 @@ def _predecessors(graph: Graph, model: _Model) -> dict[int, set[int]]:
     return preds
 
 
-def _greedy(graph: Graph, model: _Model, eager: bool) -> list[int]:
+def _greedy(graph: Graph, model: _Model, eager: bool, lookahead: bool) -> list[int]:
     """List scheduling by live-byte change; ``eager``: a node that adds bytes may run early
-    when it adds the least, else only freeing nodes jump the graph's order."""
+    when it adds the least, else only freeing nodes jump the graph's order; ``lookahead``:
+    count the best change of a user that the node makes ready too."""
     preds = _predecessors(graph, model)
     users: dict[int, list[int]] = {}
     for node_id, ps in preds.items():
@@ -119,9 +121,15 @@ def _greedy(graph: Graph, model: _Model, eager: bool) -> list[int]:
     order: list[int] = []
     while ready:
 
+        def change(i: int) -> int:
+            return model.size[i] - model.step(i, remaining)[1]
+
         def cost(i: int) -> tuple[int, int]:
-            change = model.size[i] - model.step(i, remaining)[1]
-            return (change if eager else min(change, 0)), position[i]
+            # One step of lookahead: a weight gradient allocates, but the update it readies
+            # frees it at once (a pair that frees the saved input the gradient read last).
+            then = [change(u) for u in users.get(i, ()) if lookahead and waiting[u] == 1]
+            c = change(i) + min([0, *then])
+            return (c if eager else min(c, 0)), position[i]
 
         best = min(ready, key=cost)
         ready.remove(best)
@@ -140,7 +148,8 @@ def schedule(graph: Graph, keep: frozenset[int] = frozenset()) -> Graph:
     leaves stay first, in their order. The same values, the same nodes, a new order."""
     model = _Model(graph, frozenset(keep))
     current = [n.id for n in graph.ops()]
-    orders = [current, _greedy(graph, model, True), _greedy(graph, model, False)]
+    orders = [current]
+    orders += [_greedy(graph, model, e, a) for e in (True, False) for a in (False, True)]
     order = min(orders, key=lambda o: _peak(model, o))  # the first of equals: current
     if order == current:
         return graph
