@@ -40,7 +40,7 @@ def _saved(backward: Graph) -> dict[int, int]:
 
 class _Pair:
     """The two graphs being rewritten: forward ops added through a Rewriter, backward nodes
-    kept as an ordered dict (new saved leaves go first)."""
+    kept as an ordered dict, new saved leaves beside it."""
 
     def __init__(self, forward: Graph, backward: Graph) -> None:
         self.forward = Rewriter(forward)
@@ -65,12 +65,13 @@ class _Pair:
         return self.leaf_of[forward_id]
 
     def build(self) -> tuple[Graph, Graph]:
-        nodes = [*self.leaves, *self.nodes.values()]
-        read = {i for n in nodes for i in n.inputs} | set(self.backward.roots())
-        nodes = [n for n in nodes if "saved_from" not in n.attrs or n.id in read]
-        kept = {n.id for n in nodes}
-        inputs = [n.id for n in self.leaves if n.id in kept]  # input leaves in node order
-        inputs += [i for i in self.backward.inputs if i in kept]
+        """Leaves first (a rewritten op may read a leaf the traced order makes later), saved
+        leaves that nothing reads any more dropped."""
+        ops = [n for n in self.nodes.values() if not n.is_leaf]
+        leaves = [*self.leaves, *(n for n in self.nodes.values() if n.is_leaf)]
+        read = {i for n in ops for i in n.inputs} | set(self.backward.roots())
+        nodes = [n for n in leaves if "saved_from" not in n.attrs or n.id in read] + ops
+        inputs = [n.id for n in nodes if n.role == "input"]  # input leaves in node order
         b = self.backward
         backward = Graph(nodes, inputs, b.outputs, b.updates, b.output_names, b.name)
         return self.forward.build(), backward
