@@ -108,3 +108,45 @@ def test_resnet18_under_a_budget_trains_like_without_and_its_arena_fits():
     np.testing.assert_allclose(l2, l1, rtol=1e-5)
     for k in w1:
         np.testing.assert_allclose(w2[k], w1[k], rtol=1e-4, atol=1e-6)
+
+
+class _BnNet(nn.Module):
+    """Conv-BatchNorm-ReLU stages with a residual add and a max pool: what remat rewrites."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.c2, self.b2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.c3, self.b3 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.pool, self.fc = nn.MaxPool2d(2), nn.Linear(8 * 8 * 8, 10)
+
+    def forward(self, x):
+        h = self.b1(self.c1(x)).relu()
+        h3 = (self.b3(self.c3(self.b2(self.c2(h)).relu())) + h).relu()
+        return self.fc(self.pool(h3).flatten(1))
+
+
+@pytest.mark.slow  # compiles the cpu kernels of two training steps
+def test_cpu_training_under_a_budget_matches_training_without():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((16, 3, 16, 16)).astype(np.float32), rng.integers(0, 10, 16)
+    runs = []
+    for fraction in (None, 0.9):
+        ng.manual_seed(0)
+        model = _BnNet()
+        budget = None if fraction is None else int(fraction * runs[0][2])
+        step = ng.compile_training(
+            model,
+            nn.CrossEntropyLoss(),
+            optim.SGD(0.05, momentum=0.9, weight_decay=1e-3),
+            ng.Spec(x.shape),
+            ng.Spec((16,), "int64"),
+            memory_budget=budget,
+        )
+        runs.append(([step(x, y) for _ in range(3)], model.state_dict(), step.report.planned_bytes))
+        report = step.report
+    (l1, w1, _), (l2, w2, _) = runs
+    assert report.recomputed.nodes > 0 and report.planned_bytes <= int(0.9 * runs[0][2])
+    np.testing.assert_allclose(l2, l1, rtol=1e-6)
+    for k in w1:
+        np.testing.assert_allclose(w2[k], w1[k], rtol=1e-5, atol=1e-7)
