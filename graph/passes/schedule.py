@@ -50,11 +50,23 @@ class _Model:
                 readers[b] = readers.get(b, 0) + 1
         self.readers = readers
         self.forever = {self.base.get(i, i) for i in (*graph.roots(), *keep) if i in graph}
+        self.overwrites = {i: self._overwritable(graph[i]) for i in self.reads}
 
     def _bytes(self, node, in_place: dict[int, int]) -> int:
         if node.is_leaf:
             return node.nbytes if "saved_from" in node.attrs else 0
         return 0 if node.op == "reshape" or node.id in in_place else node.nbytes
+
+    def _overwritable(self, node) -> frozenset[int]:
+        """The operand buffers the planner may let ``node`` write over when they die at it."""
+        if get_op(node.op).category != "elementwise":
+            return frozenset()
+        g = self.graph
+        return frozenset(
+            b
+            for b in self.reads[node.id]
+            if self.size[b] == node.nbytes and g[b].dtype == node.dtype
+        )
 
     def _bases(self, node) -> tuple[int, ...]:
         return tuple(dict.fromkeys(self.base.get(i, i) for i in node.inputs))
@@ -64,17 +76,16 @@ class _Model:
 
     def step(self, node_id: int, remaining: dict[int, int]) -> tuple[int, int]:
         """(bytes live while ``node_id`` runs beyond those before it, bytes freed after it)."""
-        node = self.graph[node_id]
-        if node.op == "reshape":
+        reads = self.reads.get(node_id)
+        if reads is None:  # a reshape: it aliases its operand
             return 0, 0
-        dying = [b for b in self.reads[node_id] if remaining[b] == 1 and b not in self.forever]
-        freed = sum(self.size[b] for b in dying)
-        out = self.size[node_id]
-        if get_op(node.op).category == "elementwise" and any(
-            self.size[b] == out and self.graph[b].dtype == node.dtype for b in dying
-        ):
-            out = 0  # the planner writes it over a dying operand of its size
-        return out, freed
+        freed, reuse = 0, False
+        for b in reads:
+            if remaining[b] == 1 and b not in self.forever:
+                freed += self.size[b]
+                reuse = reuse or b in self.overwrites[node_id]
+        # An output the planner writes over a dying operand of its size adds no bytes.
+        return (0 if reuse else self.size[node_id]), freed
 
 
 def _peak(model: _Model, order: list[int]) -> int:
