@@ -144,6 +144,24 @@ def max_pool2d_backward(gy, x, gx, kh, kw, sh, sw, ph, pw, dh, dw):
                     dst[arg] += g[oh, ow]
 
 
+@njit(cache=True, inline="always")
+def _first_max_tap(src, w, oh, ow, ilo, ihi, jlo, jhi, kw, sh, sw, ph, pw, dh, dw):
+    """``_first_max`` as the window's row-major tap i * KW + j (0 for a window with no tap
+    inside), counted as it scans: no division per window."""
+    found = False
+    tap = 0
+    best = src[0]
+    for i in range(ilo[oh], ihi[oh]):
+        base = (oh * sh - ph + i * dh) * w + ow * sw - pw
+        for j in range(jlo[ow], jhi[ow]):
+            v = src[base + j * dw]
+            take = not found or v > best or v != v
+            best = v if take else best
+            tap = i * kw + j if take else tap
+            found = True
+    return tap
+
+
 @sized_kernel(size_arg=0)
 def max_pool2d_taps(x, out, kh, kw, sh, sw, ph, pw, dh, dw):
     """out (N, C, OH, OW) uint8 = the row-major tap (i * KW + j) of each window's first
@@ -157,10 +175,9 @@ def max_pool2d_taps(x, out, kh, kw, sh, sw, ph, pw, dh, dw):
         dst = out[t // c_, t % c_]
         for oh in range(oh_):
             for ow in range(ow_):
-                arg = _first_max(src, w, oh, ow, ilo, ihi, jlo, jhi, sh, sw, ph, pw, dh, dw)
-                ih = arg // w
-                i = (ih - oh * sh + ph) // dh
-                dst[oh, ow] = i * kw + (arg - ih * w - ow * sw + pw) // dw if arg >= 0 else 0
+                dst[oh, ow] = _first_max_tap(
+                    src, w, oh, ow, ilo, ihi, jlo, jhi, kw, sh, sw, ph, pw, dh, dw
+                )
 
 
 @sized_kernel(size_arg=2)
