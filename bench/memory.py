@@ -4,6 +4,7 @@ arena under memory budgets (fractions of the default arena) with what recomputat
 
     python bench/memory.py                         # LeNet-5, ResNet-18 (CIFAR stem), VGG-11
     python bench/memory.py --batch-size 128 --budgets 0.8 0.7 0.6 --models resnet18
+    python bench/memory.py --budgets          # no budgets: also runs on trees without them
 
 Each step is compiled on the interp backend (graphs, passes and memory plan only: no kernel is
 compiled), SGD with momentum and weight decay, cross-entropy; the memory verifier checks every
@@ -36,7 +37,7 @@ def training_step(name: str, batch: int, budget=None):
         ng.Spec((batch, *shape)),
         ng.Spec((batch,), "int64"),
         backend="interp",
-        memory_budget=budget,
+        **({} if budget is None else {"memory_budget": budget}),  # runs on older trees too
     )
 
 
@@ -56,7 +57,9 @@ def main(argv=None) -> int:
     ap.add_argument("--budgets", nargs="*", type=float, default=[0.9, 0.75, 0.6, 0.5],
                     help="fractions of the default arena to try as budgets")  # fmt: skip
     opts = ap.parse_args(argv)
-    from numbagrad.errors import MemoryBudgetError
+    from numbagrad import errors
+
+    refusal = getattr(errors, "MemoryBudgetError", errors.NumbagradError)
 
     mib = 2**20
     print(f"training step memory plans, batch {opts.batch_size} (MiB)")
@@ -72,15 +75,16 @@ def main(argv=None) -> int:
             label = "-" if fraction is None else f"{fraction:.2f}x"
             try:
                 step = training_step(name, opts.batch_size, budget)
-            except MemoryBudgetError as e:
+            except refusal as e:
                 print(f"{name:<10}{label:>8}  refused: {e}")
                 continue
             _verify(step)
             r, seconds = step.report, time.perf_counter() - t0
             default = default or r.planned_bytes
             f_plan = r.plans["forward"]
-            ops = r.recomputed.nodes if r.recomputed else 0
-            flops = r.recomputed.flops / 1e6 if r.recomputed else 0.0
+            recomputed = getattr(r, "recomputed", None)
+            ops = recomputed.nodes if recomputed else 0
+            flops = recomputed.flops / 1e6 if recomputed else 0.0
             print(
                 f"{name:<10}{label:>8}{r.naive_bytes / mib:>10.2f}{r.planned_bytes / mib:>10.2f}"
                 f"{r.planned_bytes / r.naive_bytes:>8.3f}{f_plan.peak_live_bytes / mib:>11.2f}"
