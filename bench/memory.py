@@ -24,7 +24,8 @@ MODELS = {  # name -> (constructor arguments, input shape)
 }
 
 
-def training_step(name: str, batch: int, budget=None):
+def training_step(name: str, batch: int, budget=None, backend: str = "interp", **options):
+    """The compiled training step of zoo model ``name``; ``options`` go to compile_training."""
     import numbagrad as ng
     from numbagrad import models, nn, optim
 
@@ -36,8 +37,9 @@ def training_step(name: str, batch: int, budget=None):
         optim.SGD(0.01, 0.9, weight_decay=5e-4),
         ng.Spec((batch, *shape)),
         ng.Spec((batch,), "int64"),
-        backend="interp",
+        backend=backend,
         **({} if budget is None else {"memory_budget": budget}),  # runs on older trees too
+        **options,
     )
 
 
