@@ -165,6 +165,7 @@ class _LossStep:
         disable: Sequence[str] = (),
         dump_dir: str | Path | None = None,
         check_finite: bool | None = None,
+        memory_budget: int | str | None = None,
     ) -> None:
         self._step_counters: list = []  # integer buffers to count steps in (host side)
         with _mode(model, training=True):
@@ -193,8 +194,9 @@ class _LossStep:
         traced_backward = self.finish_backward(builder, values, grads)
         self.traced_graphs = (traced, traced_backward)
         self.forward_graph, self.backward_graph, self.report = optimize_training(
-            traced, traced_backward, _passes(passes), disable=disable, dump_dir=dump_dir
-        )
+            traced, traced_backward, _passes(passes), disable, dump_dir=dump_dir,
+            memory_budget=memory_budget,
+        )  # fmt: skip
         self.model = model
         self.backend = get_backend(backend)
         self.forward = _compile_forward(self.backend, model, self.forward_graph, self.report)
@@ -415,14 +417,19 @@ def compile_training(
     strict: bool = False,
     distributed: bool = False,
     bucket_mb: float = 25.0,
+    memory_budget: int | str | None = None,
 ) -> TrainingStep:
     """Compile one optimizer step of ``loss(model(x), y)``. ``passes``/``disable``/
     ``dump_dir``/``check_finite``/``strict`` as in ``compile``; in anomaly mode a step refused
     by a ``NonFiniteError`` leaves the parameters, buffers, optimizer state and step count as
-    they were before it. ``distributed``: data-parallel over the processes of an MPI job
-    (``numbagrad.distributed``): gradients averaged across them in buckets of about
-    ``bucket_mb`` MB, rank 0's parameters to every process now, ``save`` from rank 0."""
+    they were before it. ``memory_budget`` (bytes, or a size such as ``"200MB"``): the
+    compiler recomputes saved activations in the backward pass, at the least added FLOPs it
+    finds, until the planned arena fits (``graph/remat.py``; ``step.report.recomputed`` says
+    what), or raises ``MemoryBudgetError`` naming the smallest arena it can plan.
+    ``distributed``: data-parallel over the processes of an MPI job (``numbagrad.distributed``):
+    gradients averaged across them in buckets of about ``bucket_mb`` MB, rank 0's parameters to
+    every process now, ``save`` from rank 0."""
     data_parallel = DataParallel(bucket_mb) if distributed else None
     with strict_kernels(strict):
-        args = (inputs, targets, backend, passes, disable, dump_dir, check_finite)
+        args = (inputs, targets, backend, passes, disable, dump_dir, check_finite, memory_budget)
         return TrainingStep(model, loss, optimizer, *args, data_parallel=data_parallel)

@@ -38,6 +38,10 @@ class BackendError(NumbagradError):
     """A backend that cannot run here (no GPU, missing package) or cannot lower a graph."""
 
 
+class MemoryBudgetError(NumbagradError):
+    """A training step whose arena cannot fit the memory budget it was compiled under."""
+
+
 class SavedModelError(NumbagradError):
     """A file that ``numbagrad.load`` cannot read as a saved compiled model."""
 

@@ -2,6 +2,7 @@
 
     python bench/resnet.py            # CIFAR ResNet-18 at batch 32 and 128, the CLI's at 64
     python bench/resnet.py --quick    # smoke run: CIFAR at batch 32, the CLI's at 64, 2 calls
+    python bench/resnet.py --batches 128 --cli-batch 0 --memory-budget 450MiB   # + a budget row
 
 Two models: the CIFAR ResNet-18 (``models.resnet18(num_classes=10, small_input=True)``: 3x3
 stride-1 stem, no max-pool) on 3x32x32 images, and the one ``numbagrad train resnet18``
@@ -88,7 +89,8 @@ def setup(child: paired.Child):
     model = fresh_model(which)
     model.load_state_dict(state)
     child.baseline()
-    step = compile_train_step(model, b, SHAPES[which], backend=child.impl.backend)
+    budget = {"memory_budget": child.impl.variant} if child.impl.variant else {}
+    step = compile_train_step(model, b, SHAPES[which], backend=child.impl.backend, **budget)
     return lambda: step(x, y)
 
 
@@ -106,6 +108,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="1 round of 2 calls; CIFAR at b=32")
     ap.add_argument("--no-torch", action="store_true", help="skip the rows that need torch")
     ap.add_argument("--no-cold-start", action="store_true", help="skip the fresh-start rows")
+    budget_help = "add a numbagrad cpu row compiled under this memory budget (graph/remat.py)"
+    ap.add_argument("--memory-budget", metavar="SIZE", help=budget_help)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     opts = ap.parse_args(argv)
     if opts.child:
@@ -114,6 +118,10 @@ def main(argv=None) -> int:
         opts.batches, opts.rounds, opts.calls = "32", 1, 2
     use_torch = paired.torch_available() and not opts.no_torch
     impls = paired.default_impls(["cpu"], use_torch)
+    if opts.memory_budget:
+        impls.insert(
+            1, paired.Impl(f"ng cpu, {opts.memory_budget}", "numbagrad", variant=opts.memory_budget)
+        )
     script = os.path.abspath(__file__)
     with tempfile.TemporaryDirectory(prefix="numbagrad-bench-") as tmp:
         weights = {}

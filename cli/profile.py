@@ -19,7 +19,7 @@ from ..engine import Spec, nn
 from ..engine.nn.init import manual_seed
 from ..engine.nn.summary import summary
 from ..graph.passes import PASSES
-from ..graph.pipeline import PLAN
+from ..graph.pipeline import COMPACT, PLAN
 from .common import (
     INPUT_SHAPE,
     MODELS,
@@ -69,6 +69,12 @@ def add_profile_parser(sub) -> None:
     add("--batch-size", type=int_at_least(1), default=64, metavar="B", help="(default 64)")
     add("--training", action="store_true", help="profile a training step (forward + backward)")
     add("--optimizer", choices=OPTIMIZERS, default="sgd", help="with --training (default sgd)")
+    add(
+        "--memory-budget",
+        metavar="SIZE",
+        help="with --training: recompute saved activations until the arena fits SIZE "
+        "(e.g. 200MB, 1.5GiB); the report lists what is recomputed and the FLOPs it adds",
+    )
     add("--dump", metavar="DIR", help="write the graph after every pass (.txt and .dot) here")
     add(
         "--render",
@@ -82,7 +88,7 @@ def add_profile_parser(sub) -> None:
         action="extend",
         default=[],
         metavar="PASS",
-        help=f"switch passes off by name: {', '.join([*PASSES, PLAN])}",
+        help=f"switch passes off by name: {', '.join([*PASSES, COMPACT, PLAN])}",
     )
     add("--backend", choices=BACKENDS, default="cpu", help="(default cpu)")
     add("--steps", type=int_at_least(1), default=20, metavar="N", help="timed runs (default 20)")
@@ -100,10 +106,12 @@ def add_profile_parser(sub) -> None:
 
 def profile_command(args: argparse.Namespace) -> int:
     check_model(args.model)
-    known = [*PASSES, PLAN]
+    known = [*PASSES, COMPACT, PLAN]
     for name in args.disable:
         if name not in known:
             raise UsageError(f"unknown pass {name!r} for --disable; passes: {', '.join(known)}")
+    if args.memory_budget and not args.training:
+        raise UsageError("--memory-budget applies to a training step: add --training")
     if args.render and not args.dump:
         raise UsageError("--render draws the graphs --dump writes: add --dump DIR")
     if args.distributed and not args.training:
@@ -135,6 +143,7 @@ def profile_command(args: argparse.Namespace) -> int:
             targets=Spec((b,), "int64"),
             distributed=args.distributed,
             bucket_mb=args.bucket_mb,
+            memory_budget=args.memory_budget,
             **common,
         )
     else:

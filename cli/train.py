@@ -72,6 +72,12 @@ def add_parser(sub) -> None:
     add("--crop-padding", type=int_at_least(0), metavar="P", help=f"crop shift {recipe}")
     add_data_options(add)
     add("--backend", choices=BACKENDS, default="cpu", help="(default cpu)")
+    add(
+        "--memory-budget",
+        metavar="SIZE",
+        help="recompute saved activations in the backward pass until the training step's "
+        "arena fits SIZE (e.g. 200MB, 1.5GiB)",
+    )
     add("--seed", type=int, default=0, metavar="S", help="weights, shuffling, augmentation (0)")
     add("--limit", type=int_at_least(1), metavar="N", help="train on the first N images only")
     add("--save", metavar="FILE", help="after training, save the compiled inference model (.npz)")
@@ -159,6 +165,7 @@ def train_command(args: argparse.Namespace) -> int:
             check_finite=args.check_finite,
             distributed=args.distributed,
             bucket_mb=args.bucket_mb,
+            memory_budget=args.memory_budget,
         )
         history, first_epoch = History(), 1
 

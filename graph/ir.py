@@ -16,8 +16,8 @@ import networkx as nx
 import numpy as np
 
 ROLES = ("input", "param", "state", "const")
-DTYPES = ("float32", "float64", "int64", "bool")
-_SHORT_DTYPE = {"float32": "f32", "float64": "f64", "int64": "i64", "bool": "b"}
+DTYPES = ("float32", "float64", "int64", "uint8", "bool")
+_SHORT_DTYPE = {"float32": "f32", "float64": "f64", "int64": "i64", "uint8": "u8", "bool": "b"}
 
 
 def format_type(shape: Sequence[int], dtype: str) -> str:

@@ -13,9 +13,10 @@
    index). The two values then form one buffer with the union of their lifetimes. An update
    value (optimizer, running statistics) is written straight into its state leaf's buffer
    when nothing reads the state after it (``inplace_updates``): no arena bytes, no copy.
-4. Placement: buffers sorted by size (largest first, ties by first step), each placed by
-   best fit: into the smallest gap between the buffers that are live at the same time that
-   holds it, else above them. Offsets and gaps are multiples of ``ALIGNMENT`` bytes.
+4. Placement: buffers in an order (largest first, earliest first, or most bytes x steps
+   first: the one of the smallest arena is kept), each placed by best fit: into the smallest
+   gap between the buffers that are live at the same time that holds it, else above them.
+   Offsets and gaps are multiples of ``ALIGNMENT`` bytes.
 
 ``naive_bytes`` is what one aligned allocation per planned value costs (Σ aligned sizes), so
 ``arena_bytes <= naive_bytes`` always; ``peak_live_bytes`` is the lower bound any placement
@@ -206,11 +207,26 @@ def _buffers(graph: Graph, live: Liveness, intervals: dict[int, tuple[int, int]]
     return buffers, inplace, group
 
 
+_ORDERS = (
+    lambda b: (-b[2], b[0], b[3]),  # largest first (ties: earliest first step, then id)
+    lambda b: (b[0], -b[2], b[3]),  # earliest first step first
+    lambda b: (-b[2] * (b[1] - b[0] + 1), b[0], b[3]),  # most bytes x steps first
+)
+"""Placement orders tried; the smallest arena wins (no order is best on every graph)."""
+
+
 def _place(buffers: list[Buffer]) -> dict[int, int]:
-    """Best-fit offsets, largest buffers first (ties: earliest first step, then id)."""
+    """Best-fit offsets in each of ``_ORDERS``; those of the smallest arena."""
+    return min(
+        (_place_in(sorted(buffers, key=k)) for k in _ORDERS), key=lambda o: _arena_end(buffers, o)
+    )
+
+
+def _place_in(ordered: list[Buffer]) -> dict[int, int]:
+    """Best-fit offsets, one buffer after the other in ``ordered``."""
     placed: list[tuple[int, int, int, int]] = []  # (start, end, offset, aligned size)
-    offset_of: dict[int, int] = {}
-    for start, end, size, head in sorted(buffers, key=lambda b: (-b[2], b[0], b[3])):
+    offset_of: dict = {}
+    for start, end, size, head in ordered:
         offset_of[head] = _best_fit(placed, start, end, size)
         if size:
             placed.append((start, end, offset_of[head], size))

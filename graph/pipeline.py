@@ -12,11 +12,13 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from ..errors import OptionError
+from .compact import compact_saved
 from .dot import fusion_groups, to_dot
 from .ir import Graph
 from .memory import plan_memory
 from .passes import PASSES
 from .passes.report import GraphSummary, PassRecord, PassReport, graph_stats
+from .remat import fit_budget, parse_bytes
 from .training_memory import plan_training_memory
 
 Pass = Callable[..., Graph]
@@ -39,9 +41,13 @@ DEFAULT_PASSES: tuple[str, ...] = (
     # conv/GEMM result (bias, activation, residual add, in any arrangement), so this one only
     # folds the producer into that group, one node; run first, it would need its own grouping.
     "fuse_epilogue",
+    # Last: the order of the final ops sets the planned peak (passes/schedule.py).
+    "schedule",
 )
 PLAN = "plan_memory"
 """The name of the memory-planning step (``disable=("plan_memory",)`` skips it)."""
+COMPACT = "compact_saved"
+"""The name of the training step's first rewrite, across its two graphs (``compact.py``)."""
 
 __all__ = [
     "DEFAULT_PASSES",
@@ -123,13 +129,33 @@ def optimize_training(
     disable: Iterable[str] = (),
     plan: bool = True,
     dump_dir: str | Path | None = None,
+    memory_budget: int | str | None = None,
 ) -> tuple[Graph, Graph, PassReport]:
     """Optimize a training step's two graphs. The forward graph keeps the saved values and
     its outputs; the backward graph is optimized on its own. Then ONE arena is planned for
     both (``training_memory.plan_training_memory``): the backward graph reuses the bytes of
     each saved activation after its last read. The report shows that arena once, on the
     forward graph's summary (``report.plans`` holds both graphs' plans, which must share the
-    arena)."""
+    arena). First, unless disabled, ``compact_saved`` stores what the backward graph reads in
+    smaller forms. ``memory_budget`` (bytes, or a size such as ``"200MB"``): recompute saved
+    activations in the backward graph until the arena fits (``remat.fit_budget``; the
+    report's ``recomputed`` says what), or raise ``MemoryBudgetError``."""
+    disable = frozenset(disable)
+    if COMPACT not in disable:
+        forward, backward = compact_saved(forward, backward)
+
+    def plan_pair(f: Graph, b: Graph) -> tuple[Graph, Graph, PassReport]:
+        return _optimize_pair(f, b, passes, disable, plan, dump_dir)
+
+    if memory_budget is None:
+        return plan_pair(forward, backward)
+    if not plan or PLAN in disable:
+        raise OptionError("a memory budget needs the memory plan: do not disable plan_memory")
+    return fit_budget(forward, backward, parse_bytes(memory_budget), plan_pair)
+
+
+def _optimize_pair(forward, backward, passes, disable, plan, dump_dir):
+    """``optimize_training`` after ``compact_saved``, for one choice of saved values."""
     keep = saved_ids(backward) | frozenset(forward.outputs)
     fwd, fwd_report = optimize(forward, passes, keep, disable, False, dump_dir, "forward")
     bwd, bwd_report = optimize(backward, passes, frozenset(), disable, False, dump_dir, "backward")

@@ -109,6 +109,13 @@ def test_evaluate_counts_every_row_of_a_partial_last_batch():
         (["profile", "lenet5", "--disable", "fuse_all"], "unknown pass 'fuse_all' for --disable"),
         (["profile", "lenet9"], "unknown model 'lenet9'"),
         (["profile", "lenet5", "--steps", "0"], "--steps: must be >= 1"),
+        (["profile", "lenet5", "--memory-budget", "1MB"], "add --training"),
+        (["profile", "lenet5", "--training", "--memory-budget", "lots"], "not a positive size"),
+        (
+            ["profile", "lenet5", "--training", "--batch-size", "2", "--backend", "interp"]
+            + ["--memory-budget", "1KiB"],
+            "below the smallest arena this training step can plan",
+        ),
         ([], "required: COMMAND"),
     ],
 )

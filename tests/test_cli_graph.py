@@ -32,7 +32,7 @@ def test_graph_writes_dot_with_fused_kernels_filled(tmp_path, capsys):
     assert cli.main(["graph", "lenet5", "-o", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines == [
-        "lenet5 inference, forward graph after fuse_epilogue: 8 ops, 11 leaves",
+        "lenet5 inference, forward graph after schedule: 8 ops, 11 leaves",
         f"wrote {out}",
     ]
     dot = out.read_text()
@@ -59,8 +59,8 @@ def test_graph_of_a_training_step(tmp_path, capsys):
         cli.main(["graph", "lenet5", "--training", "--graph", "forward", "-o", str(forward)]) == 0
     )
     out = capsys.readouterr().out
-    assert "lenet5 training step, backward graph after fuse_epilogue" in out
-    assert "lenet5 training step, forward graph after fuse_epilogue" in out
+    assert "lenet5 training step, backward graph after schedule" in out
+    assert "lenet5 training step, forward graph after schedule" in out
     assert "style=dashed" in backward.read_text()  # the optimizer's in-place updates
     assert "log_softmax" in forward.read_text()  # the loss is in the forward graph
 

@@ -62,6 +62,8 @@ def _conv2d_grad_weight(node, graph):
 _POOL_KERNELS = {  # each called as kernel(*inputs, out, *pool_window_args(node))
     "max_pool2d": pool.max_pool2d_forward,
     "max_pool2d_grad": pool.max_pool2d_backward,
+    "max_pool2d_taps": pool.max_pool2d_taps,
+    "max_pool2d_grad_taps": pool.max_pool2d_grad_taps,
     "avg_pool2d": pool.avg_pool2d_forward,
     "avg_pool2d_grad": pool.avg_pool2d_backward,
 }

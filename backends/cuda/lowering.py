@@ -123,6 +123,8 @@ def pool_args(node: Node, x_shape, y_shape) -> tuple:
 _POOL_KERNELS = {  # op: (kernel, whether it is a gradient: its input 0 is dy, its out dx)
     "max_pool2d": (pool.max_pool_forward, False),
     "max_pool2d_grad": (pool.max_pool_backward, True),
+    "max_pool2d_taps": (pool.max_pool_taps, False),
+    "max_pool2d_grad_taps": (pool.max_pool_grad_taps, True),
     "avg_pool2d": (pool.avg_pool_forward, False),
     "avg_pool2d_grad": (pool.avg_pool_backward, True),
 }

@@ -116,6 +116,42 @@ def max_pool_backward(g, x, dx, nc, h, w, oh_, ow_, kh, kw, sh, sw, ph, pw, dh, 
 
 
 @jit(cache=True)
+def max_pool_taps(x, out, nc, h, w, oh_, ow_, kh, kw, sh, sw, ph, pw, dh, dw):
+    """out (N*C*OH*OW,) uint8 = the row-major tap (i * KW + j) of each window's first maximum."""
+    t = cuda.grid(1)
+    step = cuda.gridsize(1)
+    total = nc * oh_ * ow_
+    while t < total:
+        plane, oh, ow = plane_position(t, oh_, ow_)
+        best = _window_argmax(x, plane * h * w, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw)
+        ih = best // w
+        out[t] = ((ih - oh * sh + ph) // dh) * kw + (best - ih * w - ow * sw + pw) // dw
+        t += step
+
+
+@jit(cache=True)
+def max_pool_grad_taps(g, taps, dx, nc, h, w, oh_, ow_, kh, kw, sh, sw, ph, pw, dh, dw):
+    """dx (N*C*H*W,) = sum of g over the windows whose tap (``taps``) is this element: a
+    gather, one thread per input element, as max_pool_backward."""
+    t = cuda.grid(1)
+    step = cuda.gridsize(1)
+    total = nc * h * w
+    while t < total:
+        plane, ih, iw = plane_position(t, h, w)
+        acc = g.dtype.type(0)
+        for i in range(kh):
+            oh = _first_window(ih, ph, kh, sh, dh, oh_, i)
+            if oh >= 0:
+                for j in range(kw):
+                    ow = _first_window(iw, pw, kw, sw, dw, ow_, j)
+                    q = (plane * oh_ + oh) * ow_ + ow
+                    if ow >= 0 and taps[q] == i * kw + j:
+                        acc += g[q]
+        dx[t] = acc
+        t += step
+
+
+@jit(cache=True)
 def avg_pool_forward(x, out, nc, h, w, oh_, ow_, kh, kw, sh, sw, ph, pw, include_pad):
     """out = mean of x over each window (divisor: kh*kw, or the in-bounds count)."""
     t = cuda.grid(1)

@@ -47,6 +47,7 @@ from .lrn import local_response_norm
 from .norm import batch_norm
 from .norm_stats import batch_moments, batch_norm_grad_stats, batch_norm_stats
 from .pool import avg_pool2d, max_pool2d
+from .pool_taps import max_pool2d_grad_taps, max_pool2d_taps
 from .random import dropout
 from .reduce import broadcast_to, mean, sum
 from .registry import OpDef, TensorType, all_ops, get_op, register, scalar_expression
@@ -71,7 +72,9 @@ __all__ = [
     "stop_gradient",
     "conv_transpose2d",
     "local_response_norm",
+    "max_pool2d_grad_taps",
     "max_pool2d_indices",
+    "max_pool2d_taps",
     "max_unpool2d",
     "upsample2d",
     "elu",

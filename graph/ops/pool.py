@@ -80,17 +80,21 @@ def _max_ref(x, **attrs):
     return _max_windows(x, attrs, _pool_out(x.shape, attrs)[2:]).max(axis=-1)
 
 
-def _max_grad_ref(g, x, **attrs):
+def scatter_taps(g, taps, x_shape, attrs):
+    """(N, C, H, W): each g element added at tap ``taps`` (i * KW + j) of its window."""
     kh, kw = attrs["kernel"]
-    first_max = first_max_taps(x, attrs, g.shape[2:])
     contrib = np.zeros((*g.shape[:2], kh * kw, *g.shape[2:]), dtype=g.dtype)
-    np.put_along_axis(contrib, first_max[:, :, None], g[:, :, None], axis=2)
+    np.put_along_axis(contrib, taps[:, :, None], g[:, :, None], axis=2)
     contrib = contrib.reshape(*g.shape[:2], kh, kw, *g.shape[2:])
     return np.ascontiguousarray(
         scatter_windows(
-            contrib, x.shape, attrs["kernel"], attrs["stride"], attrs["padding"], attrs["dilation"]
+            contrib, x_shape, attrs["kernel"], attrs["stride"], attrs["padding"], attrs["dilation"]
         )
     )
+
+
+def _max_grad_ref(g, x, **attrs):
+    return scatter_taps(g, first_max_taps(x, attrs, g.shape[2:]), x.shape, attrs)
 
 
 def _avg_divisor(x_shape, attrs, out_hw, dtype):

@@ -12,6 +12,7 @@ from .dce import dce
 from .epilogue import EPILOGUE_OPS, fuse_epilogue
 from .fold_1x1 import fold_conv_bn, merge_1x1_chain, merge_parallel
 from .fuse import FUSED, compose_scalar, fuse_elementwise
+from .schedule import schedule
 from .simplify import simplify
 
 PASSES = {
@@ -24,6 +25,7 @@ PASSES = {
     "merge_parallel": merge_parallel,
     "fuse_elementwise": fuse_elementwise,
     "fuse_epilogue": fuse_epilogue,
+    "schedule": schedule,
 }
 """Every pass by name (``optimize(disable=...)`` and the CLI refer to passes by these names)."""
 
@@ -40,5 +42,6 @@ __all__ = [
     "fuse_epilogue",
     "merge_1x1_chain",
     "merge_parallel",
+    "schedule",
     "simplify",
 ]

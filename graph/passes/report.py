@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..ir import Graph
 from ..ops import TensorType, get_op
@@ -77,6 +78,7 @@ class PassReport:
     passes: list[PassRecord] = field(default_factory=list)
     graphs: dict[str, GraphSummary] = field(default_factory=dict)
     plans: dict = field(default_factory=dict, repr=False)
+    recomputed: Any = None  # a training step under a memory budget: graph/remat.Recomputed
 
     def _total(self, key: str, when: str = "") -> int:
         return sum(
@@ -119,6 +121,7 @@ class PassReport:
             merged.passes += r.passes
             merged.graphs.update(r.graphs)
             merged.plans.update(r.plans)
+            merged.recomputed = r.recomputed or merged.recomputed
         return merged
 
     def to_dict(self) -> dict:
@@ -131,6 +134,7 @@ class PassReport:
             "planned_bytes": self.planned_bytes,
             "graphs": {k: asdict(v) for k, v in self.graphs.items()},
             "passes": [asdict(p) for p in self.passes],
+            "recomputed": self.recomputed.to_dict() if self.recomputed else None,
         }
 
     def to_json(self, path: str | Path) -> None:
@@ -156,4 +160,11 @@ class PassReport:
             f"intermediates {self.naive_bytes / 1024:.1f} KiB naive -> "
             f"{self.planned_bytes / 1024:.1f} KiB planned ({ratio:.1%})"
         )
+        if self.recomputed:
+            r = self.recomputed
+            names = ", ".join(sorted(set(r.values.values())))
+            lines.append(
+                f"recomputed in the backward graph (memory budget): {len(r.values)} saved "
+                f"values by {r.nodes} ops, +{r.flops / 1e6:.2f} MFLOP per step: {names}"
+            )
         return "\n".join(lines)

@@ -226,6 +226,27 @@ def _join_spatial_cases(x4):
             ),
         ),
         ("max_pool2d_indices_3s2p1", [(x4, "f")], lambda x: O.max_pool2d_indices(x, 3, 2, 1)),
+        ("max_pool2d_taps_3s2p1", [(x4, "f")], lambda x: O.max_pool2d_taps(x, 3, 2, 1)),
+        (
+            "max_pool2d_grad_taps_3s2p1",
+            [(x4, "f")],
+            lambda x: O.max_pool2d_grad_taps(
+                O.max_pool2d(x, 3, 2, 1), O.max_pool2d_taps(x, 3, 2, 1), x.shape, 3, 2, 1
+            ),
+        ),
+        (
+            "max_pool2d_grad_taps_2x3_dilated",
+            [(x4, "f")],
+            lambda x: O.max_pool2d_grad_taps(
+                O.max_pool2d(x, (2, 3), (1, 2), 0, (2, 1)),
+                O.max_pool2d_taps(x, (2, 3), (1, 2), 0, (2, 1)),
+                x.shape,
+                (2, 3),
+                (1, 2),
+                0,
+                (2, 1),
+            ),
+        ),
         (
             "max_unpool2d",
             [(x4, "f")],

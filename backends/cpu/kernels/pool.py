@@ -145,6 +145,59 @@ def max_pool2d_backward(gy, x, gx, kh, kw, sh, sw, ph, pw, dh, dw):
 
 
 @njit(cache=True, inline="always")
+def _first_max_tap(src, w, oh, ow, ilo, ihi, jlo, jhi, kw, sh, sw, ph, pw, dh, dw):
+    """``_first_max`` as the window's row-major tap i * KW + j (0 for a window with no tap
+    inside), counted as it scans: no division per window."""
+    found = False
+    tap = 0
+    best = src[0]
+    for i in range(ilo[oh], ihi[oh]):
+        base = (oh * sh - ph + i * dh) * w + ow * sw - pw
+        for j in range(jlo[ow], jhi[ow]):
+            v = src[base + j * dw]
+            take = not found or v > best or v != v
+            best = v if take else best
+            tap = i * kw + j if take else tap
+            found = True
+    return tap
+
+
+@sized_kernel(size_arg=0)
+def max_pool2d_taps(x, out, kh, kw, sh, sw, ph, pw, dh, dw):
+    """out (N, C, OH, OW) uint8 = the row-major tap (i * KW + j) of each window's first
+    maximum of x, as max_pool2d_backward finds it."""
+    n_, c_, h, w = x.shape
+    oh_, ow_ = out.shape[2], out.shape[3]
+    ilo, ihi = _tap_ranges(kh, h, sh, ph, dh, oh_)
+    jlo, jhi = _tap_ranges(kw, w, sw, pw, dw, ow_)
+    for t in prange(n_ * c_):
+        src = x[t // c_, t % c_].reshape(h * w)
+        dst = out[t // c_, t % c_]
+        for oh in range(oh_):
+            for ow in range(ow_):
+                dst[oh, ow] = _first_max_tap(
+                    src, w, oh, ow, ilo, ihi, jlo, jhi, kw, sh, sw, ph, pw, dh, dw
+                )
+
+
+@sized_kernel(size_arg=2)
+def max_pool2d_grad_taps(gy, taps, gx, kh, kw, sh, sw, ph, pw, dh, dw):
+    """gx (N, C, H, W) = dL/dx of max pooling, overwritten: each gy element added at its
+    window's tap (from max_pool2d_taps); overlapping windows accumulate."""
+    n_, c_, h, w = gx.shape
+    oh_, ow_ = gy.shape[2], gy.shape[3]
+    for t in prange(n_ * c_):
+        g = gy[t // c_, t % c_]
+        tp = taps[t // c_, t % c_]
+        dst = gx[t // c_, t % c_].reshape(h * w)
+        dst[:] = 0
+        for oh in range(oh_):
+            for ow in range(ow_):
+                i, j = divmod(np.int64(tp[oh, ow]), kw)
+                dst[(oh * sh - ph + i * dh) * w + ow * sw - pw + j * dw] += g[oh, ow]
+
+
+@njit(cache=True, inline="always")
 def _divisor(oh, ow, kh, kw, sh, sw, ph, pw, h, w, count_include_pad):
     if count_include_pad:
         return kh * kw

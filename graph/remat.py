@@ -1,0 +1,249 @@
+"""Recomputation under a memory budget: which saved activations the backward graph recomputes
+instead of reading, chosen so the planned arena fits and the added FLOPs stay small.
+
+A training step saves every forward value a VJP rule reads (``engine/autodiff.py``), and at the
+start of the backward pass all of them are live: that is the peak of a deep network's arena.
+A saved value whose producer is cheap can be recomputed in the backward graph from values that
+are saved anyway: a ReLU output after BatchNorm is ``relu(batch_norm(x, mean, inv_std, gamma,
+beta))`` where x (the conv output) and the per-channel statistics are saved for BatchNorm's own
+backward. Recomputing it costs ~5 FLOPs per element; keeping it costs its bytes from the
+forward pass to its last backward read.
+
+How the choice is made (a greedy rematerialization, as Checkmate's and AOTAutograd's cheap-op
+heuristics do; not a min-cut: the candidates are few and the arena is measured, not modelled):
+
+1. Candidates: saved op values whose *recompute closure* (the producer, and recursively each
+   operand that is neither saved nor a leaf) consists of elementwise ops and reshapes, plus
+   at most one conv, GEMM or pooling (``RECOMPUTABLE``), and reads no ``state`` leaf (a step
+   counter or running statistic may have changed by then). Reductions (BatchNorm's
+   statistics) are never recomputed: they are small and saved.
+2. Order: most bytes freed per added FLOP first (bytes of the value / FLOPs of its closure):
+   every elementwise candidate (a few FLOPs per element) before any conv (hundreds). A
+   candidate joins the list only if, with it and all before it recomputed, every closure is
+   still valid (a conv output whose input is recomputed too would need two convs).
+3. Budget: the shortest prefix of that order whose real planned arena (passes, schedule,
+   placement) fits wins, so no more is recomputed than the budget needs (``fit_budget``: a
+   coarse grid of prefixes, then bisection). When no prefix fits, ``MemoryBudgetError``
+   names the smallest arena seen.
+
+Recomputed nodes are emitted in the backward graph just before the first reader of the value
+they replace (the schedule pass keeps them there), under the forward nodes' layer names.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..errors import MemoryBudgetError, OptionError
+from .ir import Graph, Node
+from .ops import TensorType, get_op
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9}
+_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_bytes(size: int | str) -> int:
+    """Bytes from an int or a string such as ``"200MB"``, ``"1.5GiB"``, ``"4096"``."""
+    if isinstance(size, int) and size > 0:
+        return size
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmg]i?b|b)?\s*", str(size), re.IGNORECASE)
+    if not m or float(m[1]) <= 0:
+        raise OptionError(
+            f"memory budget {size!r} is not a positive size; write it like 200MB, 1.5GiB or 4096"
+        )
+    return int(float(m[1]) * _UNITS[(m[2] or "").lower()])
+
+
+def format_bytes(n: int) -> str:
+    """``n`` bytes in the largest binary unit that keeps it >= 1 (one decimal)."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+@dataclass
+class Recomputed:
+    """What a budget made the backward graph recompute: forward values (id -> layer name),
+    the ops added to the backward graph and the FLOPs they add per step."""
+
+    values: dict[int, str] = field(default_factory=dict)
+    nodes: int = 0
+    flops: int = 0
+
+    def to_dict(self) -> dict:
+        return {"values": sorted(set(self.values.values())), "nodes": self.nodes,
+                "flops": self.flops}  # fmt: skip
+
+
+def _saved(backward: Graph) -> dict[int, int]:
+    """Forward id -> the backward leaf that holds it."""
+    return {n.attrs["saved_from"]: n.id for n in backward.leaves() if "saved_from" in n.attrs}
+
+
+def _flops(graph: Graph, node: Node) -> int:
+    ins = [TensorType(graph[i].shape, graph[i].dtype) for i in node.inputs]
+    return int(get_op(node.op).flops(ins, TensorType(node.shape, node.dtype), node.attrs))
+
+
+RECOMPUTABLE = frozenset({"conv2d", "matmul", "max_pool2d", "avg_pool2d"})
+"""Ops other than elementwise ones a recompute closure may hold (one each): pure, and their
+FLOPs rank them after every elementwise candidate, so they are recomputed only when the
+elementwise ones are not enough (checkpointing a conv output from its saved input)."""
+
+
+def _closure(forward: Graph, value: int, kept: set[int]) -> list[int] | None:
+    """The forward op ids to recompute ``value`` from ``kept`` saved values and leaves, in
+    topological order; None when that needs a state leaf, an op that is neither elementwise,
+    a reshape nor ``RECOMPUTABLE``, or more than one of those."""
+    order: list[int] = []
+    seen: set[int] = set()
+    heavy = [0]
+
+    def visit(i: int) -> bool:
+        node = forward[i]
+        if i in seen or (i in kept and i != value):
+            return True
+        if node.is_leaf:
+            return node.role != "state"
+        if node.op != "reshape" and get_op(node.op).category != "elementwise":
+            heavy[0] += 1
+            if node.op not in RECOMPUTABLE or heavy[0] > 1:
+                return False
+        seen.add(i)
+        if not all(visit(j) for j in node.inputs):
+            return False
+        order.append(i)
+        return True
+
+    return order if visit(value) else None
+
+
+def candidates(forward: Graph, backward: Graph) -> list[int]:
+    """Saved forward values that can be recomputed, most bytes per added FLOP first, each
+    recomputable together with all before it (their closures, with every one of them no
+    longer saved, stay valid)."""
+    saved = set(_saved(backward))
+    scored = []
+    for v in saved:
+        node = forward[v]
+        closure = None if node.is_leaf else _closure(forward, v, saved)
+        if closure:
+            flops = sum(_flops(forward, forward[i]) for i in closure)
+            scored.append((-node.nbytes / (flops + 1), -node.nbytes, v))
+    chosen: list[int] = []
+    for *_, v in sorted(scored):
+        kept = saved - {*chosen, v}
+        if all(_closure(forward, w, kept) for w in (*chosen, v)):
+            chosen.append(v)
+    return chosen
+
+
+def rematerialize(forward: Graph, backward: Graph, values: list[int]) -> tuple[Graph, Recomputed]:
+    """``backward`` recomputing the forward ``values`` (candidates) instead of reading them."""
+    leaf_of = _saved(backward)
+    chosen = set(values)
+    kept = set(leaf_of) - chosen
+    nodes = {n.id: n for n in backward.nodes}
+    first_read = {}
+    for t, n in enumerate(backward.nodes):
+        for i in n.inputs:
+            first_read.setdefault(i, t)
+    next_id = [max(nodes) + 1]
+    memo: dict[int, int] = {}  # forward id -> backward id
+    new_leaves: list[Node] = []
+    chains: dict[int, list[Node]] = {}  # backward position -> recomputed nodes before it
+    info = Recomputed()
+
+    def leaf(f: Node) -> int:
+        if f.id in leaf_of:
+            return leaf_of[f.id]
+        same = [n for n in backward.leaves(f.role) if f.role == "param" and n.name == f.name]
+        if same:
+            return same[0].id
+        attrs = {"saved_from": f.id} if f.role == "input" else {}
+        node = Node(next_id[0], "leaf", (), attrs, f.shape, f.dtype, f.name, f.role, f.value)
+        next_id[0] += 1
+        new_leaves.append(node)
+        leaf_of[f.id] = node.id
+        return node.id
+
+    first = {v: first_read.get(leaf_of[v], len(nodes)) for v in values}
+    for v in sorted(values, key=first.__getitem__):
+        at = first[v]
+        for i in _closure(forward, v, kept) or ():
+            if i in memo:
+                continue
+            f = forward[i]
+            ins = tuple(memo[j] if j in memo else leaf(forward[j]) for j in f.inputs)
+            reuse = i in chosen and i in leaf_of  # its readers keep reading the same id
+            node_id = leaf_of.pop(i) if reuse else next_id[0]
+            next_id[0] += not reuse
+            node = Node(node_id, f.op, ins, f.attrs, f.shape, f.dtype, f.name)
+            chains.setdefault(at, []).append(node)
+            memo[i] = node_id
+            info.nodes += f.op != "reshape"
+            info.flops += _flops(forward, f)
+        info.values[v] = forward[v].name or forward[v].op
+    return _rebuild(backward, new_leaves, chains), info
+
+
+def _rebuild(backward: Graph, new_leaves, chains) -> Graph:
+    """Leaves first (a chain may read one the traced order creates later), then each op after
+    the recomputed chain emitted before it; the replaced leaves go."""
+    replaced = {n.id for chain in chains.values() for n in chain}
+    ordered = [*new_leaves, *(n for n in backward.leaves() if n.id not in replaced)]
+    for t, n in enumerate(backward.nodes):
+        ordered += chains.get(t, [])
+        if not n.is_leaf:
+            ordered.append(n)
+    inputs = [n.id for n in ordered if n.role == "input"]  # input leaves in node order
+    b = backward
+    return Graph(ordered, inputs, b.outputs, b.updates, b.output_names, b.name)
+
+
+GRID = 8
+"""Prefix lengths tried before bisection: about this many, evenly spaced."""
+
+Planner = Callable[[Graph, Graph], tuple]
+"""``plan(forward, backward) -> (forward, backward, report)``: optimize and plan the pair."""
+
+
+def fit_budget(forward: Graph, backward: Graph, budget: int, plan: Planner):
+    """``plan`` of the pair, recomputing the fewest candidates (a prefix of their order) that
+    make the planned arena fit ``budget`` bytes; the report's ``recomputed`` says what.
+
+    The arena is not monotone in the prefix (a recomputed conv output can raise the peak
+    where its chain runs), so prefixes are tried on a coarse grid first, then the first one
+    that fits is narrowed by bisection from the grid point below it. Raises
+    ``MemoryBudgetError`` when no prefix tried fits, naming the smallest arena seen."""
+    result = plan(forward, backward)
+    if result[2].planned_bytes <= budget:
+        return result
+    order = candidates(forward, backward)
+    tried: dict[int, tuple] = {0: result}
+
+    def attempt(k: int):
+        if k not in tried:
+            b, info = rematerialize(forward, backward, order[:k])
+            tried[k] = plan(forward, b)
+            tried[k][2].recomputed = info
+        return tried[k]
+
+    step = max(1, len(order) // GRID)
+    grid = sorted({*range(step, len(order), step), len(order)})
+    fits = next((k for k in grid if attempt(k)[2].planned_bytes <= budget), None)
+    if fits is None:
+        smallest = min(r[2].planned_bytes for r in tried.values())
+        raise MemoryBudgetError(
+            f"memory budget {format_bytes(budget)} is below the smallest arena this training "
+            f"step can plan, {format_bytes(smallest)} (with recomputation); raise the budget "
+            "or lower the batch size"
+        )
+    lo, hi = max((k for k in tried if k < fits), default=0), fits
+    while hi - lo > 1:  # attempt(lo) does not fit, attempt(hi) does
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if attempt(mid)[2].planned_bytes <= budget else (mid, hi)
+    return attempt(hi)
