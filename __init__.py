@@ -21,6 +21,20 @@ from .library_checks import gradcheck
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # ONNX interchange imports the optional onnx package only when it is used.
+    if name in ("from_onnx", "to_onnx"):
+        try:
+            from . import interop
+        except ImportError as e:
+            raise ImportError(
+                f"numbagrad.{name} needs the onnx package: pip install numbagrad[onnx] ({e})"
+            ) from None
+        return getattr(interop, name)
+    raise AttributeError(f"module 'numbagrad' has no attribute {name!r}")
+
+
 __all__ = [
     "Graph",
     "Node",
@@ -31,6 +45,7 @@ __all__ = [
     "compile_grad",
     "compile_training",
     "errors",
+    "from_onnx",
     "functional",
     "gradcheck",
     "library",
@@ -39,5 +54,6 @@ __all__ = [
     "nn",
     "optim",
     "summary",
+    "to_onnx",
     "trace",
 ]

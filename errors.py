@@ -64,3 +64,9 @@ class KernelWarning(RuntimeWarning):
 class CacheWarning(RuntimeWarning):
     """An on-disk kernel cache that numbagrad could not use as found: a damaged entry it removed
     and compiled again, or a directory it cannot write (kernels then compile in memory)."""
+
+
+class OnnxError(NumbagradError, ValueError):
+    """An ONNX file or model that ``numbagrad.from_onnx`` refuses: unreadable, truncated,
+    hostile (external data outside the model's folder, huge declared shapes), or using
+    operators numbagrad cannot import; or a graph ``numbagrad.to_onnx`` cannot export."""

@@ -1,0 +1,185 @@
+"""``ng.from_onnx``: an ONNX model as an ``nn.Module`` whose ``forward`` replays the ONNX graph
+through numbagrad's ops (onnx_ops*.py), so tracing, autodiff, the passes and every backend see
+the same graph a hand-written model would give.
+
+Float initializers become parameters (0-d ones, scalars of the exported arithmetic, stay
+constants), named by their ONNX names: a dotted PyTorch name (``layer1.0.conv1.weight``)
+nests as modules do, anything else (``onnx::Conv_193``) becomes an identifier
+(``onnx__Conv_193``). A node with weights named like a layer's (onnx_layers.py) becomes that
+layer. Integer initializers and Constant nodes are constants; shape arithmetic on them folds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from dataclasses import replace
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..engine.nn.module import Module, Parameter
+from ..engine.trace import current_tracer
+from ..errors import OnnxError, ShapeError
+from . import onnx_ops_nn, onnx_ops_shape  # noqa: F401 - registers their converters
+from .onnx_layers import SLOTS, make_layer
+from .onnx_load import load_model, opset_version
+from .onnx_ops import CONVERTERS, OnnxNode
+
+_RESERVED = set(dir(Module)) | {"training", "node"}
+
+
+def from_onnx(source: str | os.PathLike | onnx.ModelProto) -> OnnxModel:
+    """Import an ONNX model (a ``.onnx`` path or a ``ModelProto``) as an ``nn.Module``:
+    ``ng.compile(ng.from_onnx("model.onnx"), ng.Spec((1, 3, 224, 224)))``. Unsupported
+    operators are refused all at once, naming each with its node and the opset."""
+    return OnnxModel(load_model(source))
+
+
+class _Container(Module):
+    """A module that only groups parameters and layers under a dotted path."""
+
+    def forward(self, *args):
+        raise OnnxError("an imported model's parameter group is not a layer")
+
+
+def _identifier(part: str) -> str:
+    name = re.sub(r"\W", "_", part) or "_"
+    return f"{name}_" if name in _RESERVED else name
+
+
+def _path(name: str) -> list[str]:
+    """A name's module path: its dotted parts where each is a word, else one identifier."""
+    parts = name.split(".")
+    if all(re.fullmatch(r"\w+", p) for p in parts):
+        return [_identifier(p) for p in parts]
+    return [_identifier(name)]
+
+
+class OnnxModel(Module):
+    """An imported ONNX graph; ``forward(*inputs)`` takes the graph's inputs in order."""
+
+    def __init__(self, proto: onnx.ModelProto) -> None:
+        super().__init__()
+        graph, opset = proto.graph, opset_version(proto)
+        _refuse_unsupported(graph, opset)
+        arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        trainable = {n for n, a in arrays.items() if a.ndim and np.issubdtype(a.dtype, np.floating)}
+        uses = Counter(i for n in graph.node for i in n.input if i)
+        uses.update(o.name for o in graph.output)
+        object.__setattr__(self, "input_names", [i.name for i in graph.input if i.name not in arrays])
+        object.__setattr__(self, "output_names", [o.name for o in graph.output])
+        object.__setattr__(self, "_declared", {i.name: _declared_shape(i) for i in graph.input})
+        object.__setattr__(self, "_consts", {n: a for n, a in arrays.items() if n not in trainable})
+        object.__setattr__(self, "_params", {})
+        object.__setattr__(self, "_steps", [])
+        for index, proto_node in enumerate(graph.node):
+            node = _onnx_node(proto_node, index, opset, uses)
+            layer = self._layer_for(node, proto_node, arrays, trainable, uses)
+            self._steps.append((node, list(proto_node.input), list(proto_node.output), layer))
+        for name in sorted(trainable - self._params.keys(), key=list(arrays).index):
+            if uses[name]:
+                self._params[name] = self._place(_path(name), Parameter(arrays[name]))
+
+    def _place(self, path: list[str], item):
+        """Register ``item`` (a Parameter or a layer) at the dotted ``path``; a taken path
+        gets a numbered suffix."""
+        owner = self
+        for part in path[:-1]:
+            child = owner._modules.get(part)
+            if child is None:
+                if part in owner.__dict__ or part in owner._parameters:
+                    return self._place([_identifier("_".join(path))], item)
+                child = _Container()
+                setattr(owner, part, child)
+            owner = child
+        last, k = path[-1], 1
+        while last in owner.__dict__ or last in owner._parameters or last in owner._modules:
+            last, k = f"{path[-1]}_{k}", k + 1
+        setattr(owner, last, item)
+        return item
+
+    def _layer_for(self, node, proto_node, arrays, trainable, uses) -> Module | None:
+        """The layer module of a node with weights, or None (the node runs as a function)."""
+        slots = SLOTS.get(node.op)
+        inputs = list(proto_node.input)
+        if slots is None or len(inputs) < 2:
+            return None
+        named = dict(zip(slots, inputs[1:]))
+        named = {slot: n for slot, n in named.items() if n}
+        if any(n not in trainable or uses[n] != 1 for n in named.values()):
+            return None
+        prefixes = {n[: -len(slot) - 1] for slot, n in named.items() if n.endswith("." + slot)}
+        conforming = len(prefixes) == 1 and all(n.endswith("." + s) for s, n in named.items())
+        if not conforming and node.op != "BatchNormalization":
+            return None
+        path = _path(prefixes.pop()) if conforming else [_identifier(node.name)]
+        layer = make_layer(node, {slot: arrays[n] for slot, n in named.items()})
+        self._place(path, layer)
+        for n in named.values():
+            self._params[n] = None  # owned by the layer
+        return layer
+
+    def forward(self, *inputs):
+        if len(inputs) != len(self.input_names):
+            raise ShapeError(
+                f"the imported ONNX model takes {len(self.input_names)} inputs "
+                f"({', '.join(self.input_names)}), got {len(inputs)}"
+            )
+        env = dict(self._consts)
+        env.update({n: p for n, p in self._params.items() if p is not None})
+        for name, x in zip(self.input_names, inputs):
+            _check_input(name, x, self._declared[name])
+            env[name] = x
+        builder = current_tracer().builder
+        for node, names_in, names_out, layer in self._steps:
+            if layer is not None:
+                outs = [layer(env[names_in[0]])]
+            else:
+                args = [env[n] if n else None for n in names_in]
+                with builder.scope(node.name):
+                    outs = CONVERTERS[node.op](replace(node, training=self.training), args)
+            env.update(zip(names_out, outs))
+        outputs = [env[n] for n in self.output_names]
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+
+def _onnx_node(proto_node, index: int, opset: int, uses: Counter) -> OnnxNode:
+    attrs = {}
+    for a in proto_node.attribute:
+        value = helper.get_attribute_value(a)
+        attrs[a.name] = value.decode() if isinstance(value, bytes) else value
+    used = tuple(bool(o) and uses[o] > 0 for o in proto_node.output)
+    name = proto_node.name or f"{proto_node.op_type}_{index}"
+    return OnnxNode(proto_node.op_type, name, attrs, opset, n_outputs=len(proto_node.output),
+                    outputs_used=used)  # fmt: skip
+
+
+def _refuse_unsupported(graph: onnx.GraphProto, opset: int) -> None:
+    missing = [
+        f"{n.op_type}{f' (domain {n.domain})' if n.domain not in ('', 'ai.onnx') else ''} "
+        f"(node {n.name or f'#{i}'!r})"
+        for i, n in enumerate(graph.node)
+        if n.domain not in ("", "ai.onnx") or n.op_type not in CONVERTERS
+    ]
+    if missing:
+        raise OnnxError(
+            f"numbagrad cannot import {len(missing)} operator node(s) of this opset-{opset} "
+            f"ONNX model: {', '.join(missing)}"
+        )
+
+
+def _declared_shape(info: onnx.ValueInfoProto) -> list[int | None]:
+    dims = info.type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else None for d in dims]
+
+
+def _check_input(name: str, x, declared: list) -> None:
+    fits = len(declared) == x.ndim and all(d is None or d == s for d, s in zip(declared, x.shape))
+    if declared and not fits:
+        shown = ",".join("?" if d is None else str(d) for d in declared)
+        raise ShapeError(
+            f"the imported ONNX model's input {name!r} has shape [{shown}], got {list(x.shape)}"
+        )
