@@ -65,7 +65,7 @@ class OnnxModel(Module):
         super().__init__()
         graph, opset = proto.graph, opset_version(proto)
         _refuse_unsupported(graph, opset)
-        arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        arrays = {t.name: numpy_helper.to_array(t).copy() for t in graph.initializer}  # writable
         trainable = {n for n, a in arrays.items() if a.ndim and np.issubdtype(a.dtype, np.floating)}
         uses = Counter(i for n in graph.node for i in n.input if i)
         uses.update(o.name for o in graph.output)
@@ -129,7 +129,7 @@ class OnnxModel(Module):
                 f"({', '.join(self.input_names)}), got {len(inputs)}"
             )
         env = dict(self._consts)
-        env.update({n: p for n, p in self._params.items() if p is not None})
+        env.update({n: p.__graph_value__() for n, p in self._params.items() if p is not None})
         for name, x in zip(self.input_names, inputs):
             _check_input(name, x, self._declared[name])
             env[name] = x

@@ -106,6 +106,12 @@ def _binary(node: OnnxNode, inputs: list) -> list:
     return [graph_fn(a, b)]
 
 
+@converts("Mod")
+def _mod(node: OnnxNode, inputs: list) -> list:
+    a, b = (const_values(node, v, "an operand") for v in inputs)
+    return [(np.fmod if node.attr("fmod", 0) else np.mod)(a, b)]
+
+
 @converts("Pow")
 def _pow(node: OnnxNode, inputs: list) -> list:
     x, y = inputs
