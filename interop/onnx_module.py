@@ -166,8 +166,8 @@ def _refuse_unsupported(graph: onnx.GraphProto, opset: int) -> None:
     ]
     if missing:
         raise OnnxError(
-            f"numbagrad cannot import {len(missing)} operator node(s) of this opset-{opset} "
-            f"ONNX model: {', '.join(missing)}"
+            f"numbagrad cannot import {len(missing)} operator node(s) of this ONNX model "
+            f"(opset {opset}): {', '.join(missing)}"
         )
 
 
