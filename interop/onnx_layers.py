@@ -32,12 +32,13 @@ class OnnxLayer(Module):
     def __init__(self, node: OnnxNode, weights: dict[str, np.ndarray]) -> None:
         super().__init__()
         object.__setattr__(self, "node", node)
+        object.__setattr__(self, "slots", tuple(weights))  # (a free parameter may join it)
         for slot, array in weights.items():
             setattr(self, slot, Parameter(array))
 
     def forward(self, x):
         node = replace(self.node, training=self.training)
-        args = [x] + [getattr(self, slot, None) for slot in SLOTS[node.op]]
+        args = [x] + [getattr(self, s) if s in self.slots else None for s in SLOTS[node.op]]
         return CONVERTERS[node.op](node, args)[0]
 
     def extra_repr(self) -> str:
@@ -51,7 +52,7 @@ class OnnxLayer(Module):
 class OnnxConv(OnnxLayer):
     def summary_info(self, in_shape, out_shape):
         w = self.weight.data
-        per_unit = math.prod(w.shape[1:]) + (getattr(self, "bias", None) is not None)
+        per_unit = math.prod(w.shape[1:]) + ("bias" in self.slots)
         kernel = tuple(w.shape[2:]) if w.ndim == 4 else None
         stride = tuple(self.node.attr("strides", [1] * (w.ndim - 2)))
         return w.shape[0], kernel, stride, per_unit * math.prod(out_shape)
@@ -64,9 +65,7 @@ class OnnxConvTranspose(OnnxLayer):
 class OnnxGemm(OnnxLayer):
     def summary_info(self, in_shape, out_shape):
         inner = in_shape[-1] if not self.node.attr("transA", 0) else in_shape[0]
-        return None, None, None, (inner + (getattr(self, "bias", None) is not None)) * math.prod(
-            out_shape
-        )
+        return None, None, None, (inner + ("bias" in self.slots)) * math.prod(out_shape)
 
 
 class OnnxPRelu(OnnxLayer):

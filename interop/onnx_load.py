@@ -70,7 +70,9 @@ def _parse(path: Path, where: str) -> onnx.ModelProto:
     try:
         model.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as e:
-        raise OnnxError(f"{where} is not a readable ONNX model (truncated or corrupt: {e})") from None
+        raise OnnxError(
+            f"{where} is not a readable ONNX model (truncated or corrupt: {e})"
+        ) from None
     if not model.HasField("graph"):
         raise OnnxError(f"{where} is not a readable ONNX model (no graph: truncated or corrupt)")
     return model

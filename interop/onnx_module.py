@@ -28,7 +28,7 @@ from .onnx_layers import SLOTS, make_layer
 from .onnx_load import load_model, opset_version
 from .onnx_ops import CONVERTERS, OnnxNode
 
-_RESERVED = set(dir(Module)) | {"training", "node"}
+_RESERVED = set(dir(Module)) | {"training", "node", "slots"}
 
 
 def from_onnx(source: str | os.PathLike | onnx.ModelProto) -> OnnxModel:
@@ -69,7 +69,9 @@ class OnnxModel(Module):
         trainable = {n for n, a in arrays.items() if a.ndim and np.issubdtype(a.dtype, np.floating)}
         uses = Counter(i for n in graph.node for i in n.input if i)
         uses.update(o.name for o in graph.output)
-        object.__setattr__(self, "input_names", [i.name for i in graph.input if i.name not in arrays])
+        object.__setattr__(
+            self, "input_names", [i.name for i in graph.input if i.name not in arrays]
+        )
         object.__setattr__(self, "output_names", [o.name for o in graph.output])
         object.__setattr__(self, "_declared", {i.name: _declared_shape(i) for i in graph.input})
         object.__setattr__(self, "_consts", {n: a for n, a in arrays.items() if n not in trainable})
@@ -141,7 +143,8 @@ class OnnxModel(Module):
                 args = [env[n] if n else None for n in names_in]
                 with builder.scope(node.name):
                     outs = CONVERTERS[node.op](replace(node, training=self.training), args)
-            env.update(zip(names_out, outs))
+            env.update((n, np.asarray(o) if isinstance(o, np.generic) else o)
+                       for n, o in zip(names_out, outs))  # fmt: skip
         outputs = [env[n] for n in self.output_names]
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 

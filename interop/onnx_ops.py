@@ -131,10 +131,10 @@ def _compare(node: OnnxNode, inputs: list) -> list:
     a, b = inputs
     if is_const(a) and is_const(b):
         return [_COMPARE[node.op](a, b)]
-    graph = {"Greater": lambda: F.greater(a, b), "Less": lambda: F.greater(b, a),
-             "GreaterOrEqual": lambda: F.greater_equal(a, b),
-             "LessOrEqual": lambda: F.greater_equal(b, a), "Equal": lambda: F.equal(a, b)}  # fmt: skip
-    return [graph[node.op]()]
+    if node.op == "Equal":
+        return [F.equal(a, b)]
+    first, second = (a, b) if node.op.startswith("Greater") else (b, a)
+    return [(F.greater if node.op in ("Greater", "Less") else F.greater_equal)(first, second)]
 
 
 @converts("Where")

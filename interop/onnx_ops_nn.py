@@ -55,14 +55,15 @@ def pad_spatial(x, pads, value: float):
     for axis, (lo, hi) in enumerate(pads, start=2):
         if not (lo or hi):
             continue
-        shape = list(x.shape)
-
-        def block(count: int, shape=shape, axis=axis) -> np.ndarray:
-            shape[axis] = count
-            return np.full(shape, value, x.dtype)
-
-        x = F.concat(([block(lo)] if lo else []) + [x] + ([block(hi)] if hi else []), axis)
+        blocks = [_filled(x, axis, n, value) for n in (lo, hi)]
+        x = F.concat(([blocks[0]] if lo else []) + [x] + ([blocks[1]] if hi else []), axis)
     return x
+
+
+def _filled(x, axis: int, count: int, value: float) -> np.ndarray:
+    shape = list(x.shape)
+    shape[axis] = count
+    return np.full(shape, value, x.dtype)
 
 
 def _even_pads(pads, limit=None):
@@ -90,10 +91,10 @@ def _back_to_1d(y, shape_1d):
 @converts("Conv")
 def conv(node: OnnxNode, inputs: list) -> list:
     x, w, b = (inputs + [None])[:3]
-    x, (w,), shape_1d = _as_2d(x, w)
-    if x.ndim != 4:
+    if x.ndim not in (3, 4):
         raise node.refuse(f"only 1-d and 2-d convolutions are supported, input {x.shape}")
     strides, dilations, pads = _window(node, x.shape, w.shape[2:])
+    x, (w,), shape_1d = _as_2d(x, w)
     if shape_1d is not None:
         strides, dilations, pads = [1, *strides], [1, *dilations], [(0, 0), *pads]
     even, rest = _even_pads(pads)
@@ -105,7 +106,11 @@ def conv(node: OnnxNode, inputs: list) -> list:
 @converts("ConvTranspose")
 def conv_transpose(node: OnnxNode, inputs: list) -> list:
     x, w, b = (inputs + [None])[:3]
-    if x.ndim != 4 or node.attr("output_shape") is not None or node.attr("auto_pad", "NOTSET") != "NOTSET":
+    if (
+        x.ndim != 4
+        or node.attr("output_shape") is not None
+        or node.attr("auto_pad", "NOTSET") != "NOTSET"
+    ):
         raise node.refuse("only 2-d transposed convolutions with explicit pads are supported")
     strides, dilations, pads = _window(node, x.shape, w.shape[2:])
     even, rest = _even_pads(pads)
@@ -126,7 +131,12 @@ def max_pool(node: OnnxNode, inputs: list) -> list:
     strides, dilations, pads = _window(node, inputs[0].shape, kernel)
     pads = _ceil_extra(node, inputs[0].shape, kernel, strides, dilations, pads)
     if shape_1d is not None:
-        kernel, strides, dilations, pads = [1, *kernel], [1, *strides], [1, *dilations], [(0, 0), *pads]
+        kernel, strides, dilations, pads = (
+            [1, *kernel],
+            [1, *strides],
+            [1, *dilations],
+            [(0, 0), *pads],
+        )
     even, rest = _even_pads(pads, [k // 2 for k in kernel])
     x = pad_spatial(x, rest, -np.inf)
     y = F.max_pool2d(x, tuple(kernel), tuple(strides), even, tuple(dilations))
@@ -209,8 +219,9 @@ def batch_normalization(node: OnnxNode, inputs: list) -> list:
 
 @converts("LRN")
 def lrn(node: OnnxNode, inputs: list) -> list:
-    return [F.local_response_norm(inputs[0], int(node.attr("size")), float(node.attr("alpha", 1e-4)),
-                                  float(node.attr("beta", 0.75)), float(node.attr("bias", 1.0)))]  # fmt: skip
+    alpha, beta = float(node.attr("alpha", 1e-4)), float(node.attr("beta", 0.75))
+    size, bias = int(node.attr("size")), float(node.attr("bias", 1.0))
+    return [F.local_response_norm(inputs[0], size, alpha, beta, bias)]
 
 
 @converts("LayerNormalization")

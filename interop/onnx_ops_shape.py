@@ -54,7 +54,9 @@ def _constant(node: OnnxNode, inputs: list) -> list:
 def _constant_of_shape(node: OnnxNode, inputs: list) -> list:
     shape = _guard_size(node, const_ints(node, inputs[0], "the shape"))
     value = node.attr("value")
-    fill = numpy_helper.to_array(value).reshape(-1) if value is not None else np.zeros(1, np.float32)
+    fill = (
+        numpy_helper.to_array(value).reshape(-1) if value is not None else np.zeros(1, np.float32)
+    )
     return [np.full(shape, fill[0], fill.dtype)]
 
 

@@ -69,7 +69,8 @@ def export_zoo(name: str, folder: Path, exporter: str) -> tuple[Path, tuple[int,
 
 
 def run_ort(path, *arrays: np.ndarray) -> list[np.ndarray]:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    source = path if isinstance(path, bytes) else str(path)  # a file, or a serialized model
+    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
     feeds = {i.name: a for i, a in zip(session.get_inputs(), arrays)}
     return session.run(None, feeds)
 

@@ -11,9 +11,10 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
+from onnx_cases import export, lenet5, randomize_batchnorm  # noqa: E402
+
 import numbagrad as ng  # noqa: E402
 from numbagrad import nn, optim  # noqa: E402
-from onnx_cases import export, lenet5, randomize_batchnorm  # noqa: E402
 
 pytestmark = pytest.mark.torch
 

@@ -10,8 +10,9 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
-import numbagrad as ng  # noqa: E402
 from onnx_cases import EXPORTERS, MODELS, export_zoo, rel_err, run_ort, sample  # noqa: E402
+
+import numbagrad as ng  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
