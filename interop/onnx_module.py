@@ -85,6 +85,10 @@ class OnnxModel(Module):
             if uses[name]:
                 self._params[name] = self._place(_path(name), Parameter(arrays[name]))
 
+    def declared_input_shape(self, index: int = 0) -> list[int | None]:
+        """The ONNX file's shape of input ``index`` (None for a free axis, [] if undeclared)."""
+        return list(self._declared[self.input_names[index]])
+
     def _place(self, path: list[str], item):
         """Register ``item`` (a Parameter or a layer) at the dotted ``path``; a taken path
         gets a numbered suffix."""
@@ -180,7 +184,10 @@ def _declared_shape(info: onnx.ValueInfoProto) -> list[int | None]:
 
 
 def _check_input(name: str, x, declared: list) -> None:
-    fits = len(declared) == x.ndim and all(d is None or d == s for d, s in zip(declared, x.shape))
+    """The traced input against the file's declared shape; the batch axis (0) may differ (a
+    graph with the batch baked into its shape constants refuses it at that node)."""
+    pairs = list(zip(declared, x.shape))[1:]
+    fits = len(declared) == x.ndim and all(d is None or d == s for d, s in pairs)
     if declared and not fits:
         shown = ",".join("?" if d is None else str(d) for d in declared)
         raise ShapeError(
