@@ -20,8 +20,8 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import NumbagradError
-from . import evaluate as _evaluate
 from . import compile as _compile
+from . import evaluate as _evaluate
 from . import graph, profile, train
 from .common import MODELS, OPTIMIZERS, PROG, Parser, UsageError, build_model, build_optimizer
 from .loop import evaluate

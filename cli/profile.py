@@ -44,8 +44,10 @@ def add_summary_parser(sub) -> None:
     parser.add_argument(
         "--all", action="store_true", help="also list activations, dropout and flatten"
     )
-    parser.add_argument("--input-shape", type=parse_shape, metavar="N,C,H,W",
-                        help="an .onnx model's input shape (default: the one it declares)")  # fmt: skip
+    parser.add_argument(
+        "--input-shape", type=parse_shape, metavar="N,C,H,W",
+        help="an .onnx model's input shape (default: the one it declares)",
+    )  # fmt: skip
     parser.set_defaults(run=summary_command)
 
 
