@@ -23,7 +23,7 @@ from onnx import helper, numpy_helper
 from ..engine.nn.module import Module, Parameter
 from ..engine.trace import current_tracer
 from ..errors import OnnxError, ShapeError
-from . import onnx_ops_nn, onnx_ops_shape  # noqa: F401 - registers their converters
+from . import onnx_ops_nn, onnx_ops_rnn, onnx_ops_shape  # noqa: F401 - register converters
 from .onnx_layers import SLOTS, make_layer
 from .onnx_load import load_model, opset_version
 from .onnx_ops import CONVERTERS, OnnxNode

@@ -46,6 +46,7 @@ MODELS = {  # name -> (constructor, input shape)
               (1, 3, 32, 32)),
     "googlenet": (lambda: tz.GoogLeNet(num_classes=10), (1, 3, 32, 32)),
     "transformer": (lambda: tz.TransformerClassifier(8, 6, 16, 2, 1, 32, 5), (2, 6, 8)),
+    "lstm": (lambda: tz.LSTMClassifier(4, 5, 3, num_layers=2), (2, 6, 4)),
 }  # fmt: skip
 
 

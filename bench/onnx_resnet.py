@@ -1,0 +1,78 @@
+"""Inference of an imported ResNet-18: numbagrad cpu next to onnxruntime, in one run.
+
+    python bench/onnx_resnet.py                 # 3x224x224, batch 1 and 32
+    python bench/onnx_resnet.py --size 64 --runs 3
+
+The ONNX file is the zoo's ResNet-18 (1000 classes) written by ``ng.to_onnx`` (so torch, whose
+thread pool would slow numbagrad's kernels, is never loaded). Per batch size: numbagrad's
+compile time (``ng.from_onnx`` + ``ng.compile`` + the first call, which compiles what the
+kernel caches do not hold: run with empty NUMBAGRAD_CACHE_DIR / NUMBA_CACHE_DIR for a cold
+number), then the median latency over ``--runs`` calls of numbagrad and of an onnxruntime
+session on the same machine with as many threads, and the largest output difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _median_ms(fn, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batches", default="1,32")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+
+    import onnxruntime as ort
+
+    import numbagrad as ng
+    from numbagrad import models
+
+    threads = len(os.sched_getaffinity(0))
+    path = Path(tempfile.mkdtemp()) / "resnet18.onnx"
+    ng.manual_seed(0)
+    model = models.resnet18(num_classes=1000, in_channels=3)
+    ng.to_onnx(model, ng.Spec((1, 3, args.size, args.size)), path=path)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    rows = []
+    for batch in (int(b) for b in args.batches.split(",")):
+        x = np.random.default_rng(0).standard_normal((batch, 3, args.size, args.size), np.float32)
+        t0 = time.perf_counter()
+        compiled = ng.compile(ng.from_onnx(path), ng.Spec(x.shape))
+        ours = compiled(x)
+        compile_s = time.perf_counter() - t0
+        ng_ms = _median_ms(lambda c=compiled, x=x: c(x), args.runs)
+        (theirs,) = session.run(None, {"input": x})
+        ort_ms = _median_ms(lambda x=x: session.run(None, {"input": x}), args.runs)
+        diff = float(np.abs(ours - theirs).max() / np.abs(theirs).max())
+        rows.append((batch, compile_s, ng_ms, ort_ms, diff))
+
+    print(f"imported ResNet-18, 3x{args.size}x{args.size}, {threads} threads, median of "
+          f"{args.runs} runs")  # fmt: skip
+    print(f"{'batch':>5}  {'compile s':>9}  {'numbagrad ms':>12}  {'onnxruntime ms':>14}  "
+          f"{'ratio':>5}  {'max rel diff':>12}")  # fmt: skip
+    for batch, compile_s, ng_ms, ort_ms, diff in rows:
+        print(f"{batch:>5}  {compile_s:>9.1f}  {ng_ms:>12.1f}  {ort_ms:>14.1f}  "
+              f"{ng_ms / ort_ms:>5.2f}  {diff:>12.1e}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
