@@ -9,8 +9,8 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
-import onnx.reference  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx.reference import ReferenceEvaluator  # noqa: E402
 from onnx_cases import rel_err, run_ort, sample  # noqa: E402
 
 import numbagrad as ng  # noqa: E402
@@ -34,7 +34,7 @@ def _check(op, x_shape, attrs=None, weights=(), opset=18, n_out=1, x=None, oracl
     if oracle == "ort":
         expected = run_ort(model.SerializeToString(), x)
     else:
-        expected = onnx.reference.ReferenceEvaluator(model).run(None, {"x": x})
+        expected = ReferenceEvaluator(model).run(None, {"x": x})
     got = ng.compile(ng.from_onnx(model), ng.Spec(x_shape), backend="interp")(x)
     got = got if isinstance(got, tuple) else (got,)
     for g, e in zip(got, expected):
