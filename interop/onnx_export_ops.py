@@ -134,7 +134,10 @@ def _batch_norm(em, attrs, ins):
 
 @writes("reshape")
 def _reshape(em, attrs, ins, shape=None):
-    return em.node("Reshape", [ins[0], em.ints(shape or em.out_shape)])
+    shape = list(shape or em.out_shape)
+    if shape and em.shapes.get(ins[0], ())[:1] == (shape[0],):
+        shape[0] = 0  # "as the input's": a leading batch axis stays free for other batch sizes
+    return em.node("Reshape", [ins[0], em.ints(shape)])
 
 
 @writes("transpose")

@@ -97,17 +97,15 @@ def _check_tensors(model: onnx.ModelProto, where: str, folder: Path | None) -> N
 
 
 def _check_inline_size(t: onnx.TensorProto, where: str) -> None:
-    count = int(np.prod(t.dims, dtype=np.int64))
     if t.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
         return
+    count = int(np.prod(t.dims, dtype=np.int64))
     itemsize = helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-    field = helper.tensor_dtype_to_field(t.data_type)
-    carried = len(t.raw_data) // itemsize if t.raw_data else len(getattr(t, field))
-    if t.data_type in (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128) and not t.raw_data:
-        carried //= 2
-    if t.raw_data and len(t.raw_data) % itemsize:
-        carried = -1
-    if carried != count and not (count and carried == 0 and t.HasField("segment")):
+    if t.raw_data:
+        carried = len(t.raw_data) // itemsize if len(t.raw_data) % itemsize == 0 else -1
+    else:
+        carried = len(getattr(t, helper.tensor_dtype_to_field(t.data_type)))
+    if carried != count:
         raise OnnxError(
             f"{where}: tensor {t.name!r} declares shape {list(t.dims)} ({count:,} values) but "
             f"carries {max(carried, 0):,} (truncated or corrupt)"

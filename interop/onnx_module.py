@@ -165,16 +165,21 @@ def _onnx_node(proto_node, index: int, opset: int, uses: Counter) -> OnnxNode:
 
 
 def _refuse_unsupported(graph: onnx.GraphProto, opset: int) -> None:
-    missing = [
-        f"{n.op_type}{f' (domain {n.domain})' if n.domain not in ('', 'ai.onnx') else ''} "
-        f"(node {n.name or f'#{i}'!r})"
-        for i, n in enumerate(graph.node)
-        if n.domain not in ("", "ai.onnx") or n.op_type not in CONVERTERS
-    ]
-    if missing:
+    """One error naming every unsupported operator with (up to 3 of) its nodes."""
+    nodes: dict[str, list[str]] = {}
+    for i, n in enumerate(graph.node):
+        if n.domain not in ("", "ai.onnx") or n.op_type not in CONVERTERS:
+            op = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"
+            nodes.setdefault(op, []).append(repr(n.name or f"#{i}"))
+    if nodes:
+        listed = "; ".join(
+            f"{op} (node{'s' if len(names) > 1 else ''} {', '.join(names[:3])}"
+            f"{f' and {len(names) - 3} more' if len(names) > 3 else ''})"
+            for op, names in nodes.items()
+        )
         raise OnnxError(
-            f"numbagrad cannot import {len(missing)} operator node(s) of this ONNX model "
-            f"(opset {opset}): {', '.join(missing)}"
+            f"numbagrad cannot import {len(nodes)} operator(s) of this ONNX model (opset "
+            f"{opset}): {listed}"
         )
 
 

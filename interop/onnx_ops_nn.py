@@ -67,17 +67,17 @@ def _filled(x, axis: int, count: int, value: float) -> np.ndarray:
 
 
 def _even_pads(pads, limit=None):
-    """(padding numbagrad applies on both sides, pads still to join on explicitly)."""
-    even = [min(lo, hi) if limit is None else min(lo, hi, lim) for (lo, hi), lim in
-            zip(pads, limit or [None] * len(pads))]  # fmt: skip
+    """(padding numbagrad applies on both sides, at most ``limit`` per axis where given; the
+    pads still to join on explicitly)."""
+    limit = limit or [max(lo, hi) for lo, hi in pads]
+    even = tuple(min(lo, hi, lim) for (lo, hi), lim in zip(pads, limit))
     rest = [(lo - e, hi - e) for (lo, hi), e in zip(pads, even)]
-    return tuple(even), rest
+    return even, rest
 
 
 def _as_2d(x, *weights):
-    """1-d windows run as 2-d ones of height 1."""
-    if x.ndim == 4:
-        return x, weights, None
+    """1-d windows over (N, C, L) run as 2-d ones of height 1: (x, weights, the 1-d shape or
+    None)."""
     if x.ndim != 3:
         return x, weights, None
     reshaped = [w if w is None else w.reshape((*w.shape[:2], 1, w.shape[2])) for w in weights]
@@ -190,6 +190,8 @@ def matmul(node: OnnxNode, inputs: list) -> list:
         return [F.reshape(F.matmul(rows, b), (*a.shape[:-1], b.shape[1]))]
     if a.ndim == b.ndim == 2:
         return [F.matmul(a, b)]
+    if min(a.ndim, b.ndim) < 2:
+        raise node.refuse(f"1-d operands are not supported ({a.shape} @ {b.shape})")
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     a3, b3 = (_batched(v, batch) for v in (a, b))
     y = F.matmul(a3, b3)
@@ -197,8 +199,6 @@ def matmul(node: OnnxNode, inputs: list) -> list:
 
 
 def _batched(v, batch):
-    if v.ndim < 2:
-        raise ValueError("MatMul with 1-d operands")
     v = broadcast_to(v, (*batch, *v.shape[-2:])) if tuple(v.shape[:-2]) != batch else v
     return F.reshape(v, (math.prod(batch), *v.shape[-2:]))
 
