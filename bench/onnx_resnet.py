@@ -2,9 +2,12 @@
 
     python bench/onnx_resnet.py                 # 3x224x224, batch 1 and 32
     python bench/onnx_resnet.py --size 64 --runs 3
+    python bench/onnx_resnet.py --source torch  # the file torch.onnx.export writes
 
-The ONNX file is the zoo's ResNet-18 (1000 classes) written by ``ng.to_onnx`` (so torch, whose
-thread pool would slow numbagrad's kernels, is never loaded). Per batch size: numbagrad's
+The ONNX file is the zoo's ResNet-18 (1000 classes) written by ``ng.to_onnx``, or with
+``--source torch`` torchvision's ResNet-18 (tests/models/torch_zoo.py) written by
+``torch.onnx.export`` in a child process (torch's thread pool would slow numbagrad's kernels in
+this one). Per batch size: numbagrad's
 compile time (``ng.from_onnx`` + ``ng.compile`` + the first call, which compiles what the
 kernel caches do not hold: run with empty NUMBAGRAD_CACHE_DIR / NUMBA_CACHE_DIR for a cold
 number), then the median latency over ``--runs`` calls of numbagrad and of an onnxruntime
@@ -15,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,22 +36,42 @@ def _median_ms(fn, runs: int) -> float:
     return 1e3 * float(np.median(times))
 
 
+TORCH_EXPORT = """
+import sys, torch
+sys.path.insert(0, {zoo!r})
+import torch_zoo
+model = torch_zoo.resnet18(num_classes=1000).eval()
+torch.onnx.export(model, (torch.randn({shape}),), {path!r}, input_names=["input"], dynamo=False)
+"""
+
+
+def _export(source: str, shape, path: Path) -> None:
+    if source == "numbagrad":
+        import numbagrad as ng
+        from numbagrad import models
+
+        ng.manual_seed(0)
+        ng.to_onnx(models.resnet18(num_classes=1000, in_channels=3), ng.Spec(shape), path=path)
+        return
+    zoo = str(Path(__file__).resolve().parents[1] / "tests" / "models")
+    script = TORCH_EXPORT.format(zoo=zoo, shape=tuple(shape), path=str(path))
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batches", default="1,32")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--source", choices=("numbagrad", "torch"), default="numbagrad")
     args = parser.parse_args()
 
     import onnxruntime as ort
 
     import numbagrad as ng
-    from numbagrad import models
 
     threads = len(os.sched_getaffinity(0))
     folder = Path(tempfile.mkdtemp())
-    ng.manual_seed(0)
-    model = models.resnet18(num_classes=1000, in_channels=3)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
 
@@ -54,7 +79,7 @@ def main() -> None:
     for batch in (int(b) for b in args.batches.split(",")):
         x = np.random.default_rng(0).standard_normal((batch, 3, args.size, args.size), np.float32)
         path = folder / f"resnet18_b{batch}.onnx"  # the batch onnxruntime's input declares
-        ng.to_onnx(model, ng.Spec(x.shape), path=path)
+        _export(args.source, x.shape, path)
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         t0 = time.perf_counter()
         compiled = ng.compile(ng.from_onnx(path), ng.Spec(x.shape))
@@ -66,8 +91,9 @@ def main() -> None:
         diff = float(np.abs(ours - theirs).max() / np.abs(theirs).max())
         rows.append((batch, compile_s, ng_ms, ort_ms, diff))
 
-    print(f"imported ResNet-18, 3x{args.size}x{args.size}, {threads} threads, median of "
-          f"{args.runs} runs")  # fmt: skip
+    load = os.getloadavg()[0]
+    print(f"ResNet-18 exported by {args.source}, imported; 3x{args.size}x{args.size}, {threads} "
+          f"threads, median of {args.runs} runs, load average {load:.1f}")  # fmt: skip
     print(f"{'batch':>5}  {'compile s':>9}  {'numbagrad ms':>12}  {'onnxruntime ms':>14}  "
           f"{'ratio':>5}  {'max rel diff':>12}")  # fmt: skip
     for batch, compile_s, ng_ms, ort_ms, diff in rows:

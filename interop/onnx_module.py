@@ -81,7 +81,8 @@ class OnnxModel(Module):
             node = _onnx_node(proto_node, index, opset, uses)
             layer = self._layer_for(node, proto_node, arrays, trainable, uses)
             self._steps.append((node, list(proto_node.input), list(proto_node.output), layer))
-        for name in sorted(trainable - self._params.keys(), key=list(arrays).index):
+        order = {name: i for i, name in enumerate(arrays)}
+        for name in sorted(trainable - self._params.keys(), key=order.__getitem__):
             if uses[name]:
                 self._params[name] = self._place(_path(name), Parameter(arrays[name]))
 

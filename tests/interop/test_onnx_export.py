@@ -75,3 +75,13 @@ def test_an_op_without_an_onnx_equivalent_is_refused():
 
     with pytest.raises(OnnxError, match="cumsum"):
         ng.to_onnx(Cumulative(), ng.Spec((2, 3)))
+
+
+def test_an_exported_model_imports_at_another_batch_size(tmp_path):
+    ng.manual_seed(0)
+    model, path = models.lenet5(), tmp_path / "lenet.onnx"
+    ng.to_onnx(model, ng.Spec((1, 1, 32, 32)), path)  # the flatten keeps the batch axis free
+    x = sample((3, 1, 32, 32))
+    expected = ng.compile(model, ng.Spec(x.shape), backend="interp")(x)
+    got = ng.compile(ng.from_onnx(path), ng.Spec(x.shape), backend="interp")(x)
+    assert rel_err(got, expected) < 1e-6
