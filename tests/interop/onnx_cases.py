@@ -1,5 +1,5 @@
-"""Shared by the ONNX tests (imported after they skipped without torch/onnx/onnxruntime):
-PyTorch models of the zoo's families exported by both exporters, and onnxruntime as the oracle."""
+"""Shared by the ONNX tests that use PyTorch (imported after they skipped without torch, onnx,
+onnxruntime): models of the zoo's families, exported by both exporters."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import io
 import warnings
 from pathlib import Path
 
-import numpy as np
-import onnxruntime as ort
 import torch
 import torch_zoo as tz
 from torch import nn
@@ -67,19 +65,3 @@ def export_zoo(name: str, folder: Path, exporter: str) -> tuple[Path, tuple[int,
     build, shape = MODELS[name]
     model = randomize_batchnorm(build())
     return export(model, shape, folder / f"{name}_{exporter}.onnx", exporter), shape
-
-
-def run_ort(path, *arrays: np.ndarray) -> list[np.ndarray]:
-    source = path if isinstance(path, bytes) else str(path)  # a file, or a serialized model
-    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
-    feeds = {i.name: a for i, a in zip(session.get_inputs(), arrays)}
-    return session.run(None, feeds)
-
-
-def sample(shape, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
-def rel_err(got, expected) -> float:
-    expected = np.asarray(expected)
-    return float(np.abs(np.asarray(got) - expected).max() / max(np.abs(expected).max(), 1e-12))

@@ -10,7 +10,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from onnx_cases import rel_err, run_ort, sample  # noqa: E402
+from onnx_oracle import rel_err, run_ort, sample  # noqa: E402
 
 import numbagrad as ng  # noqa: E402
 from numbagrad import models  # noqa: E402

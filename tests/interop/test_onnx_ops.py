@@ -11,7 +11,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from onnx.reference import ReferenceEvaluator  # noqa: E402
-from onnx_cases import rel_err, run_ort, sample  # noqa: E402
+from onnx_oracle import rel_err, run_ort, sample  # noqa: E402
 
 import numbagrad as ng  # noqa: E402
 
