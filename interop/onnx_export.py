@@ -46,11 +46,19 @@ class Emitter:
         self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=name, **attrs))
         return out
 
-    def constant(self, array: np.ndarray, name: str | None = None) -> str:
-        name = name or self.fresh("const")
+    def initializer(self, array: np.ndarray, name: str) -> str:
+        """A parameter or buffer: an initializer, which from_onnx makes a parameter again."""
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         self.shapes[name] = tuple(array.shape)
         return name
+
+    def constant(self, array: np.ndarray) -> str:
+        """A constant: a Constant node, which from_onnx keeps constant."""
+        out = self.fresh("const")
+        tensor = numpy_helper.from_array(np.ascontiguousarray(array), out)
+        self.nodes.append(helper.make_node("Constant", [], [out], name=out, value=tensor))
+        self.shapes[out] = tuple(array.shape)
+        return out
 
     def scalar(self, value: float) -> str:
         return self.constant(np.array(value, np.float32 if self.dtype != "float64" else np.float64))
@@ -114,7 +122,7 @@ def graph_to_onnx(
             em.shapes[node.name] = node.shape
             inputs.append(_value_info(node.name, node.shape, node.dtype))
         elif node.role in ("param", "state"):
-            names[node.id] = em.constant(np.asarray(values[node.id]), node.name)
+            names[node.id] = em.initializer(np.asarray(values[node.id]), node.name)
         elif node.role == "const":
             names[node.id] = em.constant(node.value)
         else:

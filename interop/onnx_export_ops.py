@@ -178,6 +178,18 @@ def _lrn(em, attrs, ins):
                    beta=float(attrs["beta"]), bias=float(attrs["k"]))  # fmt: skip
 
 
+@writes("upsample2d")
+def _upsample(em, attrs, ins):
+    scale = [1.0, 1.0, *(float(s) for s in attrs["scale"])]
+    scales = em.constant(np.array(scale, np.float32))
+    if attrs["mode"] == "nearest":
+        how = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
+               "nearest_mode": "floor"}  # fmt: skip
+    else:  # bilinear, PyTorch's align_corners=False
+        how = {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}
+    return em.node("Resize", [ins[0], "", scales], **how)
+
+
 def write_body(em, body, operands: list[str]) -> str:
     """A fused body's steps (graph/passes/fuse.py's format) as ONNX nodes over ``operands``."""
     results: list[str] = []

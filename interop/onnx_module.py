@@ -2,11 +2,11 @@
 through numbagrad's ops (onnx_ops*.py), so tracing, autodiff, the passes and every backend see
 the same graph a hand-written model would give.
 
-Float initializers become parameters (0-d ones, scalars of the exported arithmetic, stay
-constants), named by their ONNX names: a dotted PyTorch name (``layer1.0.conv1.weight``)
-nests as modules do, anything else (``onnx::Conv_193``) becomes an identifier
-(``onnx__Conv_193``). A node with weights named like a layer's (onnx_layers.py) becomes that
-layer. Integer initializers and Constant nodes are constants; shape arithmetic on them folds.
+Float initializers become parameters (0-d ones, scalars of the exported arithmetic, and those
+feeding settings such as Resize's scales stay constants), named by their ONNX names: a dotted
+PyTorch name (``layer1.0.conv1.weight``) nests as modules do, anything else
+(``onnx::Conv_193``) becomes an identifier (``onnx__Conv_193``). A node with weights named
+like a layer's (onnx_layers.py) becomes that layer. Integer initializers and Constant nodes are constants; shape arithmetic on them folds.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from ..errors import OnnxError, ShapeError
 from . import onnx_ops_nn, onnx_ops_rnn, onnx_ops_shape  # noqa: F401 - register converters
 from .onnx_layers import SLOTS, make_layer
 from .onnx_load import load_model, opset_version
-from .onnx_ops import CONVERTERS, OnnxNode
+from .onnx_ops import CONVERTERS, SETTING_INPUTS, OnnxNode
 
 _RESERVED = set(dir(Module)) | {"training", "node", "slots"}
 
@@ -66,7 +66,10 @@ class OnnxModel(Module):
         graph, opset = proto.graph, opset_version(proto)
         _refuse_unsupported(graph, opset)
         arrays = {t.name: numpy_helper.to_array(t).copy() for t in graph.initializer}  # writable
-        trainable = {n for n, a in arrays.items() if a.ndim and np.issubdtype(a.dtype, np.floating)}
+        settings = {n.input[i] for n in graph.node
+                    for i in SETTING_INPUTS.get(n.op_type, ()) if i < len(n.input)}  # fmt: skip
+        trainable = {n for n, a in arrays.items() if a.ndim and n not in settings
+                     and np.issubdtype(a.dtype, np.floating)}  # fmt: skip
         uses = Counter(i for n in graph.node for i in n.input if i)
         uses.update(o.name for o in graph.output)
         object.__setattr__(

@@ -22,6 +22,12 @@ from ..errors import OnnxError
 
 CONVERTERS: dict[str, Callable[[OnnxNode, list], list]] = {}
 
+# Inputs that are settings, not data (a float initializer there stays a constant, never a
+# parameter): op -> input positions.
+SETTING_INPUTS: dict[str, tuple[int, ...]] = {
+    "Clip": (1, 2), "Dropout": (1, 2), "Pow": (1,), "Resize": (1, 2, 3),
+}  # fmt: skip
+
 
 @dataclass(frozen=True)
 class OnnxNode:
@@ -154,6 +160,20 @@ def _max_min(node: OnnxNode, inputs: list) -> list:
         else:
             result = (F.maximum if node.op == "Max" else F.minimum)(result, other)
     return [result]
+
+
+@converts("Clip")
+def _clip(node: OnnxNode, inputs: list) -> list:
+    """Bounds from inputs 1 and 2 (opset >= 11) or the min/max attributes (older opsets)."""
+    x = inputs[0]
+    bounds = [inputs[i] if len(inputs) > i else None for i in (1, 2)]
+    bounds = [np.asarray(node.attr(k)) if b is None and node.attr(k) is not None else b
+              for b, k in zip(bounds, ("min", "max"))]  # fmt: skip
+    low, high = (None if b is None else const_values(node, b, "a bound") for b in bounds)
+    if is_const(x):
+        return [np.clip(x, low, high)]
+    x = x if low is None else F.maximum(x, float(low.reshape(())))
+    return [x if high is None else F.minimum(x, float(high.reshape(())))]
 
 
 @converts("Sum", "Mean")

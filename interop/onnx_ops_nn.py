@@ -12,7 +12,7 @@ import numpy as np
 
 from ..engine import functional as F
 from ..graph.ops import broadcast_to, sqrt
-from .onnx_ops import OnnxNode, axes_of, converts, is_const
+from .onnx_ops import OnnxNode, axes_of, const_values, converts, is_const
 
 
 def _window(node: OnnxNode, x_shape, kernel):
@@ -163,6 +163,14 @@ def average_pool(node: OnnxNode, inputs: list) -> list:
     return [_back_to_1d(y, shape_1d)]
 
 
+@converts("GlobalMaxPool")
+def global_max_pool(node: OnnxNode, inputs: list) -> list:
+    (x,) = inputs
+    if x.ndim != 4:
+        raise node.refuse(f"only (N, C, H, W) inputs are supported, got {x.shape}")
+    return [F.max_pool2d(x, tuple(x.shape[2:]))]
+
+
 @converts("GlobalAveragePool")
 def global_average_pool(node: OnnxNode, inputs: list) -> list:
     (x,) = inputs
@@ -255,3 +263,33 @@ def reduce_mean(node: OnnxNode, inputs: list) -> list:
 @converts("ReduceSum")
 def reduce_sum(node: OnnxNode, inputs: list) -> list:
     return _reduce(node, inputs, F.sum, np.sum)
+
+
+def _upsample_mode(node: OnnxNode) -> str | None:
+    """numbagrad's upsample2d mode for the node's interpolation, None where none matches
+    (with integer scales, nearest picks input o // scale under every rounding convention)."""
+    mode = node.attr("mode", "nearest")
+    transform = node.attr("coordinate_transformation_mode", "half_pixel")
+    if mode == "nearest" and transform not in ("align_corners", "tf_crop_and_resize"):
+        return "nearest"
+    if mode == "linear" and transform in ("half_pixel", "pytorch_half_pixel"):
+        return "bilinear"
+    return None
+
+
+@converts("Resize")
+def resize(node: OnnxNode, inputs: list) -> list:
+    """Integer upsampling of H and W, nearest or bilinear (PyTorch's align_corners=False)."""
+    x = inputs[0]  # then roi, scales, sizes
+    scales = next((v for v in inputs[2:4] if v is not None and v.size), None)
+    scales = const_values(node, scales, "the scales or sizes").astype(np.float64)
+    if len(inputs) > 3 and inputs[3] is not None and inputs[3].size:
+        scales = scales / np.asarray(x.shape)  # sizes were given
+    mode = _upsample_mode(node)
+    integer = len(scales) == 4 and scales[2] == scales[3] == int(scales[2]) >= 1
+    if x.ndim != 4 or mode is None or list(scales[:2]) != [1, 1] or not integer:
+        raise node.refuse(
+            f"only equal integer scales of H and W, nearest or linear (half_pixel), are "
+            f"supported; got scales {list(scales)}, mode {node.attr('mode', 'nearest')!r}"
+        )
+    return [F.upsample2d(x, int(scales[2]), mode)]

@@ -34,6 +34,8 @@ CASES = {
     "alexnet": (lambda: models.alexnet(num_classes=10, in_channels=1, input_size=32),
                 (1, 1, 32, 32)),
     "transformer": (lambda: models.transformer_encoder(input_size=8, seq_len=6), (2, 6, 8)),
+    "fcn": (models.fcn, (1, 1, 16, 16)),
+    "conv_autoencoder": (models.conv_autoencoder, (1, 1, 28, 28)),
 }  # fmt: skip
 
 

@@ -185,3 +185,12 @@ def test_lstm():
     attrs = {"hidden_size": hidden, "layout": 1}
     # onnxruntime has no batch-first (layout=1) LSTM.
     _check("LSTM", (2, 5, size), attrs, [w, r, None, None, h0, c0], n_out=3, oracle="reference")
+
+
+def test_resize_clip_and_global_max_pool():
+    _check("Resize", (1, 2, 3, 4), {"mode": "nearest"}, [None, np.array([1, 1, 2, 2], np.float32)])
+    attrs = {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"}
+    _check("Resize", (1, 2, 3, 4), attrs, [None, None, _i(1, 2, 9, 12)])
+    _check("Clip", (2, 3), weights=[np.array(-0.5, np.float32), np.array(0.5, np.float32)])
+    _check("Clip", (2, 3), weights=[None, np.array(6.0, np.float32)])
+    _check("GlobalMaxPool", (2, 3, 4, 5))
