@@ -6,7 +6,8 @@ Float initializers become parameters (0-d ones, scalars of the exported arithmet
 feeding settings such as Resize's scales stay constants), named by their ONNX names: a dotted
 PyTorch name (``layer1.0.conv1.weight``) nests as modules do, anything else
 (``onnx::Conv_193``) becomes an identifier (``onnx__Conv_193``). A node with weights named
-like a layer's (onnx_layers.py) becomes that layer. Integer initializers and Constant nodes are constants; shape arithmetic on them folds.
+like a layer's (onnx_layers.py) becomes that layer. Integer initializers and Constant nodes
+are constants; shape arithmetic on them folds.
 """
 
 from __future__ import annotations
