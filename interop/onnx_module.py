@@ -23,7 +23,7 @@ from onnx import helper, numpy_helper
 
 from ..engine.nn.module import Module, Parameter
 from ..engine.trace import current_tracer
-from ..errors import OnnxError, ShapeError
+from ..errors import DTypeError, OnnxError, ShapeError
 from . import onnx_ops_nn, onnx_ops_rnn, onnx_ops_shape  # noqa: F401 - register converters
 from .onnx_layers import SLOTS, make_layer
 from .onnx_load import load_model, opset_version
@@ -66,6 +66,8 @@ class OnnxModel(Module):
         super().__init__()
         graph, opset = proto.graph, opset_version(proto)
         _refuse_unsupported(graph, opset)
+        if graph.sparse_initializer:
+            raise OnnxError("sparse initializers are not supported; store them dense")
         arrays = {t.name: numpy_helper.to_array(t).copy() for t in graph.initializer}  # writable
         settings = {n.input[i] for n in graph.node
                     for i in SETTING_INPUTS.get(n.op_type, ()) if i < len(n.input)}  # fmt: skip
@@ -78,6 +80,7 @@ class OnnxModel(Module):
         )
         object.__setattr__(self, "output_names", [o.name for o in graph.output])
         object.__setattr__(self, "_declared", {i.name: _declared_shape(i) for i in graph.input})
+        object.__setattr__(self, "_dtypes", {i.name: _declared_dtype(i) for i in graph.input})
         object.__setattr__(self, "_consts", {n: a for n, a in arrays.items() if n not in trainable})
         object.__setattr__(self, "_params", {})
         object.__setattr__(self, "_steps", [])
@@ -142,7 +145,7 @@ class OnnxModel(Module):
         env = dict(self._consts)
         env.update({n: p.__graph_value__() for n, p in self._params.items() if p is not None})
         for name, x in zip(self.input_names, inputs):
-            _check_input(name, x, self._declared[name])
+            _check_input(name, x, self._declared[name], self._dtypes[name])
             env[name] = x
         builder = current_tracer().builder
         for node, names_in, names_out, layer in self._steps:
@@ -193,9 +196,19 @@ def _declared_shape(info: onnx.ValueInfoProto) -> list[int | None]:
     return [d.dim_value if d.HasField("dim_value") else None for d in dims]
 
 
-def _check_input(name: str, x, declared: list) -> None:
-    """The traced input against the file's declared shape; the batch axis (0) may differ (a
-    graph with the batch baked into its shape constants refuses it at that node)."""
+def _declared_dtype(info: onnx.ValueInfoProto) -> str | None:
+    elem = info.type.tensor_type.elem_type
+    return str(helper.tensor_dtype_to_np_dtype(elem)) if elem else None
+
+
+def _check_input(name: str, x, declared: list, dtype: str | None) -> None:
+    """The traced input against the file's declared shape and dtype; the batch axis (0) may
+    differ (a graph with the batch baked into its shape constants refuses it at that node)."""
+    if dtype is not None and dtype != x.dtype:
+        raise DTypeError(
+            f"the imported ONNX model's input {name!r} is {dtype}, got {x.dtype}; give "
+            f'ng.Spec(shape, "{dtype}")'
+        )
     pairs = list(zip(declared, x.shape))[1:]
     fits = len(declared) == x.ndim and all(d is None or d == s for d, s in pairs)
     if declared and not fits:

@@ -10,7 +10,7 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
-from onnx_cases import EXPORTERS, MODELS, export_zoo  # noqa: E402
+from onnx_cases import EXPORTERS, MODELS, export, export_zoo, randomize_batchnorm  # noqa: E402
 from onnx_oracle import rel_err, run_ort, sample  # noqa: E402
 
 import numbagrad as ng  # noqa: E402
@@ -71,6 +71,22 @@ def test_googlenet_parallel_1x1_convs_merge(exported):
     assert convs(compiled.forward_graph) == convs(compiled.traced_graph) - 2 * 9
     x = sample(shape)
     assert rel_err(compiled(x), run_ort(path, x)[0]) < 1e-4
+
+
+def test_batchnorm_of_an_import_folds_into_its_conv(tmp_path):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1, bias=False),
+                              torch.nn.BatchNorm2d(4), torch.nn.ReLU())  # fmt: skip
+    shape = (2, 3, 6, 6)
+    # The legacy exporter keeps BatchNormalization when it folds no constants.
+    path = export(randomize_batchnorm(net), shape, tmp_path / "bn.onnx", "legacy",
+                  do_constant_folding=False)  # fmt: skip
+    passes = ["dce", "constant_folding", "simplify", "cse", "fold_conv_bn", "dce"]
+    compiled = ng.compile(ng.from_onnx(path), ng.Spec(shape), backend="interp", passes=passes)
+    assert "batch_norm" in {n.op for n in compiled.traced_graph.nodes}
+    assert "batch_norm" not in {n.op for n in compiled.forward_graph.nodes}
+    x = sample(shape)
+    assert rel_err(compiled(x), run_ort(path, x)[0]) < 1e-5
 
 
 def test_summary_lists_the_imported_layers(exported):

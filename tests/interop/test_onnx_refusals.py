@@ -112,3 +112,9 @@ def test_unsupported_operators_are_named_all_at_once():
 
 def test_unsupported_opset_is_refused():
     _refused(_model(initializers=[_weight()], opset=9), "opset 9")
+
+
+def test_an_input_of_the_wrong_dtype_is_refused():
+    model = ng.from_onnx(_model(initializers=[_weight()]))
+    with pytest.raises(ng.errors.DTypeError, match="'x' is float32, got float64"):
+        ng.trace(model, ng.Spec((1, 4), "float64"))
