@@ -32,7 +32,10 @@ def test_compile_saves_a_model_ng_load_runs(lenet_file, tmp_path, capsys):
     assert cli.main(argv) == 0
     assert "saved the compiled model" in capsys.readouterr().out
     x = sample((2, 1, 32, 32))
-    assert rel_err(ng.load(saved)(x), run_ort(lenet_file, x)[0]) < 1e-4
+    loaded = ng.load(saved)
+    assert rel_err(loaded(x), run_ort(lenet_file, x)[0]) < 1e-4
+    exported = ng.to_onnx(loaded).SerializeToString()  # and a loaded model exports again
+    assert rel_err(run_ort(exported, x)[0], loaded(x)) < 1e-5
 
 
 def test_summary_of_an_onnx_file(lenet_file, capsys):
