@@ -23,7 +23,7 @@ from onnx import helper, numpy_helper
 
 from ..engine.nn.module import Module, Parameter
 from ..engine.trace import current_tracer
-from ..errors import DTypeError, OnnxError, ShapeError
+from ..errors import DTypeError, NumbagradError, OnnxError, ShapeError
 from . import onnx_ops_nn, onnx_ops_rnn, onnx_ops_shape  # noqa: F401 - register converters
 from .onnx_layers import SLOTS, make_layer
 from .onnx_load import load_model, opset_version
@@ -154,11 +154,21 @@ class OnnxModel(Module):
             else:
                 args = [env[n] if n else None for n in names_in]
                 with builder.scope(node.name):
-                    outs = CONVERTERS[node.op](replace(node, training=self.training), args)
+                    outs = _convert(replace(node, training=self.training), args)
             env.update((n, np.asarray(o) if isinstance(o, np.generic) else o)
                        for n, o in zip(names_out, outs))  # fmt: skip
         outputs = [env[n] for n in self.output_names]
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+
+def _convert(node: OnnxNode, args: list) -> list:
+    """The node's converter; what a malformed node makes NumPy raise becomes an OnnxError."""
+    try:
+        return CONVERTERS[node.op](node, args)
+    except (ArithmeticError, IndexError, KeyError, TypeError, ValueError) as e:
+        if isinstance(e, NumbagradError):
+            raise
+        raise node.refuse(f"its inputs or attributes are malformed ({e})") from None
 
 
 def _onnx_node(proto_node, index: int, opset: int, uses: Counter) -> OnnxNode:

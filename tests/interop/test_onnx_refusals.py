@@ -118,3 +118,15 @@ def test_an_input_of_the_wrong_dtype_is_refused():
     model = ng.from_onnx(_model(initializers=[_weight()]))
     with pytest.raises(ng.errors.DTypeError, match="'x' is float32, got float64"):
         ng.trace(model, ng.Spec((1, 4), "float64"))
+
+
+def test_a_malformed_node_is_refused_naming_it():
+    shape = numpy_helper.from_array(np.array([3, 5], np.int64), "s")  # 4 values into 15
+    nodes = [helper.make_node("Reshape", ["x", "s"], ["y"], name="squash")]
+    model = ng.from_onnx(_model(nodes, [shape]))
+    with pytest.raises(ng.errors.NumbagradError, match="squash"):
+        ng.trace(model, ng.Spec((1, 4)))
+    nodes = [helper.make_node("Gather", ["x", "i"], ["y"], name="pick", axis=1)]
+    index = numpy_helper.from_array(np.array([1.5], np.float32), "i")
+    with pytest.raises(OnnxError, match="pick"):
+        ng.trace(ng.from_onnx(_model(nodes, [index])), ng.Spec((1, 4)))
