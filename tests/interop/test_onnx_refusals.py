@@ -130,3 +130,25 @@ def test_a_malformed_node_is_refused_naming_it():
     index = numpy_helper.from_array(np.array([1.5], np.float32), "i")
     with pytest.raises(OnnxError, match="pick"):
         ng.trace(ng.from_onnx(_model(nodes, [index])), ng.Spec((1, 4)))
+
+
+def test_damaged_files_raise_only_numbagrad_errors(tmp_path):
+    """Bytes of a valid model flipped or cut at random: the model imports and traces, or
+    a NumbagradError says why not; nothing else escapes."""
+    from numbagrad import models
+
+    data = ng.to_onnx(models.lenet5(), ng.Spec((1, 1, 32, 32))).SerializeToString()
+    rng = np.random.default_rng(0)
+    path = tmp_path / "damaged.onnx"
+    for trial in range(60):
+        damaged = bytearray(data)
+        if trial % 3 == 0:
+            damaged = damaged[: rng.integers(1, len(data))]
+        else:
+            for at in rng.integers(0, len(data), size=1 + trial % 4):
+                damaged[at] = rng.integers(0, 256)
+        path.write_bytes(bytes(damaged))
+        try:
+            ng.trace(ng.from_onnx(path), ng.Spec((1, 1, 32, 32)))
+        except ng.errors.NumbagradError:
+            pass
