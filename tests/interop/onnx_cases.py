@@ -48,11 +48,12 @@ MODELS = {  # name -> (constructor, input shape)
 }  # fmt: skip
 
 
-def export(model: nn.Module, shape, path: Path, exporter: str, **kwargs) -> Path:
-    """``torch.onnx.export`` of ``model`` (eval mode) on a random input of ``shape``."""
+def export(model: nn.Module, shape, path: Path, exporter: str, opset=None, **kwargs) -> Path:
+    """``torch.onnx.export`` of ``model`` (eval mode) on a random input of ``shape``, at
+    ``opset`` (default: 17 legacy, 18 dynamo)."""
     model.eval()
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
-    opset = 18 if EXPORTERS[exporter] else 17
+    opset = opset or (18 if EXPORTERS[exporter] else 17)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (x,), str(path), dynamo=EXPORTERS[exporter],

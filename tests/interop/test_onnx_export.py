@@ -49,9 +49,9 @@ def test_export_runs_in_onnxruntime_and_imports_back(tmp_path, name):
         "fused_elementwise", "conv2d_epilogue", "matmul_epilogue"}  # fmt: skip
     assert fused  # the compiled graph really has fused kernels to expand
     expected = compiled(x)
-    for source in (model, compiled):
-        path = tmp_path / f"{type(source).__name__}.onnx"
-        proto = ng.to_onnx(source, ng.Spec(shape), path)
+    for k, source in enumerate((model, model, compiled)):  # traced, optimized, compiled
+        path = tmp_path / f"{k}.onnx"
+        proto = ng.to_onnx(source, ng.Spec(shape), path, optimized=k == 1)
         onnx.checker.check_model(onnx.load(path))
         assert all(n.domain == "" for n in proto.graph.node)
         assert rel_err(run_ort(path, x)[0], expected) < 1e-5

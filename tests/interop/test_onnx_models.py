@@ -48,6 +48,16 @@ def test_imported_model_matches_onnxruntime(exported, name, exporter):
         assert rel_err(got, expected) < 1e-4, backend
 
 
+@pytest.mark.parametrize("exporter, opset", [("legacy", 20), ("dynamo", 21)])
+def test_newer_opsets(tmp_path, exporter, opset):
+    torch.manual_seed(0)
+    build, shape = MODELS["transformer"]
+    path = export(build(), shape, tmp_path / "m.onnx", exporter, opset=opset)
+    x = sample(shape)
+    got = ng.compile(ng.from_onnx(path), ng.Spec(shape), backend="interp")(x)
+    assert rel_err(got, run_ort(path, x)[0]) < 1e-4
+
+
 def test_state_dict_keys_are_pytorchs(exported):
     path, _ = exported("resnet18", "dynamo")
     keys = set(ng.from_onnx(path).state_dict())
