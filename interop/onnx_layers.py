@@ -9,8 +9,6 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-import numpy as np
-
 from ..engine.nn.module import Module, Parameter
 from ..engine.nn.norm import _BatchNorm
 from .onnx_ops import CONVERTERS, OnnxNode
@@ -29,12 +27,12 @@ SLOTS: dict[str, tuple[str, ...]] = {
 class OnnxLayer(Module):
     """One ONNX node with its weights as parameters; ``forward(x)`` runs the node's converter."""
 
-    def __init__(self, node: OnnxNode, weights: dict[str, np.ndarray]) -> None:
+    def __init__(self, node: OnnxNode, weights: dict[str, Parameter]) -> None:
         super().__init__()
         object.__setattr__(self, "node", node)
         object.__setattr__(self, "slots", tuple(weights))  # (a free parameter may join it)
-        for slot, array in weights.items():
-            setattr(self, slot, Parameter(array))
+        for slot, param in weights.items():
+            setattr(self, slot, param)
 
     def forward(self, x):
         node = replace(self.node, training=self.training)
@@ -87,17 +85,17 @@ class OnnxBatchNorm(_BatchNorm):
     ranks = (2, 3, 4, 5)
     expects = "(N, C, ...)"
 
-    def __init__(self, node: OnnxNode, weights: dict[str, np.ndarray]) -> None:
+    def __init__(self, node: OnnxNode, weights: dict[str, Parameter]) -> None:
         channels = weights["weight"].shape[0]
-        dtype = str(weights["weight"].dtype)
+        dtype = weights["weight"].dtype
         momentum = 1.0 - float(node.attr("momentum", 0.9))
         super().__init__(channels, float(node.attr("epsilon", 1e-5)), momentum, dtype=dtype)
-        for slot, array in weights.items():
-            getattr(self, slot).data[...] = array.reshape(channels)
+        for slot, param in weights.items():
+            getattr(self, slot).data[...] = param.data.reshape(channels)
 
 
-def make_layer(node: OnnxNode, weights: dict[str, np.ndarray]) -> Module:
-    """The layer module of ``node`` holding ``weights`` (slot name -> array)."""
+def make_layer(node: OnnxNode, weights: dict[str, Parameter]) -> Module:
+    """The layer module of ``node`` using ``weights`` (slot name -> Parameter)."""
     if node.op == "BatchNormalization":
         return OnnxBatchNorm(node, weights)
     return LAYER_CLASSES[node.op](node, weights)

@@ -51,6 +51,24 @@ def _identifier(part: str) -> str:
     return f"{name}_" if name in _RESERVED else name
 
 
+def _scope_path(node_name: str) -> list[str]:
+    """The module path PyTorch's legacy exporter writes into a node's name: scopes joined by
+    "/", each a module's name, a container's child as ``container.child``, then the op:
+    ``/layer2/layer2.0/downsample/downsample.0/Conv`` -> ``layer2.0.downsample.0``; other
+    names become one identifier."""
+    scopes = node_name.split("/")[1:-1]
+    if not node_name.startswith("/") or not scopes:
+        return [_identifier(node_name)]
+    path = scopes[0]
+    for scope in scopes[1:]:
+        head, _, last = path.rpartition(".")
+        if scope.startswith(last + "."):  # the child of the container just named
+            path = f"{head}.{scope}" if head else scope
+        else:
+            path = f"{path}.{scope}"
+    return _path(path)
+
+
 def _path(name: str) -> list[str]:
     """A name's module path: its dotted parts where each is a word, else one identifier."""
     parts = name.split(".")
@@ -116,25 +134,35 @@ class OnnxModel(Module):
         return item
 
     def _layer_for(self, node, proto_node, arrays, trainable, uses) -> Module | None:
-        """The layer module of a node with weights, or None (the node runs as a function)."""
+        """The layer module of a node with weights, or None (the node runs as a function).
+
+        Weights named like a layer's (``conv1.weight``, ``conv1.bias``) belong to a layer at
+        that path. Others (``onnx::Conv_193``) stay parameters of the model itself under their
+        ONNX names (listed first, so the keys keep them) and the layer, placed where the node's
+        name says (``/layer1/layer1.0/conv1/Conv``: ``layer1.0.conv1``), shares them."""
         slots = SLOTS.get(node.op)
         inputs = list(proto_node.input)
         if slots is None or len(inputs) < 2:
             return None
-        named = dict(zip(slots, inputs[1:]))
-        named = {slot: n for slot, n in named.items() if n}
+        named = {slot: n for slot, n in zip(slots, inputs[1:]) if n}
         if any(n not in trainable or uses[n] != 1 for n in named.values()):
             return None
         prefixes = {n[: -len(slot) - 1] for slot, n in named.items() if n.endswith("." + slot)}
         conforming = len(prefixes) == 1 and all(n.endswith("." + s) for s, n in named.items())
-        if not conforming and node.op != "BatchNormalization":
-            return None
-        path = _path(prefixes.pop()) if conforming else [_identifier(node.name)]
-        layer = make_layer(node, {slot: arrays[n] for slot, n in named.items()})
-        self._place(path, layer)
-        for n in named.values():
-            self._params[n] = None  # owned by the layer
-        return layer
+        shared = not conforming and node.op != "BatchNormalization"
+        if shared and any(len(_path(n)) > 1 for n in named.values()):
+            return None  # a nested parameter could be listed under the layer's name first
+        if shared:
+            weights = {slot: self._root_param(n, arrays[n]) for slot, n in named.items()}
+        else:
+            weights = {slot: Parameter(arrays[n]) for slot, n in named.items()}
+            self._params.update((n, None) for n in named.values())  # owned by the layer
+        path = _path(prefixes.pop()) if conforming else _scope_path(node.name)
+        return self._place(path, make_layer(node, weights))
+
+    def _root_param(self, name: str, array: np.ndarray) -> Parameter:
+        self._params[name] = self._place(_path(name), Parameter(array))
+        return self._params[name]
 
     def forward(self, *inputs):
         if len(inputs) != len(self.input_names):

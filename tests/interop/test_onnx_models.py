@@ -99,6 +99,19 @@ def test_batchnorm_of_an_import_folds_into_its_conv(tmp_path):
     assert rel_err(compiled(x), run_ort(path, x)[0]) < 1e-5
 
 
+def test_legacy_names_stay_keys_and_node_names_give_layer_paths(exported):
+    """The legacy exporter folds BatchNorm into convs whose weights it names onnx::Conv_N:
+    those names are the keys, and each conv's layer sits where its node's name says."""
+    path, shape = exported("resnet18", "legacy")
+    model = ng.from_onnx(path)
+    keys = list(model.state_dict())
+    assert all(k.startswith("onnx__Conv_") for k in keys if not k.startswith("fc."))
+    convs = [n for n, m in MODELS["resnet18"][0]().named_modules()
+             if isinstance(m, torch.nn.Conv2d)]  # fmt: skip
+    rows = [r.name for r in ng.summary(model, ng.Spec(shape)).rows]
+    assert sorted(rows[:-2]) == sorted(convs) and rows[-2] == "fc"
+
+
 def test_summary_lists_the_imported_layers(exported):
     path, shape = exported("lenet5", "dynamo")
     table = ng.summary(ng.from_onnx(path), ng.Spec(shape))
