@@ -87,10 +87,7 @@ class OnnxModel(Module):
         if graph.sparse_initializer:
             raise OnnxError("sparse initializers are not supported; store them dense")
         arrays = {t.name: numpy_helper.to_array(t).copy() for t in graph.initializer}  # writable
-        settings = {n.input[i] for n in graph.node
-                    for i in SETTING_INPUTS.get(n.op_type, ()) if i < len(n.input)}  # fmt: skip
-        trainable = {n for n, a in arrays.items() if a.ndim and n not in settings
-                     and np.issubdtype(a.dtype, np.floating)}  # fmt: skip
+        trainable = _trainable(graph, arrays)
         uses = Counter(i for n in graph.node for i in n.input if i)
         uses.update(o.name for o in graph.output)
         object.__setattr__(
@@ -187,6 +184,24 @@ class OnnxModel(Module):
                        for n, o in zip(names_out, outs))  # fmt: skip
         outputs = [env[n] for n in self.output_names]
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+
+def _trainable(graph: onnx.GraphProto, arrays: dict[str, np.ndarray]) -> set[str]:
+    """The float initializers that are parameters. Exporters also store constants of the
+    arithmetic as initializers (an attention scale as a 1-element tensor, Resize's scales), so
+    these stay constants: 0-d ones, those feeding settings (SETTING_INPUTS), and 1-element ones
+    unless a layer reads them as weights (PReLU's slope) or a module name (``act.weight``)."""
+    settings, weights = set(), set()
+    for n in graph.node:
+        settings.update(n.input[i] for i in SETTING_INPUTS.get(n.op_type, ()) if i < len(n.input))
+        weights.update(n.input[1 : 1 + len(SLOTS.get(n.op_type, ()))])
+
+    def is_parameter(name: str, a: np.ndarray) -> bool:
+        if a.ndim == 0 or name in settings or not np.issubdtype(a.dtype, np.floating):
+            return False
+        return a.size > 1 or name in weights or len(_path(name)) > 1
+
+    return {name for name, a in arrays.items() if is_parameter(name, a)}
 
 
 def _convert(node: OnnxNode, args: list) -> list:

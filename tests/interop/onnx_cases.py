@@ -37,6 +37,16 @@ def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
+def perturb_parameters(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Every parameter moved by noise, so no two are equal: the dynamo exporter's optimizer
+    stores equal initializers once (LayerNorm's ones, zero biases), which would tie them."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return model
+
+
 MODELS = {  # name -> (constructor, input shape)
     "lenet5": (lenet5, (2, 1, 32, 32)),
     "resnet18": (lambda: tz.resnet18(num_classes=10), (1, 3, 32, 32)),
