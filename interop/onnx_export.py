@@ -100,8 +100,11 @@ def _graph_and_values(model_or_compiled, specs: Sequence[Spec], optimized: bool)
             n.id: state[n.name].data for n in graph.nodes if n.role in ("param", "state")
         }
     graph = getattr(model_or_compiled, "forward_graph", None)
-    if graph is None:
-        raise OnnxError("to_onnx: give an nn.Module or a compiled model (ng.compile / ng.load)")
+    if graph is None or not hasattr(model_or_compiled, "executable"):
+        raise OnnxError(
+            f"to_onnx exports inference models: give an nn.Module or what ng.compile or "
+            f"ng.load returns, not a {type(model_or_compiled).__name__}"
+        )
     read = model_or_compiled.executable.read
     return graph, {n.id: read(n.id) for n in graph.nodes if n.role in ("param", "state")}
 

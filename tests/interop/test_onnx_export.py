@@ -87,3 +87,11 @@ def test_an_exported_model_imports_at_another_batch_size(tmp_path):
     expected = ng.compile(model, ng.Spec(x.shape), backend="interp")(x)
     got = ng.compile(ng.from_onnx(path), ng.Spec(x.shape), backend="interp")(x)
     assert rel_err(got, expected) < 1e-6
+
+
+def test_a_training_step_is_refused():
+    model, shape = models.mlp([4, 3]), (2, 4)
+    loss, sgd, y = ng.nn.CrossEntropyLoss(), ng.optim.SGD(lr=0.1), ng.Spec((2,), "int64")
+    step = ng.compile_training(model, loss, sgd, ng.Spec(shape), y, backend="interp")
+    with pytest.raises(OnnxError, match="inference models.*TrainingStep"):
+        ng.to_onnx(step)
