@@ -23,7 +23,8 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # ONNX interchange imports the optional onnx package only when it is used.
+    # ONNX interchange (from_onnx, to_onnx) imports the optional onnx package only when it is
+    # used; the names stay out of __all__ so that ``import *`` works without it.
     if name in ("from_onnx", "to_onnx"):
         try:
             from . import interop
@@ -45,7 +46,6 @@ __all__ = [
     "compile_grad",
     "compile_training",
     "errors",
-    "from_onnx",
     "functional",
     "gradcheck",
     "library",
@@ -54,6 +54,5 @@ __all__ = [
     "nn",
     "optim",
     "summary",
-    "to_onnx",
     "trace",
 ]
