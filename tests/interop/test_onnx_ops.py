@@ -194,3 +194,35 @@ def test_resize_clip_and_global_max_pool():
     _check("Clip", (2, 3), weights=[np.array(-0.5, np.float32), np.array(0.5, np.float32)])
     _check("Clip", (2, 3), weights=[None, np.array(6.0, np.float32)])
     _check("GlobalMaxPool", (2, 3, 4, 5))
+
+
+def test_folding_and_selection_ops():
+    """Shape arithmetic through Size, ConstantOfShape, Range, Equal, Where, Cast, CastLike,
+    Mul, Div (folded), and on the traced input Sum, Mean, Greater, Where, Reciprocal, Sign."""
+    make = helper.make_node
+    nodes = [
+        make("Shape", ["x"], ["s"]), make("Size", ["x"], ["n"]),
+        make("Gather", ["s", "zero"], ["a"], axis=0), make("Unsqueeze", ["a", "axes"], ["u"]),
+        make("ConstantOfShape", ["one"], ["c"], value=numpy_helper.from_array(_i(-1))),
+        make("Concat", ["u", "c"], ["t0"], axis=0), make("Equal", ["t0", "c"], ["is_free"]),
+        make("Where", ["is_free", "t0", "t0"], ["t1"]), make("Mul", ["t1", "one"], ["t2"]),
+        make("Div", ["t2", "one"], ["t3"]), make("Cast", ["t3"], ["t4"], to=TensorProto.INT64),
+        make("Range", ["a0", "a", "one0"], ["r"]), make("CastLike", ["r", "t4"], ["r1"]),
+        make("ReduceSum", ["r1"], ["rs"], keepdims=1), make("Add", ["t4", "rs"], ["t5"]),
+        make("Sub", ["t5", "rs"], ["t6"]), make("Reshape", ["x", "t6"], ["flat"]),
+        make("Sum", ["flat", "flat", "flat"], ["tri"]), make("Mean", ["tri", "flat"], ["m"]),
+        make("Greater", ["m", "zerof"], ["pos"]), make("Reciprocal", ["m"], ["inv"]),
+        make("Sign", ["m"], ["sg"]), make("Where", ["pos", "inv", "sg"], ["y"]),
+    ]  # fmt: skip
+    inits = [numpy_helper.from_array(a, n) for n, a in (
+        ("zero", np.array(0, np.int64)), ("axes", _i(0)), ("one", _i(1)),
+        ("a0", np.array(0, np.int64)), ("one0", np.array(1, np.int64)),
+        ("zerof", np.array(0.0, np.float32)))]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 12])], inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    x = sample((2, 3, 4))
+    got = ng.compile(ng.from_onnx(model), ng.Spec(x.shape), backend="interp")(x)
+    assert rel_err(got, run_ort(model.SerializeToString(), x)[0]) < 1e-6
