@@ -170,6 +170,8 @@ def _gather(node: OnnxNode, inputs: list) -> list:
     data, indices = inputs
     axis = int(node.attr("axis", 0)) % len(_shape(data))
     indices = const_values(node, indices, "the indices")
+    if not np.issubdtype(indices.dtype, np.integer):
+        raise node.refuse(f"its indices must be integers, not {indices.dtype}")
     size = _shape(data)[axis]
     if is_const(data):
         return [np.take(data, indices, axis)]
