@@ -21,6 +21,21 @@ from .library_checks import gradcheck
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # ONNX interchange (from_onnx, to_onnx) imports the optional onnx package only when it is
+    # used; the names stay out of __all__ so that ``import *`` works without it.
+    if name in ("from_onnx", "to_onnx"):
+        try:
+            from . import interop
+        except ImportError as e:
+            raise ImportError(
+                f"numbagrad.{name} needs the onnx package: pip install numbagrad[onnx] ({e})"
+            ) from None
+        return getattr(interop, name)
+    raise AttributeError(f"module 'numbagrad' has no attribute {name!r}")
+
+
 __all__ = [
     "Graph",
     "Node",

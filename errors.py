@@ -73,3 +73,9 @@ class CacheWarning(RuntimeWarning):
 class DistributedError(NumbagradError):
     """Data-parallel training that cannot go on: MPI missing, processes that compiled
     different steps, a process that stopped with an error or stopped answering."""
+
+
+class OnnxError(NumbagradError, ValueError):
+    """An ONNX file or model that ``numbagrad.from_onnx`` refuses: unreadable, truncated,
+    hostile (external data outside the model's folder, huge declared shapes), or using
+    operators numbagrad cannot import; or a graph ``numbagrad.to_onnx`` cannot export."""

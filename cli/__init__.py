@@ -5,7 +5,10 @@
 - ``eval MODEL.npz`` (evaluate.py): a saved model's accuracy, per class, confusion matrix;
 - ``graph MODEL -o FILE.svg`` (graph.py): the compiler's graphs as pictures;
 - ``profile MODEL`` and ``summary MODEL`` (profile.py): what the passes do, where the time
-  goes; the layer table.
+  goes; the layer table;
+- ``compile MODEL.onnx --save FILE.npz`` (compile.py): an ONNX model compiled ahead of time.
+
+``train`` and ``summary`` also take an ``.onnx`` file as MODEL (onnx_model.py).
 
 Every error a user can cause (bad arguments, missing or malformed data, an unfinished backend)
 ends with one line ``numbagrad: error: ...`` on stderr and a non-zero exit status.
@@ -18,6 +21,7 @@ from collections.abc import Sequence
 
 from .. import distributed
 from ..errors import NumbagradError
+from . import compile as _compile
 from . import evaluate as _evaluate
 from . import graph, profile, train
 from .common import MODELS, OPTIMIZERS, PROG, Parser, UsageError, build_model, build_optimizer
@@ -47,6 +51,7 @@ def build_parser() -> Parser:
     graph.add_parser(sub)
     profile.add_profile_parser(sub)
     profile.add_summary_parser(sub)
+    _compile.add_parser(sub)
     return parser
 
 

@@ -48,13 +48,22 @@ class UsageError(NumbagradError):
 
 
 def check_model(name: str) -> None:
-    if name not in MODELS:
-        raise UsageError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
+    if name not in MODELS and not name.lower().endswith(".onnx"):
+        raise UsageError(
+            f"unknown model {name!r}; known models: {', '.join(MODELS)} (or an .onnx file)"
+        )
 
 
 def build_model(name: str) -> nn.Module:
-    """The zoo model ``name`` for 1x32x32 inputs and 10 classes."""
+    """The zoo model ``name`` for 1x32x32 inputs and 10 classes, or the ONNX file ``name``
+    when its input takes 1x32x32 images."""
     check_model(name)
+    if name.lower().endswith(".onnx"):
+        from .onnx_model import check_fits_data, load_onnx
+
+        model = load_onnx(name)
+        check_fits_data(model, name, INPUT_SHAPE)
+        return model
     return MODELS[name](**MODEL_ARGS.get(name, {}))
 
 

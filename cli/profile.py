@@ -33,6 +33,7 @@ from .common import (
     positive,
 )
 from .graph import FORMATS, render
+from .onnx_model import input_shape, is_onnx, load_onnx, parse_shape
 
 
 def add_summary_parser(sub) -> None:
@@ -43,16 +44,24 @@ def add_summary_parser(sub) -> None:
         "kind, kernels, kernel size, stride, output shape, connections (multiply-accumulates "
         "per sample, bias included) and trainable parameters. Nothing is compiled.",
     )
-    parser.add_argument("model", help=f"model name: {', '.join(MODELS)}")
+    parser.add_argument("model", help=f"model name: {', '.join(MODELS)}, or an .onnx file")
     parser.add_argument(
         "--all", action="store_true", help="also list activations, dropout and flatten"
     )
+    parser.add_argument(
+        "--input-shape", type=parse_shape, metavar="N,C,H,W",
+        help="an .onnx model's input shape (default: the one it declares)",
+    )  # fmt: skip
     parser.set_defaults(run=summary_command)
 
 
 def summary_command(args: argparse.Namespace) -> int:
-    model = build_model(args.model)
-    print(summary(model, Spec((1, *INPUT_SHAPE)), all_layers=args.all))
+    if is_onnx(args.model):
+        model = load_onnx(args.model)
+        shape = input_shape(model, args.input_shape)
+    else:
+        model, shape = build_model(args.model), (1, *INPUT_SHAPE)
+    print(summary(model, Spec(shape), all_layers=args.all))
     return 0
 
 

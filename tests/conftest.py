@@ -7,5 +7,5 @@ from pathlib import Path
 
 import numbagrad  # noqa: F401
 
-for _folder in ("backends", "distributed", "engine", "graph", "library", "models"):
+for _folder in ("backends", "distributed", "engine", "graph", "interop", "library", "models"):
     sys.path.insert(0, str(Path(__file__).parent / _folder))

@@ -1,0 +1,50 @@
+"""Imported ONNX models on backend="cuda" (the CUDA simulator unless NUMBAGRAD_TEST_REAL_GPU=1,
+so at simulator scale): a small conv net and a transformer encoder layer from both exporters,
+and LeNet-5 from one, give onnxruntime's outputs. (ResNet-18 takes over 15 minutes on the
+simulator even at 16x16: it is checked on interp and cpu.)"""
+
+from __future__ import annotations
+
+import pytest
+from cuda_setup import REAL_GPU, require_cuda_backend  # first: it chooses the simulator
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+torch = pytest.importorskip("torch")
+
+import torch_zoo as tz  # noqa: E402
+from onnx_cases import EXPORTERS, export, lenet5, randomize_batchnorm  # noqa: E402
+from onnx_oracle import rel_err, run_ort, sample  # noqa: E402
+
+import numbagrad as ng  # noqa: E402
+
+require_cuda_backend()
+pytestmark = [pytest.mark.cuda, pytest.mark.torch] + ([pytest.mark.gpu] if REAL_GPU else [])
+
+
+def small_convnet() -> torch.nn.Module:
+    """Conv, BatchNorm, ceil-mode max pooling (uneven padding), Linear."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.BatchNorm2d(3), torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2, ceil_mode=True), torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5),
+    )  # fmt: skip
+
+
+CASES = {
+    "convnet": (small_convnet, (2, 1, 7, 7)),
+    "transformer": (lambda: tz.TransformerClassifier(4, 3, 8, 2, 1, 8, 3), (2, 3, 4)),
+    "lenet5": (lenet5, (1, 1, 32, 32)),
+}
+
+
+@pytest.mark.parametrize(
+    "name, exporter",
+    [(n, e) for n in ("convnet", "transformer") for e in EXPORTERS] + [("lenet5", "legacy")],
+)
+def test_imported_model_on_cuda_matches_onnxruntime(tmp_path, name, exporter):
+    torch.manual_seed(0)
+    build, shape = CASES[name]
+    path = export(randomize_batchnorm(build()), shape, tmp_path / "m.onnx", exporter)
+    x = sample(shape)
+    got = ng.compile(ng.from_onnx(path), ng.Spec(shape), backend="cuda")(x)
+    assert rel_err(got, run_ort(path, x)[0]) < 1e-4
