@@ -75,28 +75,35 @@ def _tap5(a, x, o, d, w0, w1, w2, w3, w4):
 
 
 @njit(cache=True, inline="always")
-def _kernel_row(a, x, o, d, wr):
-    """a += sum_j wr[j] * x[o + j*d : o + j*d + len(a)], five taps per pass."""
-    kw = wr.shape[0]
-    j = 0
-    while j < kw:
-        r = kw - j
-        oj = o + j * d
-        if r >= 5:
-            _tap5(a, x, oj, d, wr[j], wr[j + 1], wr[j + 2], wr[j + 3], wr[j + 4])
-            j += 5
-        elif r == 4:
-            _tap4(a, x, oj, d, wr[j], wr[j + 1], wr[j + 2], wr[j + 3])
-            j += 4
-        elif r == 3:
-            _tap3(a, x, oj, d, wr[j], wr[j + 1], wr[j + 2])
-            j += 3
-        elif r == 2:
-            _tap2(a, x, oj, d, wr[j], wr[j + 1])
-            j += 2
-        else:
-            _tap1(a, x, oj, wr[j])
-            j += 1
+def _taps_block(acc, x, o, d, w, c, i, j, k0, k1):
+    """acc[k - k0] += the next taps of kernel row i from tap j (at most five, fused in one pass
+    over the accumulator) for k0 <= k < k1, reading x at offset o; returns the taps done.
+    Choosing the tap count once per channel block, not once per output channel, measured
+    3-4x faster on short spans (LeNet's C3: 172 positions), where that choice dominated."""
+    r = w.shape[3] - j
+    if r >= 5:
+        for k in range(k0, k1):
+            wr = w[k, c, i]
+            _tap5(acc[k - k0], x, o, d, wr[j], wr[j + 1], wr[j + 2], wr[j + 3], wr[j + 4])
+        return 5
+    if r == 4:
+        for k in range(k0, k1):
+            wr = w[k, c, i]
+            _tap4(acc[k - k0], x, o, d, wr[j], wr[j + 1], wr[j + 2], wr[j + 3])
+        return 4
+    if r == 3:
+        for k in range(k0, k1):
+            wr = w[k, c, i]
+            _tap3(acc[k - k0], x, o, d, wr[j], wr[j + 1], wr[j + 2])
+        return 3
+    if r == 2:
+        for k in range(k0, k1):
+            wr = w[k, c, i]
+            _tap2(acc[k - k0], x, o, d, wr[j], wr[j + 1])
+        return 2
+    for k in range(k0, k1):
+        _tap1(acc[k - k0], x, o, w[k, c, i, j])
+    return 1
 
 
 @sized_kernel(size_arg=1)
@@ -157,8 +164,9 @@ def direct_forward(xf, wp, w, b, out, dh, dw, groups, kb, nrb):
                 xr = xf[n, g * cg + c]
                 for i in range(kh):
                     o = (r0 + i * dh) * wp
-                    for k in range(k0, k1):
-                        _kernel_row(acc[k - k0], xr, o, dw, w[k, c, i])
+                    j = 0
+                    while j < kw:
+                        j += _taps_block(acc, xr, o + j * dw, dw, w, c, i, j, k0, k1)
             for k in range(k0, k1):
                 for r in range(r0, r1):
                     src = acc[k - k0, (r - r0) * wp : (r - r0) * wp + ow_]
