@@ -23,6 +23,9 @@ C-contiguous, one float dtype (float32 or float64). Scratch buffers are allocate
 
 from __future__ import annotations
 
+import functools
+import math
+
 import numba
 import numpy as np
 
@@ -101,6 +104,7 @@ def choose_algorithm(kind, x_shape, w_shape, stride, padding, dilation, groups):
     return "direct" if direct else "im2col"
 
 
+@functools.lru_cache(maxsize=4096)  # per call it cost more than a small conv's kernel
 def _algorithm(kind, x_shape, w_shape, sh, sw, ph, pw, dh, dw, groups, forced):
     args = (kind, x_shape, w_shape, (sh, sw), (ph, pw), (dh, dw), groups)
     if forced is None:
@@ -111,10 +115,16 @@ def _algorithm(kind, x_shape, w_shape, sh, sw, ph, pw, dh, dw, groups, forced):
 
 
 def _blocks(n, kg, groups, rows):
-    """Output-channel block and row-block count for direct_forward. Measured: long rows win
-    (an accumulator of a few channels x the whole image, L2-resident, beats L1-sized row blocks
-    by 1.5-2x), so split rows only when images x channel blocks cannot feed every thread."""
-    want = 2 * numba.get_num_threads()
+    """Output-channel block and row-block count for direct_forward."""
+    return _blocks_for(n, kg, groups, rows, numba.get_num_threads())
+
+
+@functools.lru_cache(maxsize=4096)
+def _blocks_for(n, kg, groups, rows, threads):
+    """``_blocks`` on ``threads`` threads. Measured: long rows win (an accumulator of a few
+    channels x the whole image, L2-resident, beats L1-sized row blocks by 1.5-2x), so split
+    rows only when images x channel blocks cannot feed every thread."""
+    want = 2 * threads
     kb = min(kg, DIRECT_CHANNEL_BLOCK)
     while kb > 1 and n * groups * (-(-kg // kb)) < want:
         kb = -(-kb // 2)
@@ -127,7 +137,7 @@ def _blocks(n, kg, groups, rows):
 def aligned_empty(shape, dtype, align=64):
     """np.empty whose data starts on an ``align``-byte boundary."""
     dtype = np.dtype(dtype)
-    size = int(np.prod(shape))
+    size = math.prod(shape)
     buf = np.empty(size * dtype.itemsize + align, dtype=np.uint8)
     off = -buf.ctypes.data % align
     return buf[off : off + size * dtype.itemsize].view(dtype).reshape(shape)
@@ -140,7 +150,7 @@ def _check(*arrays):
     for a in arrays:
         if not a.flags.c_contiguous:
             raise ValueError(f"conv2d kernels need C-contiguous arrays, got strides {a.strides}")
-        if a.dtype != dtype or dtype not in (np.float32, np.float64):
+        if a.dtype != dtype or dtype.char not in "fd":  # float32, float64
             raise ValueError(
                 f"conv2d kernels need float32 or float64 arrays of one dtype, got "
                 f"{', '.join(str(b.dtype) for b in arrays)}"
