@@ -37,14 +37,12 @@ def lower(node: Node, graph: Graph) -> tuple[Launch, str]:
 
 @lowers("conv2d")
 def _conv2d(node, graph):
-    args = conv_args(node)
+    x, w = (graph[i].shape for i in node.inputs[:2])
+    run = conv.forward_launch(x, w, node.shape, *conv_args(node))
+    if len(node.inputs) == 3:
+        return lambda inputs, out: run(inputs[0], inputs[1], inputs[2], out)
     no_bias = np.zeros(0, dtype=node.dtype)
-
-    def launch(inputs, out):
-        x, w = inputs[:2]
-        conv.conv2d_forward(x, w, inputs[2] if len(inputs) == 3 else no_bias, out, *args)
-
-    return launch
+    return lambda inputs, out: run(inputs[0], inputs[1], no_bias, out)
 
 
 @lowers("conv2d_grad_input")

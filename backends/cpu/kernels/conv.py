@@ -161,41 +161,69 @@ def _empty_bias(dtype):
     return np.empty(0, dtype=dtype)
 
 
-def _direct_forward(x, w, b, out, ph, pw, dh, dw, groups):
-    n, c, h, wd = x.shape
+def _direct_forward_launch(x_shape, w_shape, out_shape, ph, pw, dh, dw, groups):
+    n, c, h, wd = x_shape
     hp, wp = h + 2 * ph, wd + 2 * pw
+    kb, nrb = _blocks(n, w_shape[0] // groups, groups, out_shape[2])
+    kernel = _d.direct_forward.for_size(math.prod(out_shape))
     if ph == 0 and pw == 0:
-        xf = x.reshape(n, c, h * wd)
-    else:
+        flat = (n, c, h * wd)
+        return lambda x, w, b, out: kernel(x.reshape(flat), wp, w, b, out, dh, dw, groups, kb, nrb)
+
+    def launch(x, w, b, out):
         xf = aligned_empty((n, c, hp * wp), x.dtype)
         _d.pad_flat(x, xf, ph, pw, hp, wp)
-    kb, nrb = _blocks(n, w.shape[0] // groups, groups, out.shape[2])
-    _d.direct_forward(xf, wp, w, b, out, dh, dw, groups, kb, nrb)
+        kernel(xf, wp, w, b, out, dh, dw, groups, kb, nrb)
+
+    return launch
+
+
+def _full_window_launch(n, k):
+    def launch(x, w, b, out):
+        matmul(x.reshape(n, -1), w.reshape(k, -1), out.reshape(n, k), False, True)
+        if b.shape[0]:
+            _g.add_bias(out.reshape(n, k, 1), b)
+
+    return launch
+
+
+def forward_launch(x_shape, w_shape, out_shape, sh, sw, ph, pw, dh, dw, groups, algorithm=None):
+    """``conv2d_forward`` for these shapes with every per-call decision (algorithm, work
+    split) taken once: a function (x, w, b, out) of C-contiguous arrays of one float dtype,
+    not checked again (what a lowering calls on the executable's buffers; at batch 1 the
+    decisions cost as much as LeNet's convolutions)."""
+    args = (sh, sw, ph, pw, dh, dw, groups)
+    algo = _algorithm("forward", x_shape, w_shape, *args, algorithm)
+    n, k = out_shape[:2]
+    if algo == "full_window":
+        return _full_window_launch(n, k)
+    if algo == "direct":
+        return _direct_forward_launch(x_shape, w_shape, out_shape, ph, pw, dh, dw, groups)
+    if algo == "gemm1x1":
+        p = out_shape[2] * out_shape[3]
+
+        def gemm1x1(x, w, b, out):
+            out3 = out.reshape(n, k, p)
+            group_matmul_per_image(w.reshape(k, -1), x.reshape(n, -1, p), out3, groups, False)
+            if b.shape[0]:
+                _g.add_bias(out3, b)
+
+        return gemm1x1
+
+    def winograd_or_im2col(x, w, b, out):
+        if algo == "winograd" and _w.conv(x, w, b, out, ph, pw):
+            return  # (False: it read a NaN or an infinity, recomputed below)
+        _g.gemm_forward(x, w, b, out, *args, IM2COL_BYTES)
+
+    return winograd_or_im2col
 
 
 def conv2d_forward(x, w, b, out, sh, sw, ph, pw, dh, dw, groups, *, algorithm=None):
     """out (N, K, OH, OW) = conv2d(x (N, C, H, W), w (K, C//groups, KH, KW)) + b (K,); a
     zero-length ``b`` means no bias. ``algorithm`` overrides the choice (for tests/benchmarks)."""
     _check(x, w, b, out)
-    algo = _algorithm("forward", x.shape, w.shape, sh, sw, ph, pw, dh, dw, groups, algorithm)
-    n, k = out.shape[:2]
-    if algo == "gemm1x1":
-        p = out.shape[2] * out.shape[3]
-        x3, out3 = x.reshape(n, x.shape[1], p), out.reshape(n, k, p)
-        group_matmul_per_image(w.reshape(k, -1), x3, out3, groups, False)
-        if b.shape[0]:
-            _g.add_bias(out3, b)
-    elif algo == "full_window":
-        out2 = out.reshape(n, k)
-        matmul(x.reshape(n, -1), w.reshape(k, -1), out2, False, True)
-        if b.shape[0]:
-            _g.add_bias(out.reshape(n, k, 1), b)
-    elif algo == "direct":
-        _direct_forward(x, w, b, out, ph, pw, dh, dw, groups)
-    elif algo == "winograd" and _w.conv(x, w, b, out, ph, pw):
-        pass  # (False: it read a NaN or an infinity, recomputed below)
-    else:
-        _g.gemm_forward(x, w, b, out, sh, sw, ph, pw, dh, dw, groups, IM2COL_BYTES)
+    args = (sh, sw, ph, pw, dh, dw, groups)
+    forward_launch(x.shape, w.shape, out.shape, *args, algorithm)(x, w, b, out)
 
 
 def conv2d_backward_input(gy, w, gx, sh, sw, ph, pw, dh, dw, groups, *, algorithm=None):
