@@ -31,6 +31,7 @@ import numpy as np
 
 from . import conv_direct as _d
 from . import conv_gemm as _g
+from . import conv_taps as _t
 from . import winograd as _w
 from .linalg import group_matmul_per_image, matmul, matmul_accumulate
 from .reduce import all_finite, sum_outer_inner
@@ -89,6 +90,8 @@ def _winograd_pays(kind, x_shape, w_shape, padding):
 def choose_algorithm(kind, x_shape, w_shape, stride, padding, dilation, groups):
     """The algorithm the entry points run for ``kind``; one of ALGORITHMS."""
     algos = applicable_algorithms(kind, x_shape, w_shape, stride, padding, dilation, groups)
+    if "full_window" in algos:  # one GEMM over the batch (a 1x1 map: gemm1x1 runs one per image)
+        return "full_window"
     if algos[0] != "direct":  # gemm1x1 and full_window are plain GEMMs: always best
         return algos[0]
     if "winograd" in algos and _winograd_pays(kind, x_shape, w_shape, padding):
@@ -189,9 +192,32 @@ def _full_window_launch(n, k):
 
 def forward_launch(x_shape, w_shape, out_shape, sh, sw, ph, pw, dh, dw, groups, algorithm=None):
     """``conv2d_forward`` for these shapes with every per-call decision (algorithm, work
-    split) taken once: a function (x, w, b, out) of C-contiguous arrays of one float dtype,
-    not checked again (what a lowering calls on the executable's buffers; at batch 1 the
-    decisions cost as much as LeNet's convolutions)."""
+    split, kernel crop) taken once: a function (x, w, b, out) of C-contiguous arrays of one
+    float dtype, not checked again (what a lowering calls on the executable's buffers; at
+    batch 1 the decisions cost as much as LeNet's convolutions)."""
+    args = (sh, sw, ph, pw, dh, dw, groups)
+    crop = None if algorithm else _live_crop(x_shape, w_shape, sh, sw, ph, pw, dh, dw)
+    full = _forward_launch(x_shape, w_shape, out_shape, *args, algorithm)
+    if crop is None:
+        return full
+    small = _forward_launch(
+        x_shape, _t.cropped_shape(w_shape, crop), out_shape, sh, sw, *crop[1], dh, dw, groups, None
+    )
+
+    def cropped(x, w, b, out):
+        if all_finite(w.reshape(-1)):  # else 0 * w is NaN somewhere: the full conv says where
+            small(x, _t.crop_weight(w, crop), b, out)
+        else:
+            full(x, w, b, out)
+
+    return cropped
+
+
+def _live_crop(x_shape, w_shape, sh, sw, ph, pw, dh, dw):
+    return _t.live_crop(x_shape[2:], w_shape[2:], (sh, sw), (ph, pw), (dh, dw))
+
+
+def _forward_launch(x_shape, w_shape, out_shape, sh, sw, ph, pw, dh, dw, groups, algorithm):
     args = (sh, sw, ph, pw, dh, dw, groups)
     algo = _algorithm("forward", x_shape, w_shape, *args, algorithm)
     n, k = out_shape[:2]
@@ -229,6 +255,11 @@ def conv2d_forward(x, w, b, out, sh, sw, ph, pw, dh, dw, groups, *, algorithm=No
 def conv2d_backward_input(gy, w, gx, sh, sw, ph, pw, dh, dw, groups, *, algorithm=None):
     """gx (N, C, H, W) = dL/dx of the conv, from gy = dL/dy (N, K, OH, OW); overwrites gx."""
     _check(gy, w, gx)
+    crop = None if algorithm else _live_crop(gx.shape, w.shape, sh, sw, ph, pw, dh, dw)
+    if crop is not None:  # (the dropped taps only ever write padding)
+        w_live = _t.crop_weight(w, crop)
+        conv2d_backward_input(gy, w_live, gx, sh, sw, *crop[1], dh, dw, groups)
+        return
     algo = _algorithm(
         "backward_input", gx.shape, w.shape, sh, sw, ph, pw, dh, dw, groups, algorithm
     )
@@ -281,6 +312,12 @@ def group_weight_grad_per_image(x3, gy3, gw, groups):
 def conv2d_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, *, algorithm=None):
     """gw (K, C//groups, KH, KW) = dL/dw of the conv, from x and gy = dL/dy; overwrites gw."""
     _check(x, gy, gw)
+    crop = None if algorithm else _live_crop(x.shape, gw.shape, sh, sw, ph, pw, dh, dw)
+    if crop is not None and all_finite(gy.reshape(-1)):  # else 0 * gy may be NaN
+        gw_live = np.empty(_t.cropped_shape(gw.shape, crop), dtype=gw.dtype)
+        conv2d_backward_weight(x, gy, gw_live, sh, sw, *crop[1], dh, dw, groups)
+        _t.uncrop_grad(gw_live, gw, crop)
+        return
     algo = _algorithm(
         "backward_weight", x.shape, gw.shape, sh, sw, ph, pw, dh, dw, groups, algorithm
     )
