@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from . import conv_phases as _p
 from .linalg import matmul, matmul_accumulate
 from .parallel import sized_kernel
 
@@ -154,6 +155,29 @@ def _chunks(n_, rows, kg, p_, dtype, budget):
         )
 
 
+def _columns(x, cols, n0, m, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_):
+    """im2col, as whole-plane copies (conv_phases.py) when the conv keeps x's geometry."""
+    if not _p.applies(x.shape[2:], (oh_, ow_), (sh, sw)):
+        im2col(x, cols, n0, m, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_)
+        return
+    c, p_ = x.shape[1], oh_ * ow_
+    if sh == 1:  # the phase is x itself
+        xp = x[n0 : n0 + m].reshape(m, c, 1, p_)
+    else:
+        xp = _p.phase_scratch(m, c, sh, p_, x.dtype)
+        _p.split_phases(x, xp, n0, sh)
+    _p.im2col_phases(xp, cols, m, kh, kw, sh, ph, pw, dh, dw, oh_, ow_)
+
+
+def _add_columns(cols, gx, n0, m, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_):
+    """col2im, through phase planes (conv_phases.py) when the conv keeps x's geometry."""
+    if not _p.applies(gx.shape[2:], (oh_, ow_), (sh, sw)):
+        col2im(cols, gx, n0, m, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_)
+        return
+    gxp = _p.phase_scratch(m, gx.shape[1], sh, oh_ * ow_, gx.dtype)
+    _p.col2im_phases(cols, gx, gxp, n0, kh, kw, sh, ph, pw, dh, dw, oh_, ow_)
+
+
 def _dims(x_shape, w_shape, out_hw, groups):
     """(N, K, P, K/groups, C/groups*KH*KW, C*KH*KW) of a conv's GEMMs."""
     k_, cg, kh, kw = w_shape
@@ -168,7 +192,7 @@ def gemm_forward(x, w, b, out, sh, sw, ph, pw, dh, dw, groups, budget):
     w2 = w.reshape(k_, r_)
     out3 = out.reshape(n_, k_, p_)
     for n0, mm, cv, yv in _chunks(n_, rows, kg, p_, x.dtype, budget):
-        im2col(x, cv, n0, mm, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_)
+        _columns(x, cv, n0, mm, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_)
         for g in range(groups):
             matmul(w2[g * kg : (g + 1) * kg], cv[g * r_ : (g + 1) * r_], yv, False, False)
             scatter_channels(yv, out3, n0, mm, g * kg, b)
@@ -184,7 +208,7 @@ def gemm_backward_input(gy, w, gx, sh, sw, ph, pw, dh, dw, groups, budget):
         for g in range(groups):
             gather_channels(gy3, gv, n0, mm, g * kg)
             matmul(w2[g * kg : (g + 1) * kg], gv, cv[g * r_ : (g + 1) * r_], True, False)
-        col2im(cv, gx, n0, mm, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_)
+        _add_columns(cv, gx, n0, mm, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_)
 
 
 def gemm_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, budget):
@@ -194,7 +218,7 @@ def gemm_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, budget):
     gw2 = gw.reshape(k_, r_)
     gy3 = gy.reshape(n_, k_, p_)
     for n0, mm, cv, gv in _chunks(n_, rows, kg, p_, x.dtype, budget):
-        im2col(x, cv, n0, mm, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_)
+        _columns(x, cv, n0, mm, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_)
         for g in range(groups):
             gather_channels(gy3, gv, n0, mm, g * kg)
             dst = gw2[g * kg : (g + 1) * kg]
