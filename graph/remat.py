@@ -89,15 +89,18 @@ def _flops(graph: Graph, node: Node) -> int:
 
 
 RECOMPUTABLE = frozenset({"conv2d", "matmul", "max_pool2d", "avg_pool2d"})
-"""Ops other than elementwise ones a recompute closure may hold (one each): pure, and their
-FLOPs rank them after every elementwise candidate, so they are recomputed only when the
-elementwise ones are not enough (checkpointing a conv output from its saved input)."""
+"""Ops other than elementwise ones and reshapes that a recompute closure may hold: pure, and
+costly enough (FLOPs per byte) that every cheaper candidate is taken before them."""
+
+DEPTH = 3
+"""The most ``RECOMPUTABLE`` ops one closure may hold: a residual block's two convs and its
+downsampling conv, so a segment is at most a block and its input stays saved."""
 
 
-def _closure(forward: Graph, value: int, kept: set[int]) -> list[int] | None:
+def _closure(forward: Graph, value: int, kept: set[int], depth: int | None) -> list[int] | None:
     """The forward op ids to recompute ``value`` from ``kept`` saved values and leaves, in
     topological order; None when that needs a state leaf, an op that is neither elementwise,
-    a reshape nor ``RECOMPUTABLE``, or more than one of those."""
+    a reshape nor ``RECOMPUTABLE``, or more than ``depth`` of those (None: any number)."""
     order: list[int] = []
     seen: set[int] = set()
     heavy = [0]
@@ -110,7 +113,7 @@ def _closure(forward: Graph, value: int, kept: set[int]) -> list[int] | None:
             return node.role != "state"
         if node.op != "reshape" and get_op(node.op).category != "elementwise":
             heavy[0] += 1
-            if node.op not in RECOMPUTABLE or heavy[0] > 1:
+            if node.op not in RECOMPUTABLE or (depth is not None and heavy[0] > depth):
                 return False
         seen.add(i)
         if not all(visit(j) for j in node.inputs):
@@ -121,23 +124,25 @@ def _closure(forward: Graph, value: int, kept: set[int]) -> list[int] | None:
     return order if visit(value) else None
 
 
-def candidates(forward: Graph, backward: Graph) -> list[int]:
-    """Saved forward values that can be recomputed, most bytes per added FLOP first, each
-    recomputable together with all before it (their closures, with every one of them no
-    longer saved, stay valid)."""
+def candidates(forward: Graph, backward: Graph, depth: int = DEPTH) -> list[int]:
+    """Saved forward values that can be recomputed, in the order they should be: one phase
+    per closure depth 1..``depth``, each most bytes per added FLOP first; a value joins only
+    if, with it and all before it recomputed, every closure stays within the phase's depth."""
     saved = set(_saved(backward))
-    scored = []
-    for v in saved:
-        node = forward[v]
-        closure = None if node.is_leaf else _closure(forward, v, saved)
-        if closure:
-            flops = sum(_flops(forward, forward[i]) for i in closure)
-            scored.append((-node.nbytes / (flops + 1), -node.nbytes, v))
     chosen: list[int] = []
-    for *_, v in sorted(scored):
-        kept = saved - {*chosen, v}
-        if all(_closure(forward, w, kept) for w in (*chosen, v)):
-            chosen.append(v)
+    for limit in range(1, depth + 1):
+        kept = saved - set(chosen)
+        done = {i for w in chosen for i in _closure(forward, w, kept, None) or ()}
+        scored = []
+        for v in kept:
+            closure = None if forward[v].is_leaf else _closure(forward, v, kept, limit)
+            if closure:
+                flops = sum(_flops(forward, forward[i]) for i in closure if i not in done)
+                scored.append((-forward[v].nbytes / (flops + 1), -forward[v].nbytes, v))
+        for *_, v in sorted(scored):
+            kept = saved - {*chosen, v}
+            if all(_closure(forward, w, kept, limit) for w in (*chosen, v)):
+                chosen.append(v)
     return chosen
 
 
@@ -172,18 +177,27 @@ def rematerialize(forward: Graph, backward: Graph, values: list[int]) -> tuple[G
 
     first = {v: first_read.get(leaf_of[v], len(nodes)) for v in values}
     for v in sorted(values, key=first.__getitem__):
-        at = first[v]
-        for i in _closure(forward, v, kept) or ():
+        at, local = first[v], {}  # local: forward id -> a copy only this chain reads
+        for i in _closure(forward, v, kept, None) or ():
             if i in memo:
                 continue
             f = forward[i]
-            ins = tuple(memo[j] if j in memo else leaf(forward[j]) for j in f.inputs)
-            reuse = i in chosen and i in leaf_of  # its readers keep reading the same id
-            node_id = leaf_of.pop(i) if reuse else next_id[0]
-            next_id[0] += not reuse
-            node = Node(node_id, f.op, ins, f.attrs, f.shape, f.dtype, f.name)
-            chains.setdefault(at, []).append(node)
-            memo[i] = node_id
+            ins = tuple(local.get(j) or memo.get(j) or leaf(forward[j]) for j in f.inputs)
+            # A value read later than ``at`` that is cheap to redo (no conv/GEMM/pool left
+            # to run for it) is copied for this chain and recomputed again where it is read,
+            # rather than kept alive from here: residual streams are elementwise chains.
+            cheap = _closure(forward, i, kept | memo.keys(), 0) is not None
+            if i != v and first.get(i) != at and cheap:
+                node_id, local[i] = next_id[0], next_id[0]
+                next_id[0] += 1
+            else:
+                reuse = i in chosen and i in leaf_of  # its readers keep reading the same id
+                node_id = leaf_of.pop(i) if reuse else next_id[0]
+                next_id[0] += not reuse
+                memo[i] = node_id
+            chains.setdefault(at, []).append(
+                Node(node_id, f.op, ins, f.attrs, f.shape, f.dtype, f.name)
+            )
             info.nodes += f.op != "reshape"
             info.flops += _flops(forward, f)
         info.values[v] = forward[v].name or forward[v].op
@@ -211,9 +225,12 @@ Planner = Callable[[Graph, Graph], tuple]
 """``plan(forward, backward) -> (forward, backward, report)``: optimize and plan the pair."""
 
 
-def fit_budget(forward: Graph, backward: Graph, budget: int, plan: Planner):
-    """``plan`` of the pair, recomputing the fewest candidates (a prefix of their order) that
-    make the planned arena fit ``budget`` bytes; the report's ``recomputed`` says what.
+def fit_budget(
+    forward: Graph, backward: Graph, budget: int, plan: Planner, plan_recomputed: Planner
+):
+    """``plan`` of the pair, or ``plan_recomputed`` of the pair recomputing the fewest
+    candidates (a prefix of their order) that make the planned arena fit ``budget`` bytes;
+    the report's ``recomputed`` says what.
 
     The arena is not monotone in the prefix (a recomputed conv output can raise the peak
     where its chain runs), so prefixes are tried on a coarse grid first, then the first one
@@ -228,7 +245,7 @@ def fit_budget(forward: Graph, backward: Graph, budget: int, plan: Planner):
     def attempt(k: int):
         if k not in tried:
             b, info = rematerialize(forward, backward, order[:k])
-            tried[k] = plan(forward, b)
+            tried[k] = plan_recomputed(forward, b)
             tried[k][2].recomputed = info
         return tried[k]
 
