@@ -9,7 +9,7 @@ import pytest
 
 import numbagrad as ng
 from numbagrad import nn, optim
-from numbagrad.backends import interp
+from numbagrad.backends import get_backend, interp
 from numbagrad.backends.executable import Executable
 from numbagrad.graph import Builder
 from numbagrad.graph import ops as O
@@ -61,6 +61,25 @@ def test_inplace_reuse_and_best_fit():
     pinned = plan_memory(g, pinned={ids["e"]})
     verify_plan(g, pinned)
     assert ids["e"] not in pinned.inplace.values()  # a pinned value is never overwritten
+
+
+def test_dropout_writes_over_the_input_that_dies_at_it_on_every_backend():
+    b = Builder()
+    x = b.leaf("input", (4, 8), "float32", "x")
+    step = b.leaf("input", (), "float64", "step")
+    h = O.exp(x)  # dies at the dropout
+    d = O.dropout(h, step, p=0.5, seed=3)
+    g = b.build([O.tanh(d)])
+    plan = plan_memory(g)
+    verify_plan(g, plan)
+    assert plan.inplace.get(d.id) == h.id and plan.offsets[d.id] == plan.offsets[h.id]
+    feeds = {x.id: np.linspace(-2, 2, 32, dtype=np.float32).reshape(4, 8), step.id: np.array(5.0)}
+    expected = interp.evaluate(g, feeds)[0]
+    assert 0 < np.count_nonzero(expected) < expected.size  # some dropped, some kept
+    cpu = get_backend("cpu").compile(g, feeds, plan)
+    for exe in (Executable(g, interp.lower, bindings=feeds, plan=plan), cpu):
+        exe.run()
+        np.testing.assert_allclose(exe.output_arrays()[0], expected, rtol=1e-6)
 
 
 def _lenet_training(batch=2):
