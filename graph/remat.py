@@ -204,7 +204,8 @@ def rematerialize(forward: Graph, backward: Graph, values: list[int]) -> tuple[G
             if i in memo:
                 continue
             f = forward[i]
-            ins = tuple(local.get(j) or memo.get(j) or leaf(forward[j]) for j in f.inputs)
+            ins = tuple(local.get(j, memo.get(j)) for j in f.inputs)
+            ins = tuple(leaf(forward[j]) if b is None else b for j, b in zip(f.inputs, ins))
             # A value read later than ``at`` that is cheap to redo (no conv/GEMM/pool left
             # to run for it) is copied for this chain and recomputed again where it is read,
             # rather than kept alive from here: residual streams are elementwise chains.

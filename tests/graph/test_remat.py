@@ -15,7 +15,7 @@ from numbagrad.graph import Builder
 from numbagrad.graph import ops as O
 from numbagrad.graph.ops.norm_stats import channel_row
 from numbagrad.graph.pipeline import saved_ids
-from numbagrad.graph.remat import candidates, parse_bytes, rematerialize
+from numbagrad.graph.remat import candidate_phases, candidates, parse_bytes, rematerialize
 from numbagrad.graph.training_memory import verify_training_plan
 from numbagrad.models import lenet5
 
@@ -58,6 +58,24 @@ def test_recomputing_a_relu_output_gives_the_same_gradients():
     assert relu in saved_ids(bwd) and relu not in saved_ids(b2)
     assert info.nodes >= 2 and info.flops > 0  # batch_norm and relu at least, not the conv
     assert not any(n.op == "conv2d" and n.name == fwd[relu].name for n in b2.ops())
+    values = _h.forward_values(fwd, feeds)
+    expected = interp.evaluate(bwd, _h.backward_feeds(fwd, bwd, values))
+    got = interp.evaluate(b2, _h.backward_feeds(fwd, b2, values))
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12)
+
+
+def test_a_segment_of_two_convs_is_recomputed_from_the_input_with_the_same_gradients():
+    fwd, feeds, relu = _conv_bn_relu_conv()
+    bwd = ng.backward(fwd)
+    conv1, conv2 = (n.id for n in fwd.ops() if n.op == "conv2d")
+    phases = candidate_phases(fwd, bwd)
+    # Depth 1 recomputes conv1's output from the input and the ReLU from conv1's output;
+    # conv2's output (saved for the square's gradient) then needs both convs: depth 2.
+    assert {relu, conv1} <= set(phases[0]) and phases[1] == [conv2]
+    b2, info = rematerialize(fwd, bwd, candidates(fwd, bwd))
+    assert not {conv1, relu, conv2} & saved_ids(b2)
+    assert sum(n.op == "conv2d" for n in b2.ops()) == 2  # both convs, once each
     values = _h.forward_values(fwd, feeds)
     expected = interp.evaluate(bwd, _h.backward_feeds(fwd, bwd, values))
     got = interp.evaluate(b2, _h.backward_feeds(fwd, b2, values))
