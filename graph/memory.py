@@ -8,11 +8,12 @@
    run, e.g. a backward graph's saved activations) live to the end. Not planned: leaves
    (bound externally or constants) and reshapes, which alias their operand; reading an alias
    reads its base, so it extends the base's lifetime.
-3. In-place: an elementwise op whose operand's buffer dies at that op and has the output's
-   size and dtype writes over it (each element is read before it is written at the same
-   index). The two values then form one buffer with the union of their lifetimes. An update
-   value (optimizer, running statistics) is written straight into its state leaf's buffer
-   when nothing reads the state after it (``inplace_updates``): no arena bytes, no copy.
+3. In-place: an elementwise op (or dropout: ``may_overwrite``) whose operand's buffer dies at
+   that op and has the output's size and dtype writes over it (each element is read before
+   it is written at the same index). The two values then form one buffer with the union of
+   their lifetimes. An update value (optimizer, running statistics) is written straight into
+   its state leaf's buffer when nothing reads the state after it (``inplace_updates``): no
+   arena bytes, no copy.
 4. Placement: buffers in an order (largest first, earliest first, or most bytes x steps
    first: the one of the smallest arena is kept), each placed by best fit: into the smallest
    gap between the buffers that are live at the same time that holds it, else above them.
@@ -116,10 +117,23 @@ def inplace_updates(graph: Graph) -> dict[int, int]:
     return result
 
 
+OVERWRITES_OPERAND = frozenset({"dropout"})
+"""Ops outside the elementwise category whose output may take over a dying operand's bytes:
+their cpu and cuda kernels read each element, then write it at the same index, and interp
+computes a new array before copying it. Not pooling gradients: their output is larger than
+every operand but max_pool2d_grad's input x, and that kernel zeroes its output before it
+reads x."""
+
+
+def may_overwrite(op: str) -> bool:
+    """Whether an ``op`` node may write its output over a same-sized operand that dies at it."""
+    return op in OVERWRITES_OPERAND or get_op(op).category == "elementwise"
+
+
 def _inplace_sources(graph: Graph, live: Liveness, node_id: int) -> list[int]:
     """Operand buffers ``node_id`` may overwrite: they die at its step, same bytes and dtype."""
     node = graph[node_id]
-    if get_op(node.op).category != "elementwise":
+    if not may_overwrite(node.op):
         return []
     t = live.intervals[node_id][0]
     result = []

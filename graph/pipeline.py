@@ -151,14 +151,27 @@ def optimize_training(
         return plan_pair(forward, backward)
     if not plan or PLAN in disable:
         raise OptionError("a memory budget needs the memory plan: do not disable plan_memory")
-    return fit_budget(forward, backward, parse_bytes(memory_budget), plan_pair)
+
+    # CSE would merge a value recomputed for one chain with the same value recomputed again
+    # where it is read (remat.py), keeping it alive in between: the backward graph gets its
+    # CSE before recomputation instead.
+    def plan_recomputed(f: Graph, b: Graph) -> tuple[Graph, Graph, PassReport]:
+        return _optimize_pair(f, b, passes, disable, plan, dump_dir, {"cse"})
+
+    if "cse" not in disable:
+        backward = PASSES["cse"](backward)
+    return fit_budget(forward, backward, parse_bytes(memory_budget), plan_pair, plan_recomputed)
 
 
-def _optimize_pair(forward, backward, passes, disable, plan, dump_dir):
-    """``optimize_training`` after ``compact_saved``, for one choice of saved values."""
+def _optimize_pair(forward, backward, passes, disable, plan, dump_dir, skip_backward=()):
+    """``optimize_training`` after ``compact_saved``, for one choice of saved values;
+    ``skip_backward``: passes not run on the backward graph."""
     keep = saved_ids(backward) | frozenset(forward.outputs)
     fwd, fwd_report = optimize(forward, passes, keep, disable, False, dump_dir, "forward")
-    bwd, bwd_report = optimize(backward, passes, frozenset(), disable, False, dump_dir, "backward")
+    b_disable = {*disable, *skip_backward}
+    bwd, bwd_report = optimize(
+        backward, passes, frozenset(), b_disable, False, dump_dir, "backward"
+    )
     report = PassReport.merge(fwd_report, bwd_report)
     if plan and PLAN not in disable:
         t0 = time.perf_counter()

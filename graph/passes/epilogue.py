@@ -240,9 +240,16 @@ def fuse_epilogue(graph: Graph, keep: frozenset[int] = frozenset()) -> Graph:
     the elementwise node computes one value per element of that result (same shape and
     dtype: no broadcasting beyond it). The fused node takes the elementwise node's id (so a
     kept activation stays available) and the producer's name (its layer).
+
+    Not fused: an optimizer update that reads its own state (momentum: ``m = mu * m + g``).
+    The producer's kernel writes its result before the epilogue reads the state, so the
+    fused node could not be computed into the state's buffer (``memory.inplace_updates``) and
+    would hold a weight-sized arena buffer to the end of the run; apart, the gradient dies at
+    the update, which runs in place.
     """
     users = graph.users()
     escapes = set(graph.roots()) | set(keep)
+    reads_own_state = {v for s, v in graph.updates if s in graph[v].inputs}
     taken: set[int] = set()
     rw = Rewriter(graph, keep)
     for p in graph.ops():
@@ -257,6 +264,7 @@ def fuse_epilogue(graph: Graph, keep: frozenset[int] = frozenset()) -> Graph:
         if (
             e is None
             or e.id in taken
+            or e.id in reads_own_state
             or get_op(e.op).category != "elementwise"
             or (e.shape, e.dtype) != (graph[chain[-1]].shape, p.dtype)
         ):

@@ -28,8 +28,7 @@ compute it straight into the state's buffer), so those readers are its predecess
 from __future__ import annotations
 
 from ..ir import Graph
-from ..memory import inplace_updates
-from ..ops import get_op
+from ..memory import inplace_updates, may_overwrite
 
 
 class _Model:
@@ -59,7 +58,7 @@ class _Model:
 
     def _overwritable(self, node) -> frozenset[int]:
         """The operand buffers the planner may let ``node`` write over when they die at it."""
-        if get_op(node.op).category != "elementwise":
+        if not may_overwrite(node.op):
             return frozenset()
         g = self.graph
         return frozenset(

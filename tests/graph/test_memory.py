@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import numbagrad as ng
-from numbagrad import nn
-from numbagrad.backends import interp
+from numbagrad import nn, optim
+from numbagrad.backends import get_backend, interp
 from numbagrad.backends.executable import Executable
 from numbagrad.graph import Builder
 from numbagrad.graph import ops as O
@@ -17,6 +17,7 @@ from numbagrad.graph.memory import (
     ALIGNMENT,
     MemoryPlanError,
     arena_views,
+    inplace_updates,
     liveness,
     plan_memory,
     verify_plan,
@@ -60,6 +61,25 @@ def test_inplace_reuse_and_best_fit():
     pinned = plan_memory(g, pinned={ids["e"]})
     verify_plan(g, pinned)
     assert ids["e"] not in pinned.inplace.values()  # a pinned value is never overwritten
+
+
+def test_dropout_writes_over_the_input_that_dies_at_it_on_every_backend():
+    b = Builder()
+    x = b.leaf("input", (4, 8), "float32", "x")
+    step = b.leaf("input", (), "float64", "step")
+    h = O.exp(x)  # dies at the dropout
+    d = O.dropout(h, step, p=0.5, seed=3)
+    g = b.build([O.tanh(d)])
+    plan = plan_memory(g)
+    verify_plan(g, plan)
+    assert plan.inplace.get(d.id) == h.id and plan.offsets[d.id] == plan.offsets[h.id]
+    feeds = {x.id: np.linspace(-2, 2, 32, dtype=np.float32).reshape(4, 8), step.id: np.array(5.0)}
+    expected = interp.evaluate(g, feeds)[0]
+    assert 0 < np.count_nonzero(expected) < expected.size  # some dropped, some kept
+    cpu = get_backend("cpu").compile(g, feeds, plan)
+    for exe in (Executable(g, interp.lower, bindings=feeds, plan=plan), cpu):
+        exe.run()
+        np.testing.assert_allclose(exe.output_arrays()[0], expected, rtol=1e-6)
 
 
 def _lenet_training(batch=2):
@@ -149,3 +169,35 @@ def test_an_executable_on_the_arena_computes_the_same():
     exe.run()
     exe.run()  # buffers reused across runs
     np.testing.assert_allclose(exe.output_arrays()[0], expected[0], rtol=1e-6)
+
+
+def test_every_optimizer_update_runs_in_place_and_training_is_unchanged():
+    # A Linear layer's weight gradient is a GEMM: fused with its momentum update as an
+    # epilogue, the GEMM would write before the update reads the momentum, so that update
+    # could not run in the state's buffer and would hold weight-sized arena bytes to the end.
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((2, 1, 32, 32)).astype(np.float32), np.array([3, 7])
+    runs = []
+    for disable in ((), ("fuse_epilogue",)):
+        ng.manual_seed(0)
+        model = lenet5()
+        step = ng.compile_training(
+            model,
+            nn.CrossEntropyLoss(),
+            optim.SGD(0.05, momentum=0.9, weight_decay=1e-3),
+            ng.Spec(x.shape),
+            ng.Spec((2,), "int64"),
+            backend="interp",
+            disable=disable,
+        )
+        runs.append(([step(x, y) for _ in range(3)], model.state_dict(), step))
+    (l1, w1, step), (l2, w2, _) = runs
+    f, b = step.forward_graph, step.backward_graph
+    assert any(n.op == "matmul_epilogue" for n in b.ops())  # epilogues were fused
+    assert set(inplace_updates(b)) == {value for _, value in b.updates}
+    plans = (step.report.plans["forward"], step.report.plans["backward"])
+    assert plans[1].updates_inplace == inplace_updates(b)
+    verify_training_plan(f, b, plans, saved_ids(b) | frozenset(f.outputs))
+    np.testing.assert_allclose(l1, l2, rtol=1e-6)
+    for k in w1:
+        np.testing.assert_allclose(w1[k], w2[k], rtol=1e-6, atol=1e-7)
