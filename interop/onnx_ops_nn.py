@@ -245,7 +245,7 @@ def layer_normalization(node: OnnxNode, inputs: list) -> list:
 @converts("InstanceNormalization")
 def instance_normalization(node: OnnxNode, inputs: list) -> list:
     x, scale, bias = inputs
-    return [F.group_norm(x, x.shape[1], scale, bias, float(node.attr("epsilon", 1e-5)))]
+    return [_group_norm(x, x.shape[1], scale, bias, float(node.attr("epsilon", 1e-5)))]
 
 
 @converts("GroupNormalization")
@@ -254,7 +254,16 @@ def group_normalization(node: OnnxNode, inputs: list) -> list:
     version as deprecated, so no model that loads has it)."""
     x, scale, bias = inputs
     groups = int(node.attr("num_groups"))
-    return [F.group_norm(x, groups, scale, bias, float(node.attr("epsilon", 1e-5)))]
+    return [_group_norm(x, groups, scale, bias, float(node.attr("epsilon", 1e-5)))]
+
+
+def _group_norm(x, groups: int, scale, bias, eps: float):
+    """group_norm with its affine terms applied here: they may be constants (the legacy
+    exporter's GroupNorm feeds InstanceNormalization ones and zeros), which group_norm's
+    operands may not be."""
+    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    scale, bias = (v.reshape(shape) if is_const(v) else F.reshape(v, shape) for v in (scale, bias))
+    return F.group_norm(x, groups, None, None, eps) * scale + bias
 
 
 def _upsample_mode(node: OnnxNode) -> str | None:
