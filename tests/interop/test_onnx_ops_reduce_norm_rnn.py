@@ -10,7 +10,10 @@ import pytest
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
-from onnx_one_node import check, gradcheck, i64, rand  # noqa: E402
+from onnx_one_node import check, gradcheck, i64, one_node_model, rand  # noqa: E402
+
+import numbagrad as ng  # noqa: E402
+from numbagrad.errors import OnnxError  # noqa: E402
 
 REDUCE_CASES = [  # (op, input shape, attrs, axes input or None, opset)
     ("ReduceMax", (2, 3, 4, 5), {}, i64(1, 3), 18),
@@ -125,3 +128,18 @@ def test_recurrent_on_cpu():
 def test_recurrent_gradients(name):
     op, x_shape, attrs, weights, _ = _rnn_case(name, steps=3, size=2, hidden=2)
     assert gradcheck(op, x_shape, attrs, weights)  # through Y, every step's hidden state
+
+
+@pytest.mark.parametrize(
+    "op, x_shape, attrs, weights, words",
+    [("ArgMax", (2, 3), {"select_last_index": 1}, [], "select_last_index"),
+     ("LSTM", (3, 2, 4), {"hidden_size": 3, "clip": 1.0}, _rnn_weights("LSTM", 1, 4, 3), "clip"),
+     ("GRU", (3, 2, 4), {"hidden_size": 3, "activations": ["Relu", "Tanh"]},
+      _rnn_weights("GRU", 1, 4, 3), "activations")],
+)  # fmt: skip
+def test_unsupported_variants_are_refused_naming_the_node(op, x_shape, attrs, weights, words):
+    model = one_node_model(op, x_shape, attrs, weights, n_out=1)
+    with pytest.raises(OnnxError) as info:
+        ng.compile(ng.from_onnx(model), ng.Spec(x_shape), backend="interp")
+    message = str(info.value)
+    assert "\n" not in message and "'node'" in message and op in message and words in message
