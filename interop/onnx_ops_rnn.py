@@ -121,23 +121,21 @@ def gru(node: OnnxNode, inputs: list) -> list:
     before_reset = bool(node.attr("linear_before_reset", 0))
 
     def make_step(recurrent, bias):
-        r_bias = None if bias is None else _rows(bias, 1, 2)
-
-        def plus_bias(v, start, stop):
-            return v if r_bias is None else v + _columns(r_bias, start, stop)
+        def project(v, start: int, stop: int):
+            """v @ R[start:stop]^T plus the recurrent bias's same columns."""
+            y = F.matmul(v, _rows(recurrent, start, stop), trans_b=True)
+            return y if bias is None else y + _columns(_rows(bias, 1, 2), start, stop)
 
         def step(x_gates, h, _):
             xz, xr, xh = F.split(x_gates, [hidden] * 3, 1)
-            rz, rr = F.split(plus_bias(F.matmul(h, _rows(recurrent, 0, 2 * hidden),
-                                                trans_b=True), 0, 2 * hidden),
-                             [hidden] * 2, 1)  # fmt: skip
-            z, r = F.sigmoid(xz + rz), F.sigmoid(xr + rr)
-            r_h = _rows(recurrent, 2 * hidden, 3 * hidden)
-            if before_reset:
-                rh = r * plus_bias(F.matmul(h, r_h, trans_b=True), 2 * hidden, 3 * hidden)
+            if before_reset:  # one matmul for all three gates
+                rz, rr, rh = F.split(project(h, 0, 3 * hidden), [hidden] * 3, 1)
+                z, r = F.sigmoid(xz + rz), F.sigmoid(xr + rr)
+                candidate = F.tanh(xh + r * rh)
             else:
-                rh = plus_bias(F.matmul(r * h, r_h, trans_b=True), 2 * hidden, 3 * hidden)
-            candidate = F.tanh(xh + rh)
+                rz, rr = F.split(project(h, 0, 2 * hidden), [hidden] * 2, 1)
+                z, r = F.sigmoid(xz + rz), F.sigmoid(xr + rr)
+                candidate = F.tanh(xh + project(r * h, 2 * hidden, 3 * hidden))
             return candidate + z * (h - candidate), None
 
         return step
