@@ -24,7 +24,12 @@ from onnx import helper, numpy_helper
 from ..engine.nn.module import Module, Parameter
 from ..engine.trace import current_tracer
 from ..errors import DTypeError, NumbagradError, OnnxError, ShapeError
-from . import onnx_ops_nn, onnx_ops_rnn, onnx_ops_shape  # noqa: F401 - register converters
+from . import (  # noqa: F401 - register converters
+    onnx_ops_nn,
+    onnx_ops_reduce,
+    onnx_ops_rnn,
+    onnx_ops_shape,
+)
 from .onnx_layers import SLOTS, make_layer
 from .onnx_load import load_model, opset_version
 from .onnx_ops import CONVERTERS, SETTING_INPUTS, OnnxNode

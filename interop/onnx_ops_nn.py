@@ -1,8 +1,9 @@
 """ONNX layer operators: Conv, ConvTranspose, the pools, Gemm/MatMul, BatchNormalization (as
-a function; onnx_layers.py makes trainable BatchNorm layers), LRN, LayerNormalization and the
-reductions. numbagrad's windows pad the same amount on both sides; ONNX may pad unevenly (an
-``auto_pad`` of SAME_*, pooling with ``ceil_mode``), and then the extra rows and columns are
-joined on with ``concat`` (zeros for convolutions, -inf for max pooling)."""
+a function; onnx_layers.py makes trainable BatchNorm layers), LRN, LayerNormalization,
+InstanceNormalization, GroupNormalization and Resize. numbagrad's windows pad the same amount
+on both sides; ONNX may pad unevenly (an ``auto_pad`` of SAME_*, pooling with ``ceil_mode``),
+and then the extra rows and columns are joined on with ``concat`` (zeros for convolutions,
+-inf for max pooling)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from ..engine import functional as F
 from ..graph.ops import broadcast_to, sqrt
-from .onnx_ops import OnnxNode, axes_of, const_values, converts, is_const
+from .onnx_ops import OnnxNode, const_values, converts, is_const
 
 
 def _window(node: OnnxNode, x_shape, kernel):
@@ -241,28 +242,28 @@ def layer_normalization(node: OnnxNode, inputs: list) -> list:
     return [F.layer_norm(x, tuple(x.shape[axis:]), scale, bias, float(node.attr("epsilon", 1e-5)))]
 
 
-def _reduce(node: OnnxNode, inputs: list, fn, numpy_fn) -> list:
-    x = inputs[0]
-    axes = axes_of(node, inputs, 1)
-    keep = bool(node.attr("keepdims", 1))
-    if not axes:
-        if node.attr("noop_with_empty_axes", 0):
-            return [x]
-        axes = list(range(x.ndim))
-    axes = tuple(sorted(a % x.ndim for a in axes))
-    if is_const(x):
-        return [numpy_fn(x, axis=axes, keepdims=keep).astype(x.dtype)]
-    return [fn(x, axes, keepdims=keep)]
+@converts("InstanceNormalization")
+def instance_normalization(node: OnnxNode, inputs: list) -> list:
+    x, scale, bias = inputs
+    return [_group_norm(x, x.shape[1], scale, bias, float(node.attr("epsilon", 1e-5)))]
 
 
-@converts("ReduceMean")
-def reduce_mean(node: OnnxNode, inputs: list) -> list:
-    return _reduce(node, inputs, F.mean, np.mean)
+@converts("GroupNormalization")
+def group_normalization(node: OnnxNode, inputs: list) -> list:
+    """Opset 21's, with per-channel scale and bias (onnx.checker refuses opset 18's per-group
+    version as deprecated, so no model that loads has it)."""
+    x, scale, bias = inputs
+    groups = int(node.attr("num_groups"))
+    return [_group_norm(x, groups, scale, bias, float(node.attr("epsilon", 1e-5)))]
 
 
-@converts("ReduceSum")
-def reduce_sum(node: OnnxNode, inputs: list) -> list:
-    return _reduce(node, inputs, F.sum, np.sum)
+def _group_norm(x, groups: int, scale, bias, eps: float):
+    """group_norm with its affine terms applied here: they may be constants (the legacy
+    exporter's GroupNorm feeds InstanceNormalization ones and zeros), which group_norm's
+    operands may not be."""
+    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    scale, bias = (v.reshape(shape) if is_const(v) else F.reshape(v, shape) for v in (scale, bias))
+    return F.group_norm(x, groups, None, None, eps) * scale + bias
 
 
 def _upsample_mode(node: OnnxNode) -> str | None:

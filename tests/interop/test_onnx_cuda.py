@@ -1,7 +1,13 @@
 """Imported ONNX models on backend="cuda" (the CUDA simulator unless NUMBAGRAD_TEST_REAL_GPU=1,
 so at simulator scale): a small conv net and a transformer encoder layer from both exporters,
-and LeNet-5 from one, give onnxruntime's outputs. (ResNet-18 takes over 15 minutes on the
-simulator even at 16x16: it is checked on interp and cpu.)"""
+LeNet-5, and the ResNet-18, VGG-11 and GoogLeNet topologies from one, give onnxruntime's
+outputs.
+
+The simulator runs each GPU thread as Python, so the full-width ResNet-18 takes over 15 minutes
+even at 16x16 (full widths are checked on interp and cpu, test_onnx_models.py). Here these
+three families are onnx_narrow_zoo.py's: the same layers, blocks, kernels, strides, paddings
+and pools (so the same ONNX operators and attributes in the same graph), only every channel
+count divided by 16 and the input 16x16 (32x32 for VGG-11, whose five pools need it)."""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ torch = pytest.importorskip("torch")
 
 import torch_zoo as tz  # noqa: E402
 from onnx_cases import EXPORTERS, export, lenet5, randomize_batchnorm  # noqa: E402
+from onnx_narrow_zoo import NarrowGoogLeNet, NarrowResNet18, narrow_vgg11  # noqa: E402
 from onnx_oracle import rel_err, run_ort, sample  # noqa: E402
 
 import numbagrad as ng  # noqa: E402
@@ -34,12 +41,16 @@ CASES = {
     "convnet": (small_convnet, (2, 1, 7, 7)),
     "transformer": (lambda: tz.TransformerClassifier(4, 3, 8, 2, 1, 8, 3), (2, 3, 4)),
     "lenet5": (lenet5, (1, 1, 32, 32)),
+    "resnet18": (NarrowResNet18, (1, 3, 16, 16)),
+    "vgg11": (narrow_vgg11, (1, 3, 32, 32)),
+    "googlenet": (NarrowGoogLeNet, (1, 3, 16, 16)),
 }
 
 
 @pytest.mark.parametrize(
     "name, exporter",
-    [(n, e) for n in ("convnet", "transformer") for e in EXPORTERS] + [("lenet5", "legacy")],
+    [(n, e) for n in ("convnet", "transformer") for e in EXPORTERS]
+    + [("lenet5", "legacy"), ("resnet18", "dynamo"), ("vgg11", "legacy"), ("googlenet", "dynamo")],
 )
 def test_imported_model_on_cuda_matches_onnxruntime(tmp_path, name, exporter):
     torch.manual_seed(0)
