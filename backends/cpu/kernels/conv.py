@@ -17,6 +17,9 @@ preallocated output:
   ``winograd`` call that meets a NaN or an infinity (its transforms subtract neighbours:
   Inf - Inf is NaN): the GEMMs add only the products PyTorch adds.
 
+Before choosing, a kernel whose taps partly read only padding (a 3x3 conv on a 1x1 or 2x2
+map) is cropped to the taps that reach the input (conv_taps.py).
+
 Scalars: strides ``sh, sw``, zero padding ``ph, pw``, dilation ``dh, dw``, ``groups``. All arrays
 C-contiguous, one float dtype (float32 or float64). Scratch buffers are allocated per call.
 """
@@ -92,7 +95,7 @@ def choose_algorithm(kind, x_shape, w_shape, stride, padding, dilation, groups):
     algos = applicable_algorithms(kind, x_shape, w_shape, stride, padding, dilation, groups)
     if "full_window" in algos:  # one GEMM over the batch (a 1x1 map: gemm1x1 runs one per image)
         return "full_window"
-    if algos[0] != "direct":  # gemm1x1 and full_window are plain GEMMs: always best
+    if algos[0] != "direct":  # gemm1x1 is a plain GEMM: always best
         return algos[0]
     if "winograd" in algos and _winograd_pays(kind, x_shape, w_shape, padding):
         return "winograd"

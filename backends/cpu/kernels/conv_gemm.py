@@ -6,6 +6,8 @@ group's GEMM is W_g (K/g, C/g*KH*KW) @ cols_g with a wide N dimension even when 
 to NCHW (cheap next to im2col when C*KH*KW > K/g). The backward-input pass runs the transposed
 GEMM and col2im; the weight gradient accumulates gy_g (K/g, m*P) @ cols_g^T over the chunks.
 (The 1x1 and "full window" convs need no im2col: conv.py calls linalg directly for them.)
+A conv whose output is its input divided by the stride copies whole planes of the stride's
+phases instead of row by row (conv_phases.py).
 """
 
 from __future__ import annotations
