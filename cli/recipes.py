@@ -97,8 +97,11 @@ RECIPES: dict[str, Recipe] = {
     # epochs (0.906 against 0.914 with flips alone, seed 0, in PyTorch with the same recipe).
     "lenet5": dataclasses.replace(_SGD_COSINE, lr=0.05, augment=True, crop_padding=0),
     "lenet5_classic": dataclasses.replace(_SGD_COSINE, lr=0.05, augment=True, crop_padding=0),
-    # Batch 128: the CPU backend runs it at about twice the images/s of batch 64 here.
-    "resnet18": dataclasses.replace(_AUGMENTED, batch_size=128, lr=0.1, nesterov=True),
+    # Batch 128: the CPU backend runs it at about twice the images/s of batch 64 here. Measured
+    # (seed 0): 0.9249 after 10 epochs, 0.9325 after 20, the cosine spread over the run.
+    "resnet18": dataclasses.replace(
+        _AUGMENTED, epochs=20, batch_size=128, lr=0.1, nesterov=True
+    ),
     # Not measured to the end here (a CPU epoch takes too long, see README): the recipe of the
     # measured model of the same family, with a lower lr for the plain (no BatchNorm) stacks.
     "resnet34": dataclasses.replace(_AUGMENTED, batch_size=128, lr=0.1, nesterov=True),
