@@ -1,6 +1,6 @@
 """Imported ONNX models on backend="cuda" (the CUDA simulator unless NUMBAGRAD_TEST_REAL_GPU=1,
-so at simulator scale): a small conv net and a transformer encoder layer from both exporters,
-LeNet-5, and the ResNet-18, VGG-11 and GoogLeNet topologies from one, give onnxruntime's
+so at simulator scale): a small conv net, a transformer encoder layer, LeNet-5, and the
+ResNet-18, VGG-11 and GoogLeNet topologies, each from both exporters, give onnxruntime's
 outputs.
 
 The simulator runs each GPU thread as Python, so the full-width ResNet-18 takes over 15 minutes
@@ -49,8 +49,7 @@ CASES = {
 
 @pytest.mark.parametrize(
     "name, exporter",
-    [(n, e) for n in ("convnet", "transformer") for e in EXPORTERS]
-    + [("lenet5", "legacy"), ("resnet18", "dynamo"), ("vgg11", "legacy"), ("googlenet", "dynamo")],
+    [(n, e) for n in CASES for e in EXPORTERS],
 )
 def test_imported_model_on_cuda_matches_onnxruntime(tmp_path, name, exporter):
     torch.manual_seed(0)
