@@ -223,6 +223,30 @@ def test_max_pool(shape, ties, dtype):
     gx = np.full(x.shape, np.nan, dtype)
     pool.max_pool2d_backward(gy.numpy(), x, gx, *k, *s, *p, *d)
     _close(gx, xt.grad.numpy(), dtype)  # with ties: the first maximum gets the gradient
+    taps = np.full(y.shape, 255, np.uint8)
+    pool.max_pool2d_taps(x, taps, *k, *s, *p, *d)
+    np.testing.assert_array_equal(taps, _torch_taps(xt.detach(), k, s, p, d))
+
+
+def _torch_taps(x, k, s, p, d):
+    """The row-major window tap i * KW + j of torch's max-pool argmax (its flat index)."""
+    _, idx = F.max_pool2d(x, k, s, p, d, return_indices=True)
+    oh, ow = np.meshgrid(range(idx.shape[2]), range(idx.shape[3]), indexing="ij")
+    ih, iw = np.divmod(idx.numpy(), x.shape[3])
+    i, j = (ih - (oh * s[0] - p[0])) // d[0], (iw - (ow * s[1] - p[1])) // d[1]
+    return (i * k[1] + j).astype(np.uint8)
+
+
+@pytest.mark.parametrize("shape", POOL_CASES)
+def test_max_pool_taps_on_nan_and_inf(shape):
+    """As torch's argmax: the last NaN of a window, else its first maximum (ties, infinities)."""
+    n, c, h, w, k, s, p, d = shape
+    x = _rng(5).choice(
+        [np.nan, -np.inf, np.inf, 0.0, 1.0], (n, c, h, w), p=[0.1, 0.2, 0.1, 0.3, 0.3]
+    )
+    taps = np.full((n, c, *F.max_pool2d(torch.from_numpy(x), k, s, p, d).shape[2:]), 255, np.uint8)
+    pool.max_pool2d_taps(x, taps, *k, *s, *p, *d)
+    np.testing.assert_array_equal(taps, _torch_taps(torch.from_numpy(x), k, s, p, d))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

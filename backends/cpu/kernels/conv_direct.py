@@ -4,9 +4,11 @@ Each (n, c) input plane is zero-padded to (Hp, Wp) and flattened. For stride 1 t
 (oh, ow) then reads input element ``oh*Wp + ow + i*dh*Wp + j*dw`` for tap (i, j), so one output
 *block of rows* is a single contiguous run of L = (rows-1)*Wp + OW positions (the Wp-OW positions
 between rows are computed and thrown away). Every tap becomes one long contiguous AXPY that LLVM
-vectorizes (no fastmath needed: the loops are elementwise, never reductions), instead of many
-short row loops. Up to five taps of a kernel row are fused into one pass over the accumulator,
-which cuts its loads/stores five-fold (measured 72 -> 104 GFLOP/s on LeNet's C1).
+vectorizes, instead of many short row loops. The loops are elementwise, never reductions, so
+no reassociation is needed; the kernels allow only FMA contraction (``CONTRACT``: a multiply
+and its add round once; LeNet's C3 ran 10-40% faster). Up to five taps of a kernel row are fused
+into one pass over the accumulator, which cuts its loads/stores five-fold (measured 72 -> 104
+GFLOP/s on LeNet's C1).
 
 The backward-input pass reuses the forward kernel: for stride 1 it is a convolution of the
 (re-padded) output gradient with the flipped, channel-transposed weights.
@@ -17,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .parallel import sized_kernel
+from .parallel import CONTRACT, sized_kernel
 
 # Lanes of the per-tap partial sums in the weight gradient; the reduction over output pixels is
 # done as S independent elementwise sums (vectorizable without reassociation), then folded.
@@ -131,7 +133,7 @@ def pad_flat(x, xf, top, left, hp, wp):
         dst[(r1 + top) * wp :] = 0
 
 
-@sized_kernel(size_arg=4, min_elements=1 << 13)
+@sized_kernel(size_arg=4, min_elements=1 << 13, fastmath=CONTRACT)
 def direct_forward(xf, wp, w, b, out, dh, dw, groups, kb, nrb):
     """out (N, K, OH, OW) = stride-1 conv of the flat padded input xf (N, C, >= Hp*wp) with
     w (K, C//groups, KH, KW), plus b (K,) unless b is empty.
@@ -209,7 +211,7 @@ def _lanes_mac(acc, g, x):
         acc[v] += g[v] * x[v]
 
 
-@sized_kernel(size_arg=2, min_elements=1 << 13)
+@sized_kernel(size_arg=2, min_elements=1 << 13, fastmath=CONTRACT)
 def direct_weight_grad(xf, wp, gy, gw, dh, dw, groups, lp):
     """gw (K, C//groups, KH, KW) = dL/dw of a stride-1 conv, from the flat padded input
     xf (N, C, >= max_tap_offset + lp) and gy (N, K, OH, OW); lp % LANES == 0 and

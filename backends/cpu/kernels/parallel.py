@@ -16,6 +16,7 @@ from collections.abc import Callable
 from numba import njit
 
 PARALLEL_MIN_ELEMENTS = 1 << 15  # below this, a parallel region costs more than it saves
+CONTRACT = {"contract"}  # fastmath flags that only fuse a*b + c into one FMA (never mutated)
 
 
 def _serial_copy(fn: Callable) -> Callable:
@@ -34,9 +35,11 @@ class SizedKernel:
     """Calls the parallel build when argument ``size_arg`` has at least
     ``PARALLEL_MIN_ELEMENTS`` elements (or ``min_elements``), else the serial one."""
 
-    def __init__(self, fn: Callable, size_arg: int, min_elements: int) -> None:
-        self.parallel = njit(parallel=True, cache=True, nogil=True)(fn)
-        self.serial = njit(cache=True, nogil=True)(_serial_copy(fn))
+    def __init__(
+        self, fn: Callable, size_arg: int, min_elements: int, fastmath: bool | set[str] = False
+    ) -> None:
+        self.parallel = njit(parallel=True, cache=True, nogil=True, fastmath=fastmath)(fn)
+        self.serial = njit(cache=True, nogil=True, fastmath=fastmath)(_serial_copy(fn))
         self.size_arg, self.min_elements = size_arg, min_elements
         self.__doc__, self.__name__ = fn.__doc__, fn.__name__
 
@@ -49,8 +52,10 @@ class SizedKernel:
 
 
 def sized_kernel(
-    size_arg: int = 0, min_elements: int = PARALLEL_MIN_ELEMENTS
+    size_arg: int = 0,
+    min_elements: int = PARALLEL_MIN_ELEMENTS,
+    fastmath: bool | set[str] = False,
 ) -> Callable[[Callable], SizedKernel]:
     """Decorator: the function as a ``SizedKernel`` whose work is measured by the element count
     of its argument number ``size_arg``."""
-    return lambda fn: SizedKernel(fn, size_arg, min_elements)
+    return lambda fn: SizedKernel(fn, size_arg, min_elements, fastmath)
