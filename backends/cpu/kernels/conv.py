@@ -11,8 +11,10 @@ preallocated output:
   (conv_direct.py); the GEMMs these would need have tiny dimensions and run far below BLAS speed;
 - ``winograd``: 3x3 stride-1 convs with many channels: Winograd F(4x4, 3x3) or F(2x2, 3x3)
   (winograd.py), 2.25-4x fewer multiplications than the others, in the same BLAS GEMMs;
-- ``im2col``: everything else: im2col + BLAS GEMM (conv_gemm.py); also the backward passes
-  where ``direct`` would multiply its padding zeros by a NaN or an infinity (NaN weights for
+- ``im2col``: everything else: im2col + BLAS GEMM (conv_gemm.py; run in per-thread chunks that
+  stay in cache, conv_chunks.py, where it copies whole phase planes and images outweigh
+  weights); also the backward passes where ``direct`` would multiply its padding zeros by a
+  NaN or an infinity (NaN weights for
   the input gradient, a NaN result of the weight gradient), since 0 * Inf is NaN, and every
   ``winograd`` call that meets a NaN or an infinity (its transforms subtract neighbours:
   Inf - Inf is NaN): the GEMMs add only the products PyTorch adds.
@@ -32,6 +34,7 @@ import math
 import numba
 import numpy as np
 
+from . import conv_chunks as _c
 from . import conv_direct as _d
 from . import conv_gemm as _g
 from . import conv_taps as _t
@@ -242,9 +245,20 @@ def _forward_launch(x_shape, w_shape, out_shape, sh, sw, ph, pw, dh, dw, groups,
     def winograd_or_im2col(x, w, b, out):
         if algo == "winograd" and _w.conv(x, w, b, out, ph, pw):
             return  # (False: it read a NaN or an infinity, recomputed below)
-        _g.gemm_forward(x, w, b, out, *args, IM2COL_BYTES)
+        _im2col_forward(x, w, b, out, *args)
 
     return winograd_or_im2col
+
+
+def _chunked(x_shape, w_shape, out_hw, sh, sw, groups):
+    return sh == sw and _c.pays(x_shape, w_shape, out_hw, (sh, sw), groups)
+
+
+def _im2col_forward(x, w, b, out, sh, sw, ph, pw, dh, dw, groups):
+    if _chunked(x.shape, w.shape, out.shape[2:], sh, sw, groups):
+        _c.forward(x, w, b, out, sh, ph, pw, dh, dw)
+    else:
+        _g.gemm_forward(x, w, b, out, sh, sw, ph, pw, dh, dw, groups, IM2COL_BYTES)
 
 
 def conv2d_forward(x, w, b, out, sh, sw, ph, pw, dh, dw, groups, *, algorithm=None):
@@ -291,6 +305,8 @@ def conv2d_backward_input(gy, w, gx, sh, sw, ph, pw, dh, dw, groups, *, algorith
         gy, w, _empty_bias(gy.dtype), gx, 2 - ph, 2 - pw, flip=True
     ):
         pass  # (False: it read a NaN or an infinity, recomputed below)
+    elif _chunked(gx.shape, w.shape, gy.shape[2:], sh, sw, groups):
+        _c.backward_input(gy, w, gx, sh, ph, pw, dh, dw)
     else:
         _g.gemm_backward_input(gy, w, gx, sh, sw, ph, pw, dh, dw, groups, IM2COL_BYTES)
 
@@ -346,6 +362,8 @@ def conv2d_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, *, algorit
             _g.gemm_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, IM2COL_BYTES)
     elif algo == "winograd" and _w.weight_grad(x, gy, gw, ph, pw):
         pass  # (False: it read a NaN or an infinity, recomputed below)
+    elif _chunked(x.shape, gw.shape, gy.shape[2:], sh, sw, groups):
+        _c.backward_weight(x, gy, gw, sh, ph, pw, dh, dw)
     else:  # im2col (a 1x1 conv's im2col is just a gather of x)
         _g.gemm_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, IM2COL_BYTES)
 
