@@ -14,10 +14,10 @@ preallocated output:
 - ``im2col``: everything else: im2col + BLAS GEMM (conv_gemm.py; run in per-thread chunks that
   stay in cache, conv_chunks.py, where it copies whole phase planes and images outweigh
   weights); also the backward passes where ``direct`` would multiply its padding zeros by a
-  NaN or an infinity (NaN weights for
-  the input gradient, a NaN result of the weight gradient), since 0 * Inf is NaN, and every
-  ``winograd`` call that meets a NaN or an infinity (its transforms subtract neighbours:
-  Inf - Inf is NaN): the GEMMs add only the products PyTorch adds.
+  NaN or an infinity (NaN weights for the input gradient, a NaN result of the weight
+  gradient), since 0 * Inf is NaN, and every ``winograd`` call that meets a NaN or an
+  infinity (its transforms subtract neighbours: Inf - Inf is NaN): the GEMMs add only the
+  products PyTorch adds.
 
 Before choosing, a kernel whose taps partly read only padding (a 3x3 conv on a 1x1 or 2x2
 map) is cropped to the taps that reach the input (conv_taps.py).
