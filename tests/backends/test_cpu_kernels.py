@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-from numbagrad.backends.cpu.kernels import conv, linalg, pool, reduce  # noqa: E402
+from numbagrad.backends.cpu.kernels import conv, conv_chunks, linalg, pool, reduce  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -124,6 +124,17 @@ def test_conv_every_algorithm(algo, dtype):
             _run_conv(case, stride, pad, dil, groups, dtype, algorithm=algo, kinds=kinds)
             ran += 1
     assert ran >= 1
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 8, 8, 4, 3, 3, 2, 1), (3, 2, 6, 6, 3, 5, 5, 1, 2)])
+def test_conv_im2col_in_per_thread_chunks_of_one_image(shape, monkeypatch):
+    """conv_chunks' path (each thread several chunks, some threads none) against torch."""
+    n, c, h, w, k, kh, kw, s, p = shape
+    assert conv_chunks.pays((n, c, h, w), (k, c, kh, kw), (h // s, w // s), (s, s), 1)
+    monkeypatch.setattr(conv_chunks, "CHUNK_BYTES", 1)
+    for dtype in DTYPES:
+        case = _conv_case(n, c, h, w, k, kh, kw, (s, s), (p, p), (1, 1), 1, True, dtype)
+        _run_conv(case, (s, s), (p, p), (1, 1), 1, dtype, algorithm="im2col")
 
 
 def test_conv_rejects_bad_input():

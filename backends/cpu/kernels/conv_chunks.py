@@ -20,7 +20,7 @@ from . import conv_gemm as _g
 from . import conv_phases as _p
 from .blas import gemm
 
-CHUNK_BYTES = 1 << 20  # one thread's columns per chunk: half a 2 MiB L2
+CHUNK_BYTES = 1 << 20  # one thread's scratch per chunk: half a 2 MiB L2
 
 # The serial builds of the copy kernels, called inside the chunk loops.
 _split_phases = _p.split_phases.serial
@@ -93,11 +93,13 @@ def _backward_weight(x, gy3, gws, m, kh, kw, s, ph, pw, dh, dw, oh_, ow_, xp, co
 
 
 def _scratch(n, c, k, kh, kw, s, p, dtype, planes=False):
-    """(images per chunk, phase planes, columns, GEMM operand) for each of Numba's threads.
-    im2col reads a stride-1 input as its own phase plane; col2im always needs ``planes``."""
+    """(images per chunk, phase planes, columns, GEMM operand) for each of Numba's threads,
+    CHUNK_BYTES of them per thread and chunk. im2col reads a stride-1 input as its own phase
+    plane; col2im always needs ``planes``."""
     rows, nt = c * kh * kw, numba.get_num_threads()
-    m = _g.chunk_images(n, rows, p, np.dtype(dtype).itemsize, CHUNK_BYTES)
-    xp = np.empty((nt, m if s > 1 or planes else 0, c, s * s, p), dtype)
+    planes_rows = c * s * s if s > 1 or planes else 0
+    m = _g.chunk_images(n, rows + k + planes_rows, p, np.dtype(dtype).itemsize, CHUNK_BYTES)
+    xp = np.empty((nt, m if planes_rows else 0, c, s * s, p), dtype)
     return m, xp, np.empty((nt, rows, m * p), dtype), np.empty((nt, k, m * p), dtype)
 
 
