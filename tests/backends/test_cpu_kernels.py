@@ -126,7 +126,9 @@ def test_conv_every_algorithm(algo, dtype):
     assert ran >= 1
 
 
-@pytest.mark.parametrize("shape", [(5, 3, 8, 8, 4, 3, 3, 2, 1), (3, 2, 6, 6, 3, 5, 5, 1, 2)])
+@pytest.mark.parametrize(
+    "shape", [(5, 3, 8, 8, 4, 3, 3, 2, 1), (3, 2, 6, 6, 3, 5, 5, 1, 2), (4, 3, 8, 8, 5, 1, 1, 2, 0)]
+)
 def test_conv_im2col_in_per_thread_chunks_of_one_image(shape, monkeypatch):
     """conv_chunks' path (each thread several chunks, some threads none) against torch."""
     n, c, h, w, k, kh, kw, s, p = shape

@@ -23,6 +23,8 @@ from .blas import gemm
 CHUNK_BYTES = 1 << 20  # one thread's scratch per chunk: half a 2 MiB L2
 
 # The serial builds of the copy kernels, called inside the chunk loops.
+_im2col = _g.im2col.serial
+_col2im = _g.col2im.serial
 _split_phases = _p.split_phases.serial
 _im2col_phases = _p.im2col_phases.serial
 _col2im_phases = _p.col2im_phases.serial
@@ -42,8 +44,11 @@ def pays(x_shape, w_shape, out_hw, stride, groups) -> bool:
 
 @njit(cache=True, inline="always")
 def _columns(x, xp, cols, n0, m, kh, kw, s, ph, pw, dh, dw, oh_, ow_):
-    """cols (C*KH*KW, m*P) = im2col of images n0 .. n0+m-1 through the phase planes xp."""
-    if s == 1:
+    """cols (C*KH*KW, m*P) = im2col of images n0 .. n0+m-1, through the phase planes xp
+    where conv_gemm.phases_pay."""
+    if kh == 1 and kw == 1:
+        _im2col(x, cols, n0, m, kh, kw, s, s, ph, pw, dh, dw, oh_, ow_)
+    elif s == 1:
         _im2col_phases(x[n0 : n0 + m].reshape(m, x.shape[1], 1, oh_ * ow_), cols, m, kh, kw,
                        s, ph, pw, dh, dw, oh_, ow_)  # fmt: skip
     else:
@@ -74,7 +79,10 @@ def _backward_input(gy3, w2, gx, m, kh, kw, s, ph, pw, dh, dw, oh_, ow_, gxp, co
             cv, gv = cols[tid, :, : mm * p_], g[tid, :, : mm * p_]
             _gather_channels(gy3, gv, n0, mm, 0)
             gemm(w2, gv, cv, True, False, 1.0, 0.0)
-            _col2im_phases(cv, gx, gxp[tid, :mm], n0, kh, kw, s, ph, pw, dh, dw, oh_, ow_)
+            if kh == 1 and kw == 1:
+                _col2im(cv, gx, n0, mm, kh, kw, s, s, ph, pw, dh, dw, oh_, ow_)
+            else:
+                _col2im_phases(cv, gx, gxp[tid, :mm], n0, kh, kw, s, ph, pw, dh, dw, oh_, ow_)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -95,9 +103,9 @@ def _backward_weight(x, gy3, gws, m, kh, kw, s, ph, pw, dh, dw, oh_, ow_, xp, co
 def _scratch(n, c, k, kh, kw, s, p, dtype, planes=False):
     """(images per chunk, phase planes, columns, GEMM operand) for each of Numba's threads,
     CHUNK_BYTES of them per thread and chunk. im2col reads a stride-1 input as its own phase
-    plane; col2im always needs ``planes``."""
+    plane; col2im always needs ``planes``; a 1x1 conv none (see conv_gemm.phases_pay)."""
     rows, nt = c * kh * kw, numba.get_num_threads()
-    planes_rows = c * s * s if s > 1 or planes else 0
+    planes_rows = c * s * s if (kh, kw) != (1, 1) and (s > 1 or planes) else 0
     m = _g.chunk_images(n, rows + k + planes_rows, p, np.dtype(dtype).itemsize, CHUNK_BYTES)
     xp = np.empty((nt, m if planes_rows else 0, c, s * s, p), dtype)
     return m, xp, np.empty((nt, rows, m * p), dtype), np.empty((nt, k, m * p), dtype)

@@ -157,9 +157,16 @@ def _chunks(n_, rows, kg, p_, dtype, budget):
         )
 
 
+def phases_pay(x_hw, out_hw, stride, kernel) -> bool:
+    """Whether im2col and col2im go through phase planes (see ``_columns``)."""
+    return kernel != (1, 1) and _p.applies(x_hw, out_hw, stride)
+
+
 def _columns(x, cols, n0, m, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_):
-    """im2col, as whole-plane copies (conv_phases.py) when the conv keeps x's geometry."""
-    if not _p.applies(x.shape[2:], (oh_, ow_), (sh, sw)):
+    """im2col, as whole-plane copies (conv_phases.py) when the conv keeps x's geometry and
+    reads more than one phase (a 1x1 conv reads one: splitting out all of them would copy
+    stride^2 times what it reads)."""
+    if not phases_pay(x.shape[2:], (oh_, ow_), (sh, sw), (kh, kw)):
         im2col(x, cols, n0, m, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_)
         return
     c, p_ = x.shape[1], oh_ * ow_
@@ -172,8 +179,8 @@ def _columns(x, cols, n0, m, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_):
 
 
 def _add_columns(cols, gx, n0, m, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_):
-    """col2im, through phase planes (conv_phases.py) when the conv keeps x's geometry."""
-    if not _p.applies(gx.shape[2:], (oh_, ow_), (sh, sw)):
+    """col2im, through phase planes (conv_phases.py) where ``_columns`` uses them."""
+    if not phases_pay(gx.shape[2:], (oh_, ow_), (sh, sw), (kh, kw)):
         col2im(cols, gx, n0, m, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_)
         return
     gxp = _p.phase_scratch(m, gx.shape[1], sh, oh_ * ow_, gx.dtype)
