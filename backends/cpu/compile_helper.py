@@ -3,12 +3,14 @@
 Numba compiles one kernel at a time and holds the GIL while it does, so the first run of a
 graph whose kernels are not in the on-disk cache yet is one core compiling for seconds
 (LeNet-5's training step: ~60 kernels, ~20 s of CPU). ``first_run`` forks a child that walks
-the same kernels from the last one backwards in compile-only mode (``compile_only``: each call
-of a Numba kernel compiles it for its argument types into the on-disk cache and runs nothing)
-while the run compiles from the first; a kernel the child has saved by the time the run gets
-there is loaded from the cache instead of compiled. The two meet in the middle, and the run then
-kills the child. The child is a forked copy (it writes no buffer of the run) and what it saves
-is the code the run would have compiled, so results are those of a run without it.
+the same launches (those of numbagrad's own Numba kernels) from the last one backwards in
+compile-only mode (``compile_only``: each call of a Numba kernel compiles it for its argument
+types into the on-disk cache and runs nothing) while the run compiles from the first; a kernel
+the child has saved by the time the run gets there is loaded from the cache instead of
+compiled. The two meet in the middle, and the run then kills the child. The child is a forked
+copy (it writes no buffer of the run) and what it saves is the code the run would have
+compiled, so results are those of a run without it. (Killed while writing an entry, it may
+leave a ``*.tmp.*`` file, which Numba never reads.)
 
 The helper starts only where it can help: ``NUMBAGRAD_COMPILE_HELPER`` is not ``0``, the
 process can fork and is not an MPI rank, Numba's cache directory for numbagrad's kernels can be
@@ -34,6 +36,8 @@ from numba.core import config, types
 from numba.core.dispatcher import Dispatcher
 
 from ...graph import Graph
+from ...graph.ops import get_op
+from ..collective import launched_by_mpi
 from ..executable import Kernel
 from ..numba_cache import numba_cache_root, sources_digest
 
@@ -79,12 +83,20 @@ def compile_only() -> Iterator[None]:
             del Dispatcher.__call__
 
 
+def _numba_builtin(kernel: Kernel) -> bool:
+    """Whether a launch runs numbagrad's own Numba kernels: not a NumPy reference (nothing to
+    compile) nor a custom op's kernel (a user's function, whose side effects must not run in
+    a second process)."""
+    custom = kernel.node is not None and get_op(kernel.node.op).origin
+    return kernel.impl == "numba" and not custom
+
+
 def compile_kernels(kernels: Sequence[Kernel]) -> None:
-    """Compile what each launch calls, last launch first, in compile-only mode. A launch that
-    needs a kernel's result, or fails on buffers holding no real values, is skipped: the run
-    compiles what it calls itself."""
+    """Compile what each launch of numbagrad's Numba kernels calls, last launch first, in
+    compile-only mode. A launch that needs a kernel's result, or fails on buffers holding no
+    real values, is skipped: the run compiles what it calls itself."""
     with compile_only():
-        for k in reversed(kernels):
+        for k in filter(_numba_builtin, reversed(kernels)):
             try:
                 k.launch(k.inputs, k.out)
             except Exception:  # noqa: BLE001  (any failure only means less help)
@@ -102,7 +114,8 @@ def _wanted(kernels: Sequence[Kernel]) -> bool:
     return (
         os.environ.get(ENV, "1") != "0"
         and hasattr(os, "fork")
-        and "mpi4py" not in sys.modules
+        and "mpi4py" not in sys.modules  # a forked MPI process must not talk to the job
+        and not launched_by_mpi()
         and not config.DISABLE_JIT
         and len(kernels) >= MIN_KERNELS
     )

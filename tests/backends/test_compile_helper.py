@@ -13,8 +13,8 @@ from numbagrad.backends.cpu import compile_helper
 from numbagrad.backends.executable import Kernel
 
 
-def _kernel(launch, out) -> Kernel:
-    return Kernel(node=None, launch=launch, inputs=[], out=out, impl="numba")
+def _kernel(launch, out, impl: str = "numba") -> Kernel:
+    return Kernel(node=None, launch=launch, inputs=[], out=out, impl=impl)
 
 
 def test_compile_kernels_compiles_every_launch_and_runs_none():
@@ -40,7 +40,15 @@ def test_compile_kernels_compiles_every_launch_and_runs_none():
     def needs_a_value(inputs, o):
         fill(o, total(o) + 1.0)  # total's value cannot be made up: this launch stops there
 
-    compile_helper.compile_kernels([_kernel(guarded, out), _kernel(needs_a_value, out)])
+    def reference(inputs, o):  # a NumPy reference: nothing to compile, not run
+        pytest.fail("the helper ran a reference launch")
+
+    launches = [
+        _kernel(guarded, out),
+        _kernel(needs_a_value, out),
+        _kernel(reference, out, "reference"),
+    ]
+    compile_helper.compile_kernels(launches)
     assert len(fill.signatures) == len(has_room.signatures) == len(total.signatures) == 1
     assert not out.any()  # nothing ran
     fill(out, 3.0)  # out of the mode, kernels run again
