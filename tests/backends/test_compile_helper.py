@@ -4,6 +4,9 @@ changes no result, leaves no process behind, and starts only where it can help."
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 from cache_scenarios import run_script, unwritable
@@ -120,3 +123,41 @@ def test_no_helper_for_a_few_kernels_or_when_turned_off(setting, kernels, monkey
     with compile_helper.first_run(None, [_kernel(lambda i, o: None, None)] * kernels):
         ran.append(True)
     assert ran == [True]
+
+
+ORPHAN_SCRIPT = """
+import json, os, time
+import numpy as np
+import numbagrad as ng
+from numbagrad import nn
+from numbagrad.backends.cpu import compile_helper as helper
+
+started = []
+start = helper._start_helper
+helper._start_helper = lambda kernels: started.append(start(kernels)) or started[-1]
+helper._stop_helper = lambda pid: None  # as if the run died before it could stop the child
+helper.compile_kernels = lambda kernels: time.sleep(600)  # a child still busy then
+helper.MIN_KERNELS = 1
+ng.manual_seed(0)
+model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(108, 4))
+ng.compile(model, ng.Spec((2, 1, 8, 8)))(np.ones((2, 1, 8, 8), np.float32))
+print(json.dumps({"helpers": started}), flush=True)
+os._exit(0)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in state  # exited, not yet reaped by its new parent
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_the_helper_dies_with_its_parent(tmp_path):
+    (pid,) = run_script(ORPHAN_SCRIPT, tmp_path, tmp_path / "ng", tmp_path / "numba")["helpers"]
+    deadline = time.monotonic() + 60
+    while not _gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(pid)
