@@ -10,7 +10,8 @@ the child has saved by the time the run gets there is loaded from the cache inst
 compiled. The two meet in the middle, and the run then kills the child. The child is a forked
 copy (it writes no buffer of the run) and what it saves is the code the run would have
 compiled, so results are those of a run without it. (Killed while writing an entry, it may
-leave a ``*.tmp.*`` file, which Numba never reads.)
+leave a ``*.tmp.*`` file, which Numba never reads.) The run names on a pipe each kernel it
+starts compiling, and the child skips those.
 
 The helper starts only where it can help: ``NUMBAGRAD_COMPILE_HELPER`` is not ``0``, the
 process can fork and is not an MPI rank, Numba's cache directory for numbagrad's kernels can be
@@ -32,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numba
-from numba.core import config, types
+from numba.core import config, event, types
 from numba.core.dispatcher import Dispatcher
 
 from ...graph import Graph
@@ -50,6 +51,44 @@ class _NoValue(Exception):
     """A kernel whose result the launch would use, called in compile-only mode."""
 
 
+def _key(dispatcher: Dispatcher, args: tuple) -> bytes:
+    """One line naming a kernel and the argument types it compiles for."""
+    f = dispatcher.py_func
+    return f"{f.__module__}.{f.__qualname__}{tuple(args)}".encode()
+
+
+class _RunCompiles(event.Listener):
+    """In the run: writes to the child, through a pipe, each kernel the run starts compiling
+    (ResNet's layers share most kernels: without it, both would often compile one at once)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def on_start(self, ev: event.Event) -> None:
+        with contextlib.suppress(OSError):  # a full pipe (the child is behind) or a dead child
+            os.write(self.fd, _key(ev.data["dispatcher"], ev.data["args"]) + b"\n")
+
+    def on_end(self, ev: event.Event) -> None:
+        pass
+
+
+class _Claims:
+    """In the child: the kernels the run has started compiling, read from the pipe."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.keys, self.partial = fd, set(), b""
+
+    def __contains__(self, key: bytes) -> bool:
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(self.fd, 1 << 16):
+                *lines, self.partial = (self.partial + chunk).split(b"\n")
+                self.keys.update(lines)
+        return key in self.keys
+
+
+_claims: _Claims | None = None  # set in the child only
+
+
 def _compile_for_call(self: Dispatcher, *args, **kwargs):
     """``Dispatcher.__call__`` in compile-only mode: compile (or load from the cache) the
     overload these arguments select and run nothing. A kernel returning a bool (``all_finite``,
@@ -58,6 +97,8 @@ def _compile_for_call(self: Dispatcher, *args, **kwargs):
     if kwargs or not self._can_compile:
         raise _NoValue
     sig = tuple(self.typeof_pyval(a) for a in args)
+    if _claims is not None and _key(self, sig) in _claims:
+        raise _NoValue  # the run is compiling it: on to the next launch
     self.compile(sig)
     returns = self.overloads[sig].signature.return_type
     if returns == types.boolean:
@@ -140,8 +181,10 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
-def _start_helper(kernels: Sequence[Kernel]) -> int:
-    """Fork the child that runs ``compile_kernels``; its pid."""
+def _start_helper(kernels: Sequence[Kernel], claims: int, other_end: int) -> int:
+    """Fork the child that runs ``compile_kernels``, skipping the kernels the run names on the
+    pipe ``claims``; its pid."""
+    global _claims
     parent = os.getpid()
     with warnings.catch_warnings():  # Python 3.12+ warns on fork in a threaded process
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -150,6 +193,9 @@ def _start_helper(kernels: Sequence[Kernel]) -> int:
         return pid
     try:  # the child: never returns into the caller's code
         _die_with_parent(parent)
+        os.close(other_end)
+        os.set_blocking(claims, False)
+        _claims = _Claims(claims)
         warnings.simplefilter("ignore")  # the run says what there is to say
         os.nice(5)  # on a busy machine the run keeps its core
         compile_kernels(kernels)
@@ -165,17 +211,33 @@ def _stop_helper(pid: int) -> None:
 
 
 @contextlib.contextmanager
+def _helper(kernels: Sequence[Kernel]) -> Iterator[None]:
+    """A helper child while it lasts, told what the run compiles, and killed at its end."""
+    read, write = os.pipe()
+    try:
+        pid = _start_helper(kernels, read, write)
+    finally:
+        os.close(read)
+    os.set_blocking(write, False)
+    try:
+        with event.install_listener("numba:compile", _RunCompiles(write)):
+            yield
+    finally:
+        os.close(write)
+        _stop_helper(pid)
+
+
+@contextlib.contextmanager
 def first_run(graph: Graph, kernels: Sequence[Kernel]) -> Iterator[None]:
     """Around an executable's first run: a helper child compiles its kernels from the last
     while the run compiles them from the first (see the module docstring); the marker is
     written once the run has finished."""
     marker = _writable_marker(graph) if _wanted(kernels) else None
-    pid = _start_helper(kernels) if marker is not None and not marker.exists() else None
-    try:
+    if marker is not None and not marker.exists():
+        with _helper(kernels):
+            yield
+    else:
         yield
-    finally:
-        if pid is not None:
-            _stop_helper(pid)
     if marker is not None:
         with contextlib.suppress(OSError):
             marker.touch()

@@ -4,13 +4,15 @@ changes no result, leaves no process behind, and starts only where it can help."
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from cache_scenarios import run_script, unwritable
-from numba import njit
+from numba import njit, typeof
+from numba.core import event
 
 from numbagrad.backends.cpu import compile_helper
 from numbagrad.backends.executable import Kernel
@@ -58,6 +60,32 @@ def test_compile_kernels_compiles_every_launch_and_runs_none():
     assert out.tolist() == [3.0] * 4
 
 
+def test_the_child_skips_the_kernels_the_run_says_it_compiles(monkeypatch):
+    @njit
+    def claimed(out):
+        out[0] = 1.0
+
+    @njit
+    def free(out):
+        out[0] = 2.0
+
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    with event.install_listener("numba:compile", compile_helper._RunCompiles(write)):
+        claimed(np.zeros(1))  # compiled in "the run": its key goes down the pipe
+    os.close(write)
+    claims = compile_helper._Claims(read)
+    assert compile_helper._key(claimed, (typeof(np.zeros(1)),)) in claims
+    monkeypatch.setattr(compile_helper, "_claims", claims)
+    out = np.zeros(1)
+    again, other = njit(claimed.py_func), njit(free.py_func)  # fresh, nothing compiled
+    compile_helper.compile_kernels(
+        [_kernel(lambda i, o: again(o), out), _kernel(lambda i, o: other(o), out)]
+    )
+    os.close(read)
+    assert (again.signatures, len(other.signatures)) == ([], 1)
+
+
 SCRIPT = """
 import json, os
 import numpy as np
@@ -67,7 +95,7 @@ from numbagrad.backends.cpu import compile_helper as helper
 
 started = []
 start = helper._start_helper
-helper._start_helper = lambda kernels: started.append(start(kernels)) or started[-1]
+helper._start_helper = lambda *a: started.append(start(*a)) or started[-1]
 helper.MIN_KERNELS = 1
 
 def predict():
@@ -118,7 +146,7 @@ def test_no_helper_when_the_cache_cannot_be_written(tmp_path):
 )
 def test_no_helper_for_a_few_kernels_or_when_turned_off(setting, kernels, monkeypatch):
     monkeypatch.setenv(compile_helper.ENV, setting)
-    monkeypatch.setattr(compile_helper, "_start_helper", lambda k: pytest.fail("forked"))
+    monkeypatch.setattr(compile_helper, "_start_helper", lambda *a: pytest.fail("forked"))
     ran = []
     with compile_helper.first_run(None, [_kernel(lambda i, o: None, None)] * kernels):
         ran.append(True)
@@ -134,7 +162,7 @@ from numbagrad.backends.cpu import compile_helper as helper
 
 started = []
 start = helper._start_helper
-helper._start_helper = lambda kernels: started.append(start(kernels)) or started[-1]
+helper._start_helper = lambda *a: started.append(start(*a)) or started[-1]
 helper._stop_helper = lambda pid: None  # as if the run died before it could stop the child
 helper.compile_kernels = lambda kernels: time.sleep(600)  # a child still busy then
 helper.MIN_KERNELS = 1
