@@ -213,18 +213,18 @@ def _stop_helper(pid: int) -> None:
 @contextlib.contextmanager
 def _helper(kernels: Sequence[Kernel]) -> Iterator[None]:
     """A helper child while it lasts, told what the run compiles, and killed at its end."""
-    read, write = os.pipe()
+    read, write = os.pipe()  # the run keeps the read end too: no SIGPIPE if the child dies
     try:
         pid = _start_helper(kernels, read, write)
+        os.set_blocking(write, False)
+        try:
+            with event.install_listener("numba:compile", _RunCompiles(write)):
+                yield
+        finally:
+            _stop_helper(pid)
     finally:
         os.close(read)
-    os.set_blocking(write, False)
-    try:
-        with event.install_listener("numba:compile", _RunCompiles(write)):
-            yield
-    finally:
         os.close(write)
-        _stop_helper(pid)
 
 
 @contextlib.contextmanager
