@@ -1,6 +1,7 @@
 """The helper process of a CPU executable's first run (backends/cpu/compile_helper.py): its
-compile-only mode compiles and runs nothing, and in a fresh process with a cold cache it
-changes no result, leaves no process behind, and starts only where it can help."""
+compile-only mode compiles and runs nothing and skips what the run says it compiles; in a
+fresh process with a cold cache it changes no result, leaves no process behind (not even when
+the run dies), and starts only where it can help."""
 
 from __future__ import annotations
 
