@@ -4,6 +4,7 @@ single-threaded while they run: threads.py)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 
 import numpy as np
@@ -20,6 +21,7 @@ from . import (  # noqa: F401  (lowerings register on import)
     lower_scan,
     lower_spatial,
 )
+from .compile_helper import first_run
 from .lowering import lower
 from .threads import single_threaded_blas
 
@@ -27,15 +29,25 @@ NAME = "cpu"
 
 
 class CpuExecutable(Executable):
-    """An ``Executable`` whose runs keep BLAS at one thread (``threads.py``)."""
+    """An ``Executable`` whose runs keep BLAS at one thread (``threads.py``) and whose first
+    run, on a cold kernel cache, has a helper process compile from the other end
+    (``compile_helper.py``)."""
+
+    _ran = False
 
     def run(self) -> None:
-        with single_threaded_blas():
+        with single_threaded_blas(), self._first_run():
             super().run()
 
     def run_timed(self, seconds: dict[int, float]) -> None:
-        with single_threaded_blas():
+        with single_threaded_blas(), self._first_run():
             super().run_timed(seconds)
+
+    def _first_run(self) -> contextlib.AbstractContextManager:
+        if self._ran:
+            return contextlib.nullcontext()
+        self._ran = True
+        return first_run(self.graph, self.kernels)
 
 
 def compile(  # noqa: A001
