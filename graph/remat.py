@@ -244,6 +244,16 @@ def _rebuild(backward: Graph, new_leaves, chains) -> Graph:
     return Graph(ordered, inputs, b.outputs, b.updates, b.output_names, b.name)
 
 
+SMALL_FRACTION = 64
+"""A saved value under 1/``SMALL_FRACTION`` of the largest one is not recomputed by default: it
+frees next to nothing (per-channel BatchNorm statistics), and recomputed, its ops would fuse
+into the activation-sized kernels that read it and run once per element there."""
+
+
+def _big(node: Node, largest: int) -> bool:
+    return node.nbytes * SMALL_FRACTION >= largest
+
+
 Planner = Callable[[Graph, Graph], tuple]
 """``plan(forward, backward) -> (forward, backward, report)``: optimize and plan the pair."""
 
@@ -259,7 +269,8 @@ def elementwise_recomputation(
     recomputed ops fuse into the backward graph's elementwise kernels that read them."""
     result = plan(forward, backward)
     (phase,) = candidate_phases(forward, backward, depth=0, first=0)
-    values = [v for v in phase if forward[v].op != "reshape"]  # a view frees no bytes
+    largest = max((forward[v].nbytes for v in _saved(backward)), default=0)
+    values = [v for v in phase if forward[v].op != "reshape" and _big(forward[v], largest)]
     if not values:
         return result
     recomputing, info = rematerialize(forward, backward, values)
