@@ -35,6 +35,10 @@ candidates are few and the arena is measured, not modelled):
    the default arena 36.9 MiB, half of it met at 17.3 MiB by +3.2 GFLOP of recomputation. At
    batch 4 half is out of reach: one layer4 weight gradient alone is 9 MiB of 19.2.)
 
+Without a budget, a training step still recomputes the depth-0 candidates (elementwise ops
+and reshapes only) when that plans a smaller arena (``elementwise_recomputation``): for a few
+FLOPs per element they free most of a BatchNorm network's saved activations.
+
 Recomputed nodes are emitted in the backward graph just before the first reader of the value
 they replace (the schedule pass keeps them there), under the forward nodes' layer names. A
 recomputed value another chain needs earlier is shared with that chain when it holds a conv
