@@ -268,9 +268,9 @@ def elementwise_recomputation(
     """What a step without a budget gets: ``plan`` of the pair, or ``plan_recomputed`` of the
     pair recomputing every saved value that elementwise ops rebuild from other saved values
     (depth 0), when that plans a smaller arena. A ReLU(BatchNorm(conv)) output is rebuilt
-    from the conv output BatchNorm's backward reads anyway, for a few FLOPs per element
-    (CIFAR ResNet-18, batch 128: 577 -> 321 MiB for +0.6 GFLOP, ~0.3% of the step's); the
-    recomputed ops fuse into the backward graph's elementwise kernels that read them."""
+    from the conv output BatchNorm's backward reads anyway, by one fused elementwise kernel
+    just before the weight gradient that reads it (CIFAR ResNet-18, batch 128: 577 -> 320 MiB
+    for +0.6 GFLOP, ~0.3% of the step's)."""
     result = plan(forward, backward)
     (phase,) = candidate_phases(forward, backward, depth=0, first=0)
     largest = max((forward[v].nbytes for v in _saved(backward)), default=0)
