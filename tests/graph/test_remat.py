@@ -149,6 +149,34 @@ class _BnNet(nn.Module):
         return self.fc(self.pool(h3).flatten(1))
 
 
+def test_by_default_the_activations_batchnorm_rebuilds_are_recomputed_and_train_the_same():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((4, 3, 16, 16)).astype(np.float32), rng.integers(0, 10, 4)
+    runs = []
+    for disable in (("recompute",), ()):
+        ng.manual_seed(0)
+        model = _BnNet()
+        step = _step(model, (3, 16, 16), disable=disable)
+        runs.append(([step(x, y) for _ in range(3)], model.state_dict(), step))
+    (l1, w1, plain), (l2, w2, step) = runs
+    assert plain.report.recomputed is None
+    assert step.report.planned_bytes < plain.report.planned_bytes
+    recomputed = step.report.recomputed.values  # ReLU outputs, not BatchNorm statistics
+    assert recomputed and set(recomputed.values()) == {"relu"}
+    assert step.report.recomputed.flops < 20 * x.size * 8  # elementwise: a few per element
+    f, b = step.forward_graph, step.backward_graph
+    plans = (step.report.plans["forward"], step.report.plans["backward"])
+    verify_training_plan(f, b, plans, saved_ids(b) | frozenset(f.outputs))
+    np.testing.assert_allclose(l2, l1, rtol=1e-6)
+    for k in w1:
+        np.testing.assert_allclose(w2[k], w1[k], rtol=1e-5, atol=1e-7)
+
+
+def test_lenet5_recomputes_nothing_by_default():
+    # Its saved values are conv outputs and pooling taps: none is rebuilt by elementwise ops.
+    assert _step(lenet5(), (1, 32, 32)).report.recomputed is None
+
+
 @pytest.mark.slow  # compiles the cpu kernels of two training steps
 def test_cpu_training_under_a_budget_matches_training_without_recomputation():
     # This net's smallest arena is the one the default (elementwise) recomputation plans.
