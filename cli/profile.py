@@ -19,7 +19,7 @@ from ..engine import Spec, nn
 from ..engine.nn.init import manual_seed
 from ..engine.nn.summary import summary
 from ..graph.passes import PASSES
-from ..graph.pipeline import COMPACT, PLAN
+from ..graph.pipeline import COMPACT, PLAN, RECOMPUTE
 from .common import (
     INPUT_SHAPE,
     MODELS,
@@ -97,7 +97,7 @@ def add_profile_parser(sub) -> None:
         action="extend",
         default=[],
         metavar="PASS",
-        help=f"switch passes off by name: {', '.join([*PASSES, COMPACT, PLAN])}",
+        help=f"switch passes off by name: {', '.join([*PASSES, COMPACT, RECOMPUTE, PLAN])}",
     )
     add("--backend", choices=BACKENDS, default="cpu", help="(default cpu)")
     add("--steps", type=int_at_least(1), default=20, metavar="N", help="timed runs (default 20)")
@@ -115,7 +115,7 @@ def add_profile_parser(sub) -> None:
 
 def profile_command(args: argparse.Namespace) -> int:
     check_model(args.model)
-    known = [*PASSES, COMPACT, PLAN]
+    known = [*PASSES, COMPACT, RECOMPUTE, PLAN]
     for name in args.disable:
         if name not in known:
             raise UsageError(f"unknown pass {name!r} for --disable; passes: {', '.join(known)}")

@@ -18,7 +18,7 @@ from .ir import Graph
 from .memory import plan_memory
 from .passes import PASSES
 from .passes.report import GraphSummary, PassRecord, PassReport, graph_stats
-from .remat import fit_budget, parse_bytes
+from .remat import elementwise_recomputation, fit_budget, parse_bytes
 from .training_memory import plan_training_memory
 
 Pass = Callable[..., Graph]
@@ -48,6 +48,9 @@ PLAN = "plan_memory"
 """The name of the memory-planning step (``disable=("plan_memory",)`` skips it)."""
 COMPACT = "compact_saved"
 """The name of the training step's first rewrite, across its two graphs (``compact.py``)."""
+RECOMPUTE = "recompute"
+"""The name of a training step's default recomputation of the saved values that elementwise
+ops rebuild (``remat.elementwise_recomputation``)."""
 
 __all__ = [
     "DEFAULT_PASSES",
@@ -137,9 +140,12 @@ def optimize_training(
     each saved activation after its last read. The report shows that arena once, on the
     forward graph's summary (``report.plans`` holds both graphs' plans, which must share the
     arena). First, unless disabled, ``compact_saved`` stores what the backward graph reads in
-    smaller forms. ``memory_budget`` (bytes, or a size such as ``"200MB"``): recompute saved
-    activations in the backward graph until the arena fits (``remat.fit_budget``; the
-    report's ``recomputed`` says what), or raise ``MemoryBudgetError``."""
+    smaller forms. Unless ``"recompute"`` is disabled, the backward graph recomputes the saved
+    values elementwise ops rebuild when that plans a smaller arena
+    (``remat.elementwise_recomputation``). ``memory_budget`` (bytes, or a size such as
+    ``"200MB"``): recompute saved activations in the backward graph until the arena fits
+    (``remat.fit_budget``), or raise ``MemoryBudgetError``. The report's ``recomputed`` says
+    what was recomputed."""
     disable = frozenset(disable)
     if COMPACT not in disable:
         forward, backward = compact_saved(forward, backward)
@@ -147,9 +153,10 @@ def optimize_training(
     def plan_pair(f: Graph, b: Graph) -> tuple[Graph, Graph, PassReport]:
         return _optimize_pair(f, b, passes, disable, plan, dump_dir)
 
-    if memory_budget is None:
+    planned = plan and PLAN not in disable
+    if memory_budget is None and (not planned or RECOMPUTE in disable):
         return plan_pair(forward, backward)
-    if not plan or PLAN in disable:
+    if not planned:
         raise OptionError("a memory budget needs the memory plan: do not disable plan_memory")
 
     # CSE would merge a value recomputed for one chain with the same value recomputed again
@@ -158,9 +165,17 @@ def optimize_training(
     def plan_recomputed(f: Graph, b: Graph) -> tuple[Graph, Graph, PassReport]:
         return _optimize_pair(f, b, passes, disable, plan, dump_dir, {"cse"})
 
+    def plan_default(f: Graph, b: Graph) -> tuple[Graph, Graph, PassReport]:
+        if RECOMPUTE in disable:
+            return plan_pair(f, b)
+        return elementwise_recomputation(f, b, plan_pair, plan_recomputed)
+
     if "cse" not in disable:
         backward = PASSES["cse"](backward)
-    return fit_budget(forward, backward, parse_bytes(memory_budget), plan_pair, plan_recomputed)
+    if memory_budget is None:
+        return plan_default(forward, backward)
+    budget = parse_bytes(memory_budget)
+    return fit_budget(forward, backward, budget, plan_default, plan_recomputed)
 
 
 def _optimize_pair(forward, backward, passes, disable, plan, dump_dir, skip_backward=()):

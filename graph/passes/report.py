@@ -78,7 +78,7 @@ class PassReport:
     passes: list[PassRecord] = field(default_factory=list)
     graphs: dict[str, GraphSummary] = field(default_factory=dict)
     plans: dict = field(default_factory=dict, repr=False)
-    recomputed: Any = None  # a training step under a memory budget: graph/remat.Recomputed
+    recomputed: Any = None  # what a training step recomputes: graph/remat.Recomputed
 
     def _total(self, key: str, when: str = "") -> int:
         return sum(
@@ -164,7 +164,7 @@ class PassReport:
             r = self.recomputed
             names = ", ".join(sorted(set(r.values.values())))
             lines.append(
-                f"recomputed in the backward graph (memory budget): {len(r.values)} saved "
+                f"recomputed in the backward graph: {len(r.values)} saved "
                 f"values by {r.nodes} ops, +{r.flops / 1e6:.2f} MFLOP per step: {names}"
             )
         return "\n".join(lines)

@@ -139,6 +139,25 @@ def test_conv_im2col_in_per_thread_chunks_of_one_image(shape, monkeypatch):
         _run_conv(case, (s, s), (p, p), (1, 1), 1, dtype, algorithm="im2col")
 
 
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (3, 4, 8, 8, 6, 1, 1, (2, 2), (0, 0), (1, 1), 1),  # 1x1 stride 2 through phase planes
+        (3, 2, 8, 6, 4, 3, 3, (2, 2), (1, 1), (1, 1), 2),  # 3x3 stride 2, groups, phases
+        (3, 3, 7, 7, 5, 3, 3, (1, 1), (1, 1), (1, 1), 1),  # stride 1 "same"
+        (3, 2, 9, 7, 4, 3, 2, (2, 1), (1, 0), (1, 1), 1),  # row-by-row im2col
+    ],
+)
+def test_im2col_in_chunks_of_one_image(shape, monkeypatch):
+    """A scratch budget of one byte: every chunk is one image (batch 128 runs in chunks), in
+    conv_gemm's sequential chunks and in conv_chunks' per-thread ones alike."""
+    monkeypatch.setattr(conv, "IM2COL_BYTES", 1)
+    monkeypatch.setattr(conv_chunks, "CHUNK_BYTES", 1)
+    *dims, stride, pad, dil, groups = shape
+    case = _conv_case(*dims, stride, pad, dil, groups, True, np.float64)
+    _run_conv(case, stride, pad, dil, groups, np.float64, algorithm="im2col")
+
+
 def test_conv_rejects_bad_input():
     x = np.zeros((1, 2, 5, 5), np.float32)
     w = np.zeros((3, 2, 3, 3), np.float32)

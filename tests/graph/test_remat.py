@@ -83,7 +83,7 @@ def test_a_segment_of_two_convs_is_recomputed_from_the_input_with_the_same_gradi
         np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12)
 
 
-def _step(model, shape, budget=None, batch=4):
+def _step(model, shape, budget=None, batch=4, disable=()):
     return ng.compile_training(
         model,
         nn.CrossEntropyLoss(),
@@ -92,6 +92,7 @@ def _step(model, shape, budget=None, batch=4):
         ng.Spec((batch,), "int64"),
         backend="interp",
         memory_budget=budget,
+        disable=disable,
     )
 
 
@@ -104,7 +105,9 @@ def test_an_impossible_budget_is_refused_in_one_sentence_naming_the_smallest_are
 
 
 def test_resnet18_under_half_its_arena_trains_like_without_and_its_arena_fits():
-    # Batch 8: at batch 4 one layer4 weight gradient (9 MiB) is ~half the default arena.
+    # Batch 8: at batch 4 one layer4 weight gradient (9 MiB) is ~half the arena. Half of the
+    # arena planned without recomputation: the default (elementwise) recomputation alone plans
+    # ~0.6x of it, and half of that is below the floor the weight gradients set.
     rng = np.random.default_rng(0)
     x = rng.standard_normal((8, 3, 32, 32)).astype(np.float32)
     y = rng.integers(0, 10, 8)
@@ -112,9 +115,10 @@ def test_resnet18_under_half_its_arena_trains_like_without_and_its_arena_fits():
     for budget in (None, "half"):
         ng.manual_seed(0)
         model = models.resnet18(num_classes=10, small_input=True)
-        if budget == "half":  # of the default arena
+        if budget == "half":  # of the arena without recomputation
             budget = runs[0][2] // 2
-        step = _step(model, (3, 32, 32), budget, batch=8)
+        disable = ("recompute",) if budget is None else ()
+        step = _step(model, (3, 32, 32), budget, batch=8, disable=disable)
         losses = [step(x, y) for _ in range(3)]
         runs.append((losses, model.state_dict(), step.report.planned_bytes, step, budget))
     (l1, w1, _, _, _), (l2, w2, arena, step, budget) = runs
@@ -145,8 +149,37 @@ class _BnNet(nn.Module):
         return self.fc(self.pool(h3).flatten(1))
 
 
+def test_by_default_the_activations_batchnorm_rebuilds_are_recomputed_and_train_the_same():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((4, 3, 16, 16)).astype(np.float32), rng.integers(0, 10, 4)
+    runs = []
+    for disable in (("recompute",), ()):
+        ng.manual_seed(0)
+        model = _BnNet()
+        step = _step(model, (3, 16, 16), disable=disable)
+        runs.append(([step(x, y) for _ in range(3)], model.state_dict(), step))
+    (l1, w1, plain), (l2, w2, step) = runs
+    assert plain.report.recomputed is None
+    assert step.report.planned_bytes < plain.report.planned_bytes
+    recomputed = step.report.recomputed.values  # ReLU outputs, not BatchNorm statistics
+    assert recomputed and set(recomputed.values()) == {"relu"}
+    assert step.report.recomputed.flops < 20 * x.size * 8  # elementwise: a few per element
+    f, b = step.forward_graph, step.backward_graph
+    plans = (step.report.plans["forward"], step.report.plans["backward"])
+    verify_training_plan(f, b, plans, saved_ids(b) | frozenset(f.outputs))
+    np.testing.assert_allclose(l2, l1, rtol=1e-6)
+    for k in w1:
+        np.testing.assert_allclose(w2[k], w1[k], rtol=1e-5, atol=1e-7)
+
+
+def test_lenet5_recomputes_nothing_by_default():
+    # Its saved values are conv outputs and pooling taps: none is rebuilt by elementwise ops.
+    assert _step(lenet5(), (1, 32, 32)).report.recomputed is None
+
+
 @pytest.mark.slow  # compiles the cpu kernels of two training steps
-def test_cpu_training_under_a_budget_matches_training_without():
+def test_cpu_training_under_a_budget_matches_training_without_recomputation():
+    # This net's smallest arena is the one the default (elementwise) recomputation plans.
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((16, 3, 16, 16)).astype(np.float32), rng.integers(0, 10, 16)
     runs = []
@@ -161,6 +194,7 @@ def test_cpu_training_under_a_budget_matches_training_without():
             ng.Spec(x.shape),
             ng.Spec((16,), "int64"),
             memory_budget=budget,
+            disable=("recompute",) if budget is None else (),
         )
         runs.append(([step(x, y) for _ in range(3)], model.state_dict(), step.report.planned_bytes))
         report = step.report

@@ -43,7 +43,7 @@ from .linalg import group_matmul_per_image, matmul, matmul_accumulate
 from .reduce import all_finite, sum_outer_inner
 
 ALGORITHMS = ("gemm1x1", "full_window", "direct", "winograd", "im2col")
-IM2COL_BYTES = 16 << 20  # scratch budget for one chunk of im2col columns (bigger GEMMs win)
+IM2COL_BYTES = 16 << 20  # scratch budget for one chunk of the im2col GEMMs (bigger GEMMs win)
 DIRECT_CHANNEL_BLOCK = 8  # output channels per work item of the direct kernel
 # Crossovers measured with bench/conv_kernels.py --all --extra (2 cores, float32): the direct
 # kernels win while the GEMM im2col would feed BLAS is thin (reduction C/g*KH*KW up to ~200 for

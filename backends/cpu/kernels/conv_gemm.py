@@ -137,14 +137,21 @@ def add_bias(out, bias):
 
 
 def chunk_images(n, rows, p, itemsize, budget):
-    """How many images' im2col columns (rows x p each) fit in ``budget`` bytes (at least 1)."""
+    """How many images' scratch (rows x p each) fit in ``budget`` bytes (at least 1)."""
     return max(1, min(n, budget // max(1, rows * p * itemsize)))
 
 
-def _chunks(n_, rows, kg, p_, dtype, budget):
+def _phase_rows(x_shape, out_hw, sh, sw, kernel):
+    """Rows per image of the phase planes ``_columns``/``_add_columns`` use (0: none)."""
+    return x_shape[1] * sh * sh if phases_pay(x_shape[2:], out_hw, (sh, sw), kernel) else 0
+
+
+def _chunks(n_, rows, kg, p_, dtype, budget, phase_rows=0):
     """Chunks of images for the im2col GEMMs: yields (n0, m, cols (rows, m*P), y (kg, m*P)),
-    views of two scratch buffers allocated once for the largest chunk."""
-    m = chunk_images(n_, rows, p_, np.dtype(dtype).itemsize, budget)
+    views of two scratch buffers allocated once for the largest chunk. ``budget`` bounds all
+    of a chunk's scratch, the phase planes (``phase_rows`` x P per image) included: at batch
+    128 a 1x1 stride-2 conv's y and phases alone were 48 MiB."""
+    m = chunk_images(n_, rows + kg + phase_rows, p_, np.dtype(dtype).itemsize, budget)
     cols = np.empty(rows * m * p_, dtype=dtype)
     y = np.empty(kg * m * p_, dtype=dtype)
     for n0 in range(0, n_, m):
@@ -200,7 +207,8 @@ def gemm_forward(x, w, b, out, sh, sw, ph, pw, dh, dw, groups, budget):
     n_, k_, p_, kg, r_, rows = _dims(x.shape, w.shape, (oh_, ow_), groups)
     w2 = w.reshape(k_, r_)
     out3 = out.reshape(n_, k_, p_)
-    for n0, mm, cv, yv in _chunks(n_, rows, kg, p_, x.dtype, budget):
+    phase_rows = _phase_rows(x.shape, (oh_, ow_), sh, sw, (kh, kw))
+    for n0, mm, cv, yv in _chunks(n_, rows, kg, p_, x.dtype, budget, phase_rows):
         _columns(x, cv, n0, mm, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_)
         for g in range(groups):
             matmul(w2[g * kg : (g + 1) * kg], cv[g * r_ : (g + 1) * r_], yv, False, False)
@@ -213,7 +221,8 @@ def gemm_backward_input(gy, w, gx, sh, sw, ph, pw, dh, dw, groups, budget):
     n_, k_, p_, kg, r_, rows = _dims(gx.shape, w.shape, (oh_, ow_), groups)
     w2 = w.reshape(k_, r_)
     gy3 = gy.reshape(n_, k_, p_)
-    for n0, mm, cv, gv in _chunks(n_, rows, kg, p_, gy.dtype, budget):
+    phase_rows = _phase_rows(gx.shape, (oh_, ow_), sh, sw, (kh, kw))
+    for n0, mm, cv, gv in _chunks(n_, rows, kg, p_, gy.dtype, budget, phase_rows):
         for g in range(groups):
             gather_channels(gy3, gv, n0, mm, g * kg)
             matmul(w2[g * kg : (g + 1) * kg], gv, cv[g * r_ : (g + 1) * r_], True, False)
@@ -226,7 +235,8 @@ def gemm_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, budget):
     n_, k_, p_, kg, r_, rows = _dims(x.shape, gw.shape, (oh_, ow_), groups)
     gw2 = gw.reshape(k_, r_)
     gy3 = gy.reshape(n_, k_, p_)
-    for n0, mm, cv, gv in _chunks(n_, rows, kg, p_, x.dtype, budget):
+    phase_rows = _phase_rows(x.shape, (oh_, ow_), sh, sw, (kh, kw))
+    for n0, mm, cv, gv in _chunks(n_, rows, kg, p_, x.dtype, budget, phase_rows):
         _columns(x, cv, n0, mm, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_)
         for g in range(groups):
             gather_channels(gy3, gv, n0, mm, g * kg)
