@@ -33,7 +33,7 @@ candidates are few and the arena is measured, not modelled):
    end of each phase, then bisection inside the first phase whose end fits). When no phase
    end fits, ``MemoryBudgetError`` names the smallest arena seen. (CIFAR ResNet-18, batch 8:
    the arena without recomputation 36.9 MiB, half of it met at 17.3 MiB by +3.2 GFLOP of
-   recomputation; 17.3 MiB is also the floor, the weight gradients alone being 9 MiB. At
+   recomputation, the smallest arena it can plan (the weight gradients set it). At
    batch 4 half is out of reach: one layer4 weight gradient alone is 9 MiB of 19.2.)
 
 Without a budget, a training step still recomputes the depth-0 candidates (elementwise ops
