@@ -198,11 +198,15 @@ np.save(sys.argv[2], model(np.load(sys.argv[3])))
 
 
 def _cache_files() -> set[str]:
+    """The kernel cache entries; not the markers of finished first runs (compile_helper.py),
+    which a fresh process may add without compiling anything."""
     files = set()
     for var in ("NUMBAGRAD_CACHE_DIR", "NUMBA_CACHE_DIR"):
         root = os.environ.get(var)
         if root and os.path.isdir(root):
-            files |= {str(p) for p in Path(root).rglob("*") if p.is_file()}
+            files |= {
+                str(p) for p in Path(root).rglob("*") if p.is_file() and "first_runs" not in p.parts
+            }
     return files
 
 
