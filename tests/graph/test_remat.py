@@ -125,12 +125,19 @@ def test_resnet18_under_half_its_arena_trains_like_without_and_its_arena_fits():
     assert arena <= budget
     recomputed = step.report.recomputed
     assert recomputed.nodes > 0 and recomputed.flops > 0 and "layer1.0.relu" in str(step.report)
+    _assert_plan_verified_and_trains_alike(step, (l1, w1), (l2, w2), 1e-5, (1e-4, 1e-6))
+
+
+def _assert_plan_verified_and_trains_alike(step, plain, recomputing, loss_rtol, weight_tol):
+    """The memory verifier passes on ``step``'s plans, and its (losses, weights) match the
+    run without recomputation."""
     f, b = step.forward_graph, step.backward_graph
     plans = (step.report.plans["forward"], step.report.plans["backward"])
     verify_training_plan(f, b, plans, saved_ids(b) | frozenset(f.outputs))
-    np.testing.assert_allclose(l2, l1, rtol=1e-5)
+    (l1, w1), (l2, w2) = plain, recomputing
+    np.testing.assert_allclose(l2, l1, rtol=loss_rtol)
     for k in w1:
-        np.testing.assert_allclose(w2[k], w1[k], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(w2[k], w1[k], rtol=weight_tol[0], atol=weight_tol[1])
 
 
 class _BnNet(nn.Module):
@@ -164,12 +171,7 @@ def test_by_default_the_activations_batchnorm_rebuilds_are_recomputed_and_train_
     recomputed = step.report.recomputed.values  # ReLU outputs, not BatchNorm statistics
     assert recomputed and set(recomputed.values()) == {"relu"}
     assert step.report.recomputed.flops < 20 * x.size * 8  # elementwise: a few per element
-    f, b = step.forward_graph, step.backward_graph
-    plans = (step.report.plans["forward"], step.report.plans["backward"])
-    verify_training_plan(f, b, plans, saved_ids(b) | frozenset(f.outputs))
-    np.testing.assert_allclose(l2, l1, rtol=1e-6)
-    for k in w1:
-        np.testing.assert_allclose(w2[k], w1[k], rtol=1e-5, atol=1e-7)
+    _assert_plan_verified_and_trains_alike(step, (l1, w1), (l2, w2), 1e-6, (1e-5, 1e-7))
 
 
 def test_lenet5_recomputes_nothing_by_default():
