@@ -242,23 +242,17 @@ def _forward_launch(x_shape, w_shape, out_shape, sh, sw, ph, pw, dh, dw, groups,
 
         return gemm1x1
 
+    chunked = _c.pays(x_shape, w_shape, out_shape[2:], (sh, sw), groups)
+
     def winograd_or_im2col(x, w, b, out):
         if algo == "winograd" and _w.conv(x, w, b, out, ph, pw):
             return  # (False: it read a NaN or an infinity, recomputed below)
-        _im2col_forward(x, w, b, out, *args)
+        if chunked:
+            _c.forward(x, w, b, out, sh, ph, pw, dh, dw)
+        else:
+            _g.gemm_forward(x, w, b, out, *args, IM2COL_BYTES)
 
     return winograd_or_im2col
-
-
-def _chunked(x_shape, w_shape, out_hw, sh, sw, groups):
-    return sh == sw and _c.pays(x_shape, w_shape, out_hw, (sh, sw), groups)
-
-
-def _im2col_forward(x, w, b, out, sh, sw, ph, pw, dh, dw, groups):
-    if _chunked(x.shape, w.shape, out.shape[2:], sh, sw, groups):
-        _c.forward(x, w, b, out, sh, ph, pw, dh, dw)
-    else:
-        _g.gemm_forward(x, w, b, out, sh, sw, ph, pw, dh, dw, groups, IM2COL_BYTES)
 
 
 def conv2d_forward(x, w, b, out, sh, sw, ph, pw, dh, dw, groups, *, algorithm=None):
@@ -305,7 +299,7 @@ def conv2d_backward_input(gy, w, gx, sh, sw, ph, pw, dh, dw, groups, *, algorith
         gy, w, _empty_bias(gy.dtype), gx, 2 - ph, 2 - pw, flip=True
     ):
         pass  # (False: it read a NaN or an infinity, recomputed below)
-    elif _chunked(gx.shape, w.shape, gy.shape[2:], sh, sw, groups):
+    elif _c.pays(gx.shape, w.shape, gy.shape[2:], (sh, sw), groups):
         _c.backward_input(gy, w, gx, sh, ph, pw, dh, dw)
     else:
         _g.gemm_backward_input(gy, w, gx, sh, sw, ph, pw, dh, dw, groups, IM2COL_BYTES)
@@ -362,7 +356,7 @@ def conv2d_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, *, algorit
             _g.gemm_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, IM2COL_BYTES)
     elif algo == "winograd" and _w.weight_grad(x, gy, gw, ph, pw):
         pass  # (False: it read a NaN or an infinity, recomputed below)
-    elif _chunked(x.shape, gw.shape, gy.shape[2:], sh, sw, groups):
+    elif _c.pays(x.shape, gw.shape, gy.shape[2:], (sh, sw), groups):
         _c.backward_weight(x, gy, gw, sh, ph, pw, dh, dw)
     else:  # im2col (a 1x1 conv's im2col is just a gather of x)
         _g.gemm_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, IM2COL_BYTES)
