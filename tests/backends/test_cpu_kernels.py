@@ -231,6 +231,7 @@ def test_conv_backward_bias(dtype):
 # (n, c, h, w, kernel, stride, padding, dilation)
 POOL_CASES = [
     (2, 3, 8, 8, (2, 2), (2, 2), (0, 0), (1, 1)),  # LeNet
+    (1, 2, 9, 7, (2, 2), (2, 2), (0, 0), (1, 1)),  # 2x2 stride 2 on odd sizes (floor mode)
     (1, 2, 9, 7, (3, 3), (2, 2), (1, 1), (1, 1)),  # overlapping 3x3 stride 2, padded, batch 1
     (2, 2, 10, 9, (3, 2), (1, 2), (1, 0), (2, 1)),  # non-square, dilation 2, stride 1
     (1, 1, 7, 7, (3, 3), (2, 2), (0, 0), (1, 1)),  # AlexNet-style
@@ -269,14 +270,22 @@ def _torch_taps(x, k, s, p, d):
     return (i * k[1] + j).astype(np.uint8)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", POOL_CASES)
-def test_max_pool_taps_on_nan_and_inf(shape):
-    """As torch's argmax: the last NaN of a window, else its first maximum (ties, infinities)."""
+def test_max_pool_on_nan_and_inf(shape, dtype):
+    """Values and taps as torch's: the last NaN of a window, else its first maximum (ties,
+    infinities)."""
     n, c, h, w, k, s, p, d = shape
-    x = _rng(5).choice(
-        [np.nan, -np.inf, np.inf, 0.0, 1.0], (n, c, h, w), p=[0.1, 0.2, 0.1, 0.3, 0.3]
+    x = (
+        _rng(5)
+        .choice([np.nan, -np.inf, np.inf, 0.0, 1.0], (n, c, h, w), p=[0.1, 0.2, 0.1, 0.3, 0.3])
+        .astype(dtype)
     )
-    taps = np.full((n, c, *F.max_pool2d(torch.from_numpy(x), k, s, p, d).shape[2:]), 255, np.uint8)
+    y = F.max_pool2d(torch.from_numpy(x), k, s, p, d).numpy()
+    out = np.zeros(y.shape, dtype)
+    pool.max_pool2d_forward(x, out, *k, *s, *p, *d)
+    np.testing.assert_array_equal(out, y)  # (NaN where torch has NaN)
+    taps = np.full(y.shape, 255, np.uint8)
     pool.max_pool2d_taps(x, taps, *k, *s, *p, *d)
     np.testing.assert_array_equal(taps, _torch_taps(torch.from_numpy(x), k, s, p, d))
 

@@ -77,9 +77,14 @@ def max_pool2d_forward(x, out, kh, kw, sh, sw, ph, pw, dh, dw):
     n_, c_, h, w = x.shape
     oh_, ow_ = out.shape[2], out.shape[3]
     lo, hi = _col_ranges(kw, w, sw, pw, dw, ow_)
+    pairs = _is_pair_window(kh, kw, sh, sw, ph, pw, dh, dw)
     for t in prange(n_ * c_):
         src = x[t // c_, t % c_]
         dst = out[t // c_, t % c_]
+        if pairs:  # unrolled: one pass instead of four (2x faster, LeNet's first pool)
+            for oh in range(oh_):
+                _pair_values(src[2 * oh], src[2 * oh + 1], dst[oh])
+            continue
         dst[:, :] = -np.inf
         for oh in range(oh_):
             orow = dst[oh]
@@ -163,15 +168,45 @@ def _first_max_tap(src, w, oh, ow, ilo, ihi, jlo, jhi, kw, sh, sw, ph, pw, dh, d
 
 
 @njit(cache=True, inline="always")
-def _pair_taps(r0, r1, taps):
-    """taps[q] = _first_max_tap of the 2x2 window at columns 2q, 2q+1 of rows r0, r1."""
+def _pair_max(r0, r1, q, dt):
+    """The first maximum of the 2x2 window at columns 2q, 2q+1 of rows r0, r1 and its tap, as
+    _first_max_tap finds it (a NaN wins: the last one). Bitwise ``|`` and plain selects, no
+    short-circuit branches: the loops that call this vectorize (4x over the branchy form)."""
+    a, b, c, d = r0[2 * q], r0[2 * q + 1], r1[2 * q], r1[2 * q + 1]
+    take = (b > a) | (b != b)
+    best = b if take else a
+    tap = dt(1) if take else dt(0)  # (in the values' type: any other measured 4x slower)
+    take = (c > best) | (c != c)
+    best = c if take else best
+    tap = dt(2) if take else tap
+    take = (d > best) | (d != d)
+    return (d if take else best), (dt(3) if take else tap)
+
+
+@njit(cache=True, inline="always")
+def _pair_taps(r0, r1, taps, scratch):
+    """taps[q] = the tap of the 2x2 window at columns 2q, 2q+1 of rows r0, r1. The taps are
+    made in ``scratch`` (as long as taps, r0's dtype), then narrowed: with the uint8 store in
+    the same loop LLVM did not vectorize it (4x slower)."""
+    dt = scratch.dtype.type
     for q in range(taps.shape[0]):
-        a, b, c, d = r0[2 * q], r0[2 * q + 1], r1[2 * q], r1[2 * q + 1]
-        take = b > a or b != b
-        best, tap = (b, 1) if take else (a, 0)
-        take = c > best or c != c
-        best, tap = (c, 2) if take else (best, tap)
-        taps[q] = 3 if d > best or d != d else tap
+        scratch[q] = _pair_max(r0, r1, q, dt)[1]
+    for q in range(taps.shape[0]):
+        taps[q] = np.uint8(scratch[q])
+
+
+@njit(cache=True, inline="always")
+def _pair_values(r0, r1, out):
+    """out[q] = the maximum of the 2x2 window at columns 2q, 2q+1 of rows r0, r1."""
+    dt = out.dtype.type
+    for q in range(out.shape[0]):
+        out[q] = _pair_max(r0, r1, q, dt)[0]
+
+
+@njit(cache=True, inline="always")
+def _is_pair_window(kh, kw, sh, sw, ph, pw, dh, dw):
+    """The common 2x2 stride-2 unpadded window, which the kernels unroll."""
+    return kh == kw == sh == sw == 2 and ph == pw == 0 and dh == dw == 1
 
 
 @sized_kernel(size_arg=0)
@@ -182,13 +217,14 @@ def max_pool2d_taps(x, out, kh, kw, sh, sw, ph, pw, dh, dw):
     oh_, ow_ = out.shape[2], out.shape[3]
     ilo, ihi = _tap_ranges(kh, h, sh, ph, dh, oh_)
     jlo, jhi = _tap_ranges(kw, w, sw, pw, dw, ow_)
-    pairs = kh == kw == sh == sw == 2 and ph == pw == 0 and dh == dw == 1
+    pairs = _is_pair_window(kh, kw, sh, sw, ph, pw, dh, dw)
     for t in prange(n_ * c_):
         src = x[t // c_, t % c_].reshape(h * w)
         dst = out[t // c_, t % c_]
-        if pairs:  # the common 2x2 stride-2 window, unrolled (3x faster than the scan)
+        if pairs:  # unrolled, branchless: 4x faster than with branches, 12x than the scan
+            plane, scratch = x[t // c_, t % c_], np.empty(ow_, dtype=x.dtype)
             for oh in range(oh_):
-                _pair_taps(src[2 * oh * w : (2 * oh + 1) * w], src[(2 * oh + 1) * w :], dst[oh])
+                _pair_taps(plane[2 * oh], plane[2 * oh + 1], dst[oh], scratch)
             continue
         for oh in range(oh_):
             for ow in range(ow_):
