@@ -259,6 +259,9 @@ def test_max_pool(shape, ties, dtype):
     taps = np.full(y.shape, 255, np.uint8)
     pool.max_pool2d_taps(x, taps, *k, *s, *p, *d)
     np.testing.assert_array_equal(taps, _torch_taps(xt.detach(), k, s, p, d))
+    gx_taps = np.full(x.shape, np.nan, dtype)
+    pool.max_pool2d_grad_taps(gy.numpy(), taps, gx_taps, *k, *s, *p, *d)
+    _close(gx_taps, xt.grad.numpy(), dtype)
 
 
 def _torch_taps(x, k, s, p, d):

@@ -233,12 +233,39 @@ def max_pool2d_taps(x, out, kh, kw, sh, sw, ph, pw, dh, dw):
                 )
 
 
+@njit(cache=True, inline="always")
+def _pair_scatter(g, taps, r0, r1, scratch):
+    """Rows r0, r1 of dL/dx under a row of 2x2 stride-2 windows: g[q] at column 2q + j of r0
+    where taps[q] == j, of r1 where taps[q] == 2 + j, zeros elsewhere. The taps are widened
+    into ``scratch`` first (as in _pair_taps: mixed with uint8 loads the loop did not
+    vectorize)."""
+    dt = r0.dtype.type
+    for q in range(g.shape[0]):
+        scratch[q] = dt(taps[q])
+    zero = dt(0)
+    for q in range(g.shape[0]):
+        tap, v = scratch[q], g[q]
+        r0[2 * q] = v if tap == 0 else zero
+        r0[2 * q + 1] = v if tap == 1 else zero
+        r1[2 * q] = v if tap == 2 else zero
+        r1[2 * q + 1] = v if tap == 3 else zero
+
+
 @sized_kernel(size_arg=2)
 def max_pool2d_grad_taps(gy, taps, gx, kh, kw, sh, sw, ph, pw, dh, dw):
     """gx (N, C, H, W) = dL/dx of max pooling, overwritten: each gy element added at its
     window's tap (from max_pool2d_taps); overlapping windows accumulate."""
     n_, c_, h, w = gx.shape
     oh_, ow_ = gy.shape[2], gy.shape[3]
+    # Windows that cover the plane exactly (2x2 stride 2, even sizes): selects, no scatter
+    # (2x faster). In a loop of its own: beside the scatter's code it ran 2x slower.
+    if _is_pair_window(kh, kw, sh, sw, ph, pw, dh, dw) and h % 2 == 0 and w % 2 == 0:
+        for t in prange(n_ * c_):
+            g, tp, plane = gy[t // c_, t % c_], taps[t // c_, t % c_], gx[t // c_, t % c_]
+            scratch = np.empty(ow_, dtype=gx.dtype)
+            for oh in range(oh_):
+                _pair_scatter(g[oh], tp[oh], plane[2 * oh], plane[2 * oh + 1], scratch)
+        return
     for t in prange(n_ * c_):
         g = gy[t // c_, t % c_]
         tp = taps[t // c_, t % c_]
