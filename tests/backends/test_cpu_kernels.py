@@ -11,29 +11,17 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-from numbagrad.backends.cpu.kernels import conv, conv_chunks, linalg, pool, reduce  # noqa: E402
+from kernel_checks import DTYPES, assert_close, seeded_rng  # noqa: E402
+
+from numbagrad.backends.cpu.kernels import conv, conv_chunks, linalg, reduce  # noqa: E402
 
 pytestmark = pytest.mark.torch
-
-DTYPES = [np.float32, np.float64]
-TOL = {np.float32: 2e-5, np.float64: 1e-12}
-
-
-def _close(got, ref, dtype):
-    ref = np.asarray(ref)
-    scale = max(1.0, float(np.abs(ref).max())) if ref.size else 1.0
-    np.testing.assert_allclose(got, ref, rtol=0, atol=TOL[dtype] * scale)
-
-
-def _rng(seed=0):
-    return np.random.default_rng(seed)
-
 
 # ---------------------------------------------------------------------------- conv
 
 
 def _conv_case(n, c, h, w, k, kh, kw, stride, pad, dil, groups, bias, dtype, seed=0):
-    rng = _rng(seed)
+    rng = seeded_rng(seed)
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
     wt = rng.standard_normal((k, c // groups, kh, kw)).astype(dtype)
     b = rng.standard_normal(k).astype(dtype) if bias else np.empty(0, dtype)
@@ -52,15 +40,15 @@ def _run_conv(case, stride, pad, dil, groups, dtype, algorithm=None, kinds=None)
     if "forward" in kinds:
         out = np.full(y.shape, np.nan, dtype)
         conv.conv2d_forward(x, w, b, out, *args, algorithm=algorithm)
-        _close(out, y, dtype)
+        assert_close(out, y, dtype)
     if "backward_input" in kinds:
         gx = np.full(x.shape, np.nan, dtype)
         conv.conv2d_backward_input(gy, w, gx, *args, algorithm=algorithm)
-        _close(gx, gx_ref, dtype)
+        assert_close(gx, gx_ref, dtype)
     if "backward_weight" in kinds:
         gw = np.full(w.shape, np.nan, dtype)
         conv.conv2d_backward_weight(x, gy, gw, *args, algorithm=algorithm)
-        _close(gw, gw_ref, dtype)
+        assert_close(gw, gw_ref, dtype)
 
 
 # (n, c, h, w, k, kh, kw, stride, padding, dilation, groups)
@@ -181,6 +169,9 @@ def test_conv_dispatch_choices():
     lenet = [((64, 1, 32, 32), (6, 1, 5, 5)), ((64, 6, 14, 14), (16, 6, 5, 5))]
     for xs, ws in lenet:
         assert ch("forward", xs, ws, (1, 1), (0, 0), (1, 1), 1) == "direct"
+        assert ch("backward_weight", xs, ws, (1, 1), (0, 0), (1, 1), 1) == "direct"
+    stem = ((8, 3, 32, 32), (64, 3, 3, 3))  # (3-tap rows: the direct weight gradient wastes 2/5)
+    assert ch("backward_weight", *stem, (1, 1), (1, 1), (1, 1), 1) == "im2col"
     c5 = ((64, 16, 5, 5), (120, 16, 5, 5))
     for kind in ("forward", "backward_input", "backward_weight"):
         assert ch(kind, *c5, (1, 1), (0, 0), (1, 1), 1) == "full_window"
@@ -220,96 +211,10 @@ def test_conv_hypothesis(n, cg, kg, groups, h, w, kh, kw, stride, pad, dil, bias
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_conv_backward_bias(dtype):
-    gy = _rng(1).standard_normal((3, 5, 7, 6)).astype(dtype)
+    gy = seeded_rng(1).standard_normal((3, 5, 7, 6)).astype(dtype)
     gb = np.empty(5, dtype)
     conv.conv2d_backward_bias(gy, gb)
-    _close(gb, gy.sum(axis=(0, 2, 3), dtype=np.float64), dtype)
-
-
-# ---------------------------------------------------------------------------- pooling
-
-# (n, c, h, w, kernel, stride, padding, dilation)
-POOL_CASES = [
-    (2, 3, 8, 8, (2, 2), (2, 2), (0, 0), (1, 1)),  # LeNet
-    (1, 2, 9, 7, (2, 2), (2, 2), (0, 0), (1, 1)),  # 2x2 stride 2 on odd sizes (floor mode)
-    (1, 2, 9, 7, (3, 3), (2, 2), (1, 1), (1, 1)),  # overlapping 3x3 stride 2, padded, batch 1
-    (2, 2, 10, 9, (3, 2), (1, 2), (1, 0), (2, 1)),  # non-square, dilation 2, stride 1
-    (1, 1, 7, 7, (3, 3), (2, 2), (0, 0), (1, 1)),  # AlexNet-style
-]
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", POOL_CASES)
-@pytest.mark.parametrize("ties", [False, True])
-def test_max_pool(shape, ties, dtype):
-    n, c, h, w, k, s, p, d = shape
-    rng = _rng(2)
-    x = rng.integers(0, 3, (n, c, h, w)) if ties else rng.standard_normal((n, c, h, w))
-    x = x.astype(dtype)
-    xt = torch.from_numpy(x).requires_grad_()
-    y = F.max_pool2d(xt, k, s, p, d)
-    gy = torch.from_numpy(rng.standard_normal(tuple(y.shape)).astype(dtype))
-    y.backward(gy)
-    out = np.full(y.shape, np.nan, dtype)
-    pool.max_pool2d_forward(x, out, *k, *s, *p, *d)
-    _close(out, y.detach().numpy(), dtype)
-    gx = np.full(x.shape, np.nan, dtype)
-    pool.max_pool2d_backward(gy.numpy(), x, gx, *k, *s, *p, *d)
-    _close(gx, xt.grad.numpy(), dtype)  # with ties: the first maximum gets the gradient
-    taps = np.full(y.shape, 255, np.uint8)
-    pool.max_pool2d_taps(x, taps, *k, *s, *p, *d)
-    np.testing.assert_array_equal(taps, _torch_taps(xt.detach(), k, s, p, d))
-    gx_taps = np.full(x.shape, np.nan, dtype)
-    pool.max_pool2d_grad_taps(gy.numpy(), taps, gx_taps, *k, *s, *p, *d)
-    _close(gx_taps, xt.grad.numpy(), dtype)
-
-
-def _torch_taps(x, k, s, p, d):
-    """The row-major window tap i * KW + j of torch's max-pool argmax (its flat index)."""
-    _, idx = F.max_pool2d(x, k, s, p, d, return_indices=True)
-    oh, ow = np.meshgrid(range(idx.shape[2]), range(idx.shape[3]), indexing="ij")
-    ih, iw = np.divmod(idx.numpy(), x.shape[3])
-    i, j = (ih - (oh * s[0] - p[0])) // d[0], (iw - (ow * s[1] - p[1])) // d[1]
-    return (i * k[1] + j).astype(np.uint8)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", POOL_CASES)
-def test_max_pool_on_nan_and_inf(shape, dtype):
-    """Values and taps as torch's: the last NaN of a window, else its first maximum (ties,
-    infinities)."""
-    n, c, h, w, k, s, p, d = shape
-    x = (
-        _rng(5)
-        .choice([np.nan, -np.inf, np.inf, 0.0, 1.0], (n, c, h, w), p=[0.1, 0.2, 0.1, 0.3, 0.3])
-        .astype(dtype)
-    )
-    y = F.max_pool2d(torch.from_numpy(x), k, s, p, d).numpy()
-    out = np.zeros(y.shape, dtype)
-    pool.max_pool2d_forward(x, out, *k, *s, *p, *d)
-    np.testing.assert_array_equal(out, y)  # (NaN where torch has NaN)
-    taps = np.full(y.shape, 255, np.uint8)
-    pool.max_pool2d_taps(x, taps, *k, *s, *p, *d)
-    np.testing.assert_array_equal(taps, _torch_taps(torch.from_numpy(x), k, s, p, d))
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", POOL_CASES)
-@pytest.mark.parametrize("include_pad", [True, False])
-def test_avg_pool(shape, include_pad, dtype):
-    n, c, h, w, k, s, p, _ = shape
-    rng = _rng(3)
-    x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    xt = torch.from_numpy(x).requires_grad_()
-    y = F.avg_pool2d(xt, k, s, p, count_include_pad=include_pad)
-    gy = torch.from_numpy(rng.standard_normal(tuple(y.shape)).astype(dtype))
-    y.backward(gy)
-    out = np.full(y.shape, np.nan, dtype)
-    pool.avg_pool2d_forward(x, out, *k, *s, *p, include_pad)
-    _close(out, y.detach().numpy(), dtype)
-    gx = np.full(x.shape, np.nan, dtype)
-    pool.avg_pool2d_backward(gy.numpy(), gx, *k, *s, *p, include_pad)
-    _close(gx, xt.grad.numpy(), dtype)
+    assert_close(gb, gy.sum(axis=(0, 2, 3), dtype=np.float64), dtype)
 
 
 # ---------------------------------------------------------------------------- linalg
@@ -319,21 +224,21 @@ def test_avg_pool(shape, include_pad, dtype):
 @pytest.mark.parametrize("ta", [False, True])
 @pytest.mark.parametrize("tb", [False, True])
 def test_matmul(ta, tb, dtype):
-    rng = _rng(4)
+    rng = seeded_rng(4)
     m, k, n = 7, 5, 3
     a = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
     b = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
     out = np.full((m, n), np.nan, dtype)
     linalg.matmul(a, b, out, ta, tb)
     at, bt = torch.from_numpy(a), torch.from_numpy(b)
-    _close(out, ((at.T if ta else at) @ (bt.T if tb else bt)).numpy(), dtype)
+    assert_close(out, ((at.T if ta else at) @ (bt.T if tb else bt)).numpy(), dtype)
     a3 = np.stack([a, 2 * a, -a])
     b3 = np.stack([b, b, 3 * b])
     out3 = np.full((3, m, n), np.nan, dtype)
     linalg.batched_matmul(a3, b3, out3, ta, tb)
     ref = torch.from_numpy(a3).transpose(1, 2) if ta else torch.from_numpy(a3)
     ref = ref @ (torch.from_numpy(b3).transpose(1, 2) if tb else torch.from_numpy(b3))
-    _close(out3, ref.numpy(), dtype)
+    assert_close(out3, ref.numpy(), dtype)
 
 
 def test_matmul_empty_inner():
@@ -350,12 +255,12 @@ MIDDLE_SHAPES = [(3, 7, 1), (1, 37, 1), (2, 5, 4), (2, 3, 600), (1, 1, 1)]
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", MIDDLE_SHAPES)
 def test_sum_max_middle(shape, dtype):
-    x = _rng(5).standard_normal(shape).astype(dtype)
+    x = seeded_rng(5).standard_normal(shape).astype(dtype)
     out = np.full((shape[0], shape[2]), np.nan, dtype)
     reduce.sum_middle(x, out)
-    _close(out, torch.from_numpy(x).sum(1).numpy(), dtype)
+    assert_close(out, torch.from_numpy(x).sum(1).numpy(), dtype)
     reduce.max_middle(x, out)
-    _close(out, torch.from_numpy(x).amax(1).numpy(), dtype)
+    assert_close(out, torch.from_numpy(x).amax(1).numpy(), dtype)
 
 
 def test_max_middle_nan():
@@ -369,7 +274,7 @@ def test_max_middle_nan():
 @pytest.mark.parametrize("shape", MIDDLE_SHAPES)
 @pytest.mark.parametrize("log", [False, True])
 def test_softmax_middle(shape, log, dtype):
-    rng = _rng(6)
+    rng = seeded_rng(6)
     x = (5 * rng.standard_normal(shape)).astype(dtype)
     xt = torch.from_numpy(x).requires_grad_()
     y = F.log_softmax(xt, dim=1) if log else F.softmax(xt, dim=1)
@@ -377,11 +282,11 @@ def test_softmax_middle(shape, log, dtype):
     y.backward(gy)
     out = np.full(shape, np.nan, dtype)
     (reduce.log_softmax_middle if log else reduce.softmax_middle)(x, out)
-    _close(out, y.detach().numpy(), dtype)
+    assert_close(out, y.detach().numpy(), dtype)
     gx = np.full(shape, np.nan, dtype)
     backward = reduce.log_softmax_backward_middle if log else reduce.softmax_backward_middle
     backward(gy.numpy(), out, gx)
-    _close(gx, xt.grad.numpy(), dtype)
+    assert_close(gx, xt.grad.numpy(), dtype)
 
 
 def test_softmax_large_logits_stable():
@@ -396,7 +301,7 @@ def test_softmax_large_logits_stable():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n,c", [(5, 10), (1, 3), (33, 17)])
 def test_cross_entropy(n, c, dtype):
-    rng = _rng(7)
+    rng = seeded_rng(7)
     logits = (3 * rng.standard_normal((n, c))).astype(dtype)
     targets = rng.integers(0, c, n).astype(np.int64)
     lt = torch.from_numpy(logits).requires_grad_()
@@ -404,10 +309,10 @@ def test_cross_entropy(n, c, dtype):
     loss.backward(torch.tensor(0.5, dtype=lt.dtype))
     out = np.full((), np.nan, dtype)
     reduce.cross_entropy_forward(logits, targets, out)
-    _close(out, loss.detach().numpy(), dtype)
+    assert_close(out, loss.detach().numpy(), dtype)
     gx = np.full((n, c), np.nan, dtype)
     reduce.cross_entropy_backward(logits, targets, np.array(0.5, dtype), gx)
-    _close(gx, lt.grad.numpy(), dtype)
+    assert_close(gx, lt.grad.numpy(), dtype)
 
 
 @pytest.mark.parametrize("bad", [-1, 4])

@@ -19,11 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .parallel import CONTRACT, sized_kernel
-
-# Lanes of the per-tap partial sums in the weight gradient; the reduction over output pixels is
-# done as S independent elementwise sums (vectorizable without reassociation), then folded.
-LANES = 128
+from .parallel import CONTRACT, REASSOC, sized_kernel
 
 
 @njit(cache=True, inline="always")
@@ -196,31 +192,53 @@ def flip_transpose(w, wt, groups):
                         wt[g * cg + c, k, i, j] = w[g * kg + k, c, kh - 1 - i, kw - 1 - j]
 
 
-@njit(cache=True)
-def _aligned_zeros(size, like):
-    """Zeroed 1-d array of like's dtype starting on a 64-byte boundary (unaligned vector
-    accumulators measured up to 25% slower)."""
-    buf = np.zeros(size + 64 // like.itemsize, dtype=like.dtype)
-    off = ((64 - buf.ctypes.data % 64) % 64) // like.itemsize
-    return buf[off : off + size]
+@njit(cache=True, inline="always")
+def _tap_dots(g, x, o, d, n, r):
+    """sum(g[p] * x[o + j*d + p] for p < n) for the r <= 5 taps j < r, as a 5-tuple (taps past
+    r repeat the last one: computed, not used). One pass over g for all of them, each sum in
+    vector registers (the kernel may reassociate it)."""
+    last = r - 1
+    x0 = x[o : o + n]
+    x1 = x[o + min(1, last) * d :][:n]
+    x2 = x[o + min(2, last) * d :][:n]
+    x3 = x[o + min(3, last) * d :][:n]
+    x4 = x[o + min(4, last) * d :][:n]
+    s0 = s1 = s2 = s3 = s4 = g.dtype.type(0)
+    for p in range(n):
+        gp = g[p]
+        s0 += gp * x0[p]
+        s1 += gp * x1[p]
+        s2 += gp * x2[p]
+        s3 += gp * x3[p]
+        s4 += gp * x4[p]
+    return s0, s1, s2, s3, s4
 
 
 @njit(cache=True, inline="always")
-def _lanes_mac(acc, g, x):
-    for v in range(LANES):
-        acc[v] += g[v] * x[v]
+def _add_taps(acc, r, s0, s1, s2, s3, s4):
+    """acc[j] += s_j for j < r."""
+    acc[0] += s0
+    if r > 1:
+        acc[1] += s1
+    if r > 2:
+        acc[2] += s2
+    if r > 3:
+        acc[3] += s3
+    if r > 4:
+        acc[4] += s4
 
 
-@sized_kernel(size_arg=2, min_elements=1 << 13, fastmath=CONTRACT)
+@sized_kernel(size_arg=2, min_elements=1 << 13, fastmath=REASSOC)
 def direct_weight_grad(xf, wp, gy, gw, dh, dw, groups, lp):
     """gw (K, C//groups, KH, KW) = dL/dw of a stride-1 conv, from the flat padded input
-    xf (N, C, >= max_tap_offset + lp) and gy (N, K, OH, OW); lp % LANES == 0 and
-    lp >= (OH-1)*wp + OW.
+    xf (N, C, >= max_tap_offset + lp) and gy (N, K, OH, OW); lp >= (OH-1)*wp + OW.
 
     One work item per (output channel, input channel). Each image's gy plane is first spread
     to row pitch ``wp`` in a private buffer (zeros between rows, so the wasted positions add
-    nothing), then the sum over pixels runs as LANES elementwise partial sums per tap, folded
-    at the end.
+    nothing); then each tap is a dot product of it with a shifted run of the input plane, up
+    to five taps of a kernel row per pass. Per image the dots are summed in the input's dtype
+    (vectorized, reassociated), across images in float64. Measured against the previous
+    per-lane partial sums in memory: LeNet's C1 1.5-2x, C3 2.7x (batch 64), 4-5x at batch 1.
     """
     n_ = xf.shape[0]
     k_, cg, kh, kw = gw.shape
@@ -230,8 +248,8 @@ def direct_weight_grad(xf, wp, gy, gw, dh, dw, groups, lp):
         k = t // cg
         c = t % cg
         ci = (k // kg) * cg + c
-        acc = _aligned_zeros(kh * kw * LANES, xf).reshape(kh, kw, LANES)
-        g = _aligned_zeros(lp, xf)
+        acc = np.zeros((kh, kw), dtype=np.float64)
+        g = np.zeros(lp, dtype=xf.dtype)
         for n in range(n_):
             for r in range(oh_):
                 src = gy[n, k, r]
@@ -239,19 +257,11 @@ def direct_weight_grad(xf, wp, gy, gw, dh, dw, groups, lp):
                 for s in range(ow_):
                     row[s] = src[s]
             xr = xf[n, ci]
-            for p0 in range(0, lp, LANES):
-                gs = g[p0 : p0 + LANES]
-                for i in range(kh):
-                    for j in range(kw):
-                        o = i * dh * wp + j * dw + p0
-                        _lanes_mac(acc[i, j], gs, xr[o : o + LANES])
+            for i in range(kh):
+                for j0 in range(0, kw, 5):
+                    r = min(5, kw - j0)
+                    s0, s1, s2, s3, s4 = _tap_dots(g, xr, i * dh * wp + j0 * dw, dw, lp, r)
+                    _add_taps(acc[i, j0:], r, s0, s1, s2, s3, s4)
         for i in range(kh):
             for j in range(kw):
-                a = acc[i, j]
-                # pairwise fold of the lanes: deterministic and accurate
-                h = LANES // 2
-                while h >= 1:
-                    for v in range(h):
-                        a[v] += a[v + h]
-                    h //= 2
-                gw[k, c, i, j] = a[0]
+                gw[k, c, i, j] = acc[i, j]

@@ -17,6 +17,9 @@ from numba import njit
 
 PARALLEL_MIN_ELEMENTS = 1 << 15  # below this, a parallel region costs more than it saves
 CONTRACT = {"contract"}  # fastmath flags that only fuse a*b + c into one FMA (never mutated)
+# ... and that let a sum be reassociated, so LLVM keeps it in several vector accumulators
+# (NaN and infinities still propagate: no nnan/ninf).
+REASSOC = {"reassoc", "contract"}
 
 
 def _serial_copy(fn: Callable) -> Callable:
