@@ -87,6 +87,17 @@ def test_matches_reference_and_im2col(case, kind, dtype):
     assert _relative_error(got, _run(kind, *arrays, ph, pw, "im2col")) < 2 * tol
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_channels_schedule_in_several_blocks(kind, monkeypatch):
+    """Blocks of 2 output channels, the last one short, some threads with more blocks than
+    others (the wide layers run several blocks per thread; the other cases have one)."""
+    monkeypatch.setattr(winograd, "_channel_block", lambda cin, kout, least=16: 2)
+    n, c, h, w, k, ph, pw = 1, 9, 3, 3, 11, 1, 1
+    arrays = _arrays(n, c, h, w, k, ph, pw, np.float64)
+    got = _run(kind, *arrays, ph, pw, "winograd")
+    assert _relative_error(got, _reference(kind, *arrays, ph, pw)) < 1e-13
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     n=st.integers(1, 3),
