@@ -65,6 +65,7 @@ CONV_CASES = [
     (2, 1, 12, 12, 6, 5, 5, (1, 1), (0, 0), (1, 1), 1),  # LeNet C1 style
     (2, 6, 7, 7, 16, 5, 5, (1, 1), (0, 0), (1, 1), 1),  # LeNet C3 style
     (1, 2, 9, 9, 2, 7, 7, (1, 1), (3, 3), (1, 1), 1),  # 7 taps: five + two fused
+    (1, 10, 6, 5, 3, 5, 3, (1, 1), (2, 1), (1, 1), 1),  # direct weight gradient: 2 channel blocks
     # taps that only read padding (conv_taps.py): the kernel is cropped to the live ones
     (3, 4, 1, 1, 5, 3, 3, (1, 1), (1, 1), (1, 1), 1),  # 1x1 map: a 1x1 conv (ResNet layer4)
     (2, 4, 2, 2, 6, 3, 3, (2, 2), (1, 1), (1, 1), 1),  # stride 2 on 2x2: a 2x2 full window

@@ -195,6 +195,11 @@ def flip_transpose(w, wt, groups):
                         wt[g * cg + c, k, i, j] = w[g * kg + k, c, kh - 1 - i, kw - 1 - j]
 
 
+# Input channels per work item of the weight gradient: the gy plane spread once serves them all
+# (LeNet C3, 6 channels: 8% faster than one work item per channel).
+WGRAD_CHANNEL_BLOCK = 8
+
+
 @njit(cache=True, inline="always")
 def _tap_dots(g, x, o, d, n, r):
     """sum(g[p] * x[o + j*d + p] for p < n) for the r <= 5 taps j < r, as a 5-tuple (taps past
@@ -236,10 +241,11 @@ def direct_weight_grad(xf, wp, gy, gw, dh, dw, groups, lp):
     """gw (K, C//groups, KH, KW) = dL/dw of a stride-1 conv, from the flat padded input
     xf (N, C, >= max_tap_offset + lp) and gy (N, K, OH, OW); lp >= (OH-1)*wp + OW.
 
-    One work item per (output channel, input channel). Each image's gy plane is first spread
-    to row pitch ``wp`` in a private buffer (zeros between rows, so the wasted positions add
-    nothing); then each tap is a dot product of it with a shifted run of the input plane, up
-    to five taps of a kernel row per pass. Per image the dots are summed in the input's dtype
+    One work item per output channel and block of WGRAD_CHANNEL_BLOCK input channels. Each
+    image's gy plane is first spread to row pitch ``wp`` in a private buffer (zeros between
+    rows, so the wasted positions add nothing), once for the block; then each tap is a dot
+    product of it with a shifted run of the input plane, up to five taps of a kernel row per
+    pass. Per image the dots are summed in the input's dtype
     (vectorized, reassociated), across images in float64. Measured against the previous
     per-lane partial sums in memory: LeNet's C1 1.5-2x, C3 2.7x (batch 64), 4-5x at batch 1.
     """
@@ -247,11 +253,13 @@ def direct_weight_grad(xf, wp, gy, gw, dh, dw, groups, lp):
     k_, cg, kh, kw = gw.shape
     oh_, ow_ = gy.shape[2], gy.shape[3]
     kg = k_ // groups
-    for t in prange(k_ * cg):
-        k = t // cg
-        c = t % cg
-        ci = (k // kg) * cg + c
-        acc = np.zeros((kh, kw), dtype=np.float64)
+    ncb = -(-cg // WGRAD_CHANNEL_BLOCK)
+    for t in prange(k_ * ncb):
+        k = t // ncb
+        c0 = (t % ncb) * WGRAD_CHANNEL_BLOCK
+        c1 = min(cg, c0 + WGRAD_CHANNEL_BLOCK)
+        ci = (k // kg) * cg  # the group's first input channel
+        acc = np.zeros((c1 - c0, kh, kw), dtype=np.float64)
         g = np.zeros(lp, dtype=xf.dtype)
         for n in range(n_):
             for r in range(oh_):
@@ -259,12 +267,14 @@ def direct_weight_grad(xf, wp, gy, gw, dh, dw, groups, lp):
                 row = g[r * wp : r * wp + ow_]
                 for s in range(ow_):
                     row[s] = src[s]
-            xr = xf[n, ci]
+            for c in range(c0, c1):
+                xr = xf[n, ci + c]
+                for i in range(kh):
+                    for j0 in range(0, kw, 5):
+                        r = min(5, kw - j0)
+                        s0, s1, s2, s3, s4 = _tap_dots(g, xr, i * dh * wp + j0 * dw, dw, lp, r)
+                        _add_taps(acc[c - c0, i, j0:], r, s0, s1, s2, s3, s4)
+        for c in range(c0, c1):
             for i in range(kh):
-                for j0 in range(0, kw, 5):
-                    r = min(5, kw - j0)
-                    s0, s1, s2, s3, s4 = _tap_dots(g, xr, i * dh * wp + j0 * dw, dw, lp, r)
-                    _add_taps(acc[i, j0:], r, s0, s1, s2, s3, s4)
-        for i in range(kh):
-            for j in range(kw):
-                gw[k, c, i, j] = acc[i, j]
+                for j in range(kw):
+                    gw[k, c, i, j] = acc[c - c0, i, j]
