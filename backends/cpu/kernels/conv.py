@@ -289,9 +289,12 @@ def conv2d_backward_input(gy, w, gx, sh, sw, ph, pw, dh, dw, groups, *, algorith
     elif algo == "full_window":
         matmul(gy.reshape(n, k), w.reshape(k, -1), gx.reshape(n, -1), False, False)
     elif algo == "direct":
-        # stride 1: a conv of gy, re-padded so the output is H x W, by the flipped weights
+        # stride 1: a conv of gy, re-padded so the output is H x W, by the flipped weights.
+        # Row pitch W + pw, not W + dw*(kw-1): a tap past a row's end reads the next row's
+        # left padding, which is as wide as the right one (the zeros between gy's rows serve
+        # both). LeNet's C3 (pw 0): 21% fewer positions computed. One more row for the last.
         top, left = dh * (kh - 1) - ph, dw * (kw - 1) - pw
-        hg, wg = h + dh * (kh - 1), wd + dw * (kw - 1)
+        hg, wg = h + dh * (kh - 1) + 1, wd + (pw if left >= 0 else dw * (kw - 1))
         gyp = aligned_empty((n, k, hg * wg), gy.dtype)
         _d.pad_flat(gy, gyp, top, left, hg, wg)
         wt = np.empty((c, k // groups, kh, kw), dtype=w.dtype)
