@@ -218,13 +218,15 @@ def max_pool2d_taps(x, out, kh, kw, sh, sw, ph, pw, dh, dw):
     ilo, ihi = _tap_ranges(kh, h, sh, ph, dh, oh_)
     jlo, jhi = _tap_ranges(kw, w, sw, pw, dw, ow_)
     pairs = _is_pair_window(kh, kw, sh, sw, ph, pw, dh, dw)
+    # (one allocation per call: one per plane cost a third of the kernel on 5x5 outputs)
+    scratch = np.empty((n_ * c_ if pairs else 0, ow_), dtype=x.dtype)
     for t in prange(n_ * c_):
         src = x[t // c_, t % c_].reshape(h * w)
         dst = out[t // c_, t % c_]
         if pairs:  # unrolled, branchless: 4x faster than with branches, 12x than the scan
-            plane, scratch = x[t // c_, t % c_], np.empty(ow_, dtype=x.dtype)
+            plane = x[t // c_, t % c_]
             for oh in range(oh_):
-                _pair_taps(plane[2 * oh], plane[2 * oh + 1], dst[oh], scratch)
+                _pair_taps(plane[2 * oh], plane[2 * oh + 1], dst[oh], scratch[t])
             continue
         for oh in range(oh_):
             for ow in range(ow_):
@@ -260,11 +262,11 @@ def max_pool2d_grad_taps(gy, taps, gx, kh, kw, sh, sw, ph, pw, dh, dw):
     # Windows that cover the plane exactly (2x2 stride 2, even sizes): selects, no scatter
     # (2x faster). In a loop of its own: beside the scatter's code it ran 2x slower.
     if _is_pair_window(kh, kw, sh, sw, ph, pw, dh, dw) and h % 2 == 0 and w % 2 == 0:
+        scratch = np.empty((n_ * c_, ow_), dtype=gx.dtype)  # (see max_pool2d_taps)
         for t in prange(n_ * c_):
             g, tp, plane = gy[t // c_, t % c_], taps[t // c_, t % c_], gx[t // c_, t % c_]
-            scratch = np.empty(ow_, dtype=gx.dtype)
             for oh in range(oh_):
-                _pair_scatter(g[oh], tp[oh], plane[2 * oh], plane[2 * oh + 1], scratch)
+                _pair_scatter(g[oh], tp[oh], plane[2 * oh], plane[2 * oh + 1], scratch[t])
         return
     for t in prange(n_ * c_):
         g = gy[t // c_, t % c_]
