@@ -109,9 +109,12 @@ def gemm_peaks(repeat: int) -> tuple[float, float]:
     a, b = (rng.standard_normal((GEMM_N, GEMM_N), dtype=np.float32) for _ in range(2))
     out = np.empty_like(a)
     flops = 2 * GEMM_N**3
+    numpy = median_time(lambda: a @ b, repeat, 1)
+    # NumPy's BLAS threads spin for a while after its last call and take the cores from
+    # Numba's: the first kernel timed right after ran 40x slower (8 ms a call) in some runs.
+    time.sleep(1.0)
     with single_threaded_blas():
         kernel = median_time(lambda: linalg.matmul(a, b, out, False, False), repeat, 1)
-    numpy = median_time(lambda: a @ b, repeat, 1)
     return flops / kernel / 1e9, flops / numpy / 1e9
 
 
