@@ -24,7 +24,7 @@ from ..lowering_common import (
     shared_lowerings,
 )
 from .codegen import elementwise_launch, reduction_launch, transpose_launch
-from .kernels import conv, linalg, pool, reduce
+from .kernels import conv, linalg, pool, pool_pairs, reduce
 from .kernels.random import dropout_launch
 
 LOWERINGS: dict[str, Lowering] = shared_lowerings(reduction_launch, dropout_launch)
@@ -67,9 +67,23 @@ _POOL_KERNELS = {  # each called as kernel(*inputs, out, *pool_window_args(node)
 }
 
 
+_PAIR_KERNELS = {  # 2x2 stride-2 windows, where pool_pairs.applies: kernel(*inputs, out)
+    "max_pool2d": pool_pairs.max_pool2d_pairs,
+    "max_pool2d_taps": pool_pairs.max_pool2d_taps_pairs,
+    "max_pool2d_grad_taps": pool_pairs.max_pool2d_grad_taps_pairs,
+}
+
+
 @lowers(*_POOL_KERNELS)
 def _pool2d(node, graph):
     elements = max(node.size, *(graph[i].size for i in node.inputs))
+    a = node.attrs
+    spatial = node.shape[2:] if node.op.endswith("_grad_taps") else graph[node.inputs[0]].shape[2:]
+    if node.op in _PAIR_KERNELS and pool_pairs.applies(
+        node.op, a["kernel"], a["stride"], a["padding"], a.get("dilation", (1, 1)), spatial
+    ):
+        pair = _PAIR_KERNELS[node.op].for_size(elements)
+        return lambda inputs, out: pair(*inputs, out)
     kernel, args = _POOL_KERNELS[node.op].for_size(elements), pool_window_args(node)
     return lambda inputs, out: kernel(*inputs, out, *args)
 

@@ -11,7 +11,7 @@ F = torch.nn.functional
 
 from kernel_checks import DTYPES, assert_close, seeded_rng  # noqa: E402
 
-from numbagrad.backends.cpu.kernels import pool  # noqa: E402
+from numbagrad.backends.cpu.kernels import pool, pool_pairs  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -49,6 +49,25 @@ def test_max_pool(shape, ties, dtype):
     gx_taps = np.full(x.shape, np.nan, dtype)
     pool.max_pool2d_grad_taps(gy.numpy(), taps, gx_taps, *k, *s, *p, *d)
     assert_close(gx_taps, xt.grad.numpy(), dtype)
+    if pool_pairs.applies("max_pool2d_grad_taps", k, s, p, d, (h, w)):
+        gx_pairs = np.full(x.shape, np.nan, dtype)
+        pool_pairs.max_pool2d_grad_taps_pairs(gy.numpy(), taps, gx_pairs)
+        assert_close(gx_pairs, xt.grad.numpy(), dtype)
+    _check_pair_kernels(x, shape, out, taps)
+
+
+def _check_pair_kernels(x, shape, values, taps):
+    """Where the window is 2x2 at stride 2, the pair kernels give the general ones' values (NaN
+    where they have NaN) and taps."""
+    *_, k, s, p, d = shape
+    if not pool_pairs.applies("max_pool2d", k, s, p, d, x.shape[2:]):
+        return
+    out = np.zeros_like(values)
+    pool_pairs.max_pool2d_pairs(x, out)
+    np.testing.assert_array_equal(out, values)
+    got = np.full_like(taps, 255)
+    pool_pairs.max_pool2d_taps_pairs(x, got)
+    np.testing.assert_array_equal(got, taps)
 
 
 def _torch_taps(x, k, s, p, d):
@@ -78,6 +97,7 @@ def test_max_pool_on_nan_and_inf(shape, dtype):
     taps = np.full(y.shape, 255, np.uint8)
     pool.max_pool2d_taps(x, taps, *k, *s, *p, *d)
     np.testing.assert_array_equal(taps, _torch_taps(torch.from_numpy(x), k, s, p, d))
+    _check_pair_kernels(x, shape, out, taps)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -3,7 +3,8 @@
 One work item per (image, channel) plane, so the backward scatter-adds of overlapping windows
 never race. Windows are walked row by row: for each kernel tap the loop over output columns is
 innermost, and each output keeps its taps in (i, j) order, so ties go to the first maximum as in
-PyTorch (and, as there, a NaN wins: the last NaN of a window).
+PyTorch (and, as there, a NaN wins: the last NaN of a window). The common 2x2 stride-2 window
+has faster kernels of its own (pool_pairs.py).
 """
 
 from __future__ import annotations
@@ -77,14 +78,9 @@ def max_pool2d_forward(x, out, kh, kw, sh, sw, ph, pw, dh, dw):
     n_, c_, h, w = x.shape
     oh_, ow_ = out.shape[2], out.shape[3]
     lo, hi = _col_ranges(kw, w, sw, pw, dw, ow_)
-    pairs = _is_pair_window(kh, kw, sh, sw, ph, pw, dh, dw)
     for t in prange(n_ * c_):
         src = x[t // c_, t % c_]
         dst = out[t // c_, t % c_]
-        if pairs:  # unrolled: one pass instead of four (2x faster, LeNet's first pool)
-            for oh in range(oh_):
-                _pair_values(src[2 * oh], src[2 * oh + 1], dst[oh])
-            continue
         dst[:, :] = -np.inf
         for oh in range(oh_):
             orow = dst[oh]
@@ -167,48 +163,6 @@ def _first_max_tap(src, w, oh, ow, ilo, ihi, jlo, jhi, kw, sh, sw, ph, pw, dh, d
     return tap
 
 
-@njit(cache=True, inline="always")
-def _pair_max(r0, r1, q, dt):
-    """The first maximum of the 2x2 window at columns 2q, 2q+1 of rows r0, r1 and its tap, as
-    _first_max_tap finds it (a NaN wins: the last one). Bitwise ``|`` and plain selects, no
-    short-circuit branches: the loops that call this vectorize (4x over the branchy form)."""
-    a, b, c, d = r0[2 * q], r0[2 * q + 1], r1[2 * q], r1[2 * q + 1]
-    take = (b > a) | (b != b)
-    best = b if take else a
-    tap = dt(1) if take else dt(0)  # (in the values' type: any other measured 4x slower)
-    take = (c > best) | (c != c)
-    best = c if take else best
-    tap = dt(2) if take else tap
-    take = (d > best) | (d != d)
-    return (d if take else best), (dt(3) if take else tap)
-
-
-@njit(cache=True, inline="always")
-def _pair_taps(r0, r1, taps, scratch):
-    """taps[q] = the tap of the 2x2 window at columns 2q, 2q+1 of rows r0, r1. The taps are
-    made in ``scratch`` (as long as taps, r0's dtype), then narrowed: with the uint8 store in
-    the same loop LLVM did not vectorize it (4x slower)."""
-    dt = scratch.dtype.type
-    for q in range(taps.shape[0]):
-        scratch[q] = _pair_max(r0, r1, q, dt)[1]
-    for q in range(taps.shape[0]):
-        taps[q] = np.uint8(scratch[q])
-
-
-@njit(cache=True, inline="always")
-def _pair_values(r0, r1, out):
-    """out[q] = the maximum of the 2x2 window at columns 2q, 2q+1 of rows r0, r1."""
-    dt = out.dtype.type
-    for q in range(out.shape[0]):
-        out[q] = _pair_max(r0, r1, q, dt)[0]
-
-
-@njit(cache=True, inline="always")
-def _is_pair_window(kh, kw, sh, sw, ph, pw, dh, dw):
-    """The common 2x2 stride-2 unpadded window, which the kernels unroll."""
-    return kh == kw == sh == sw == 2 and ph == pw == 0 and dh == dw == 1
-
-
 @sized_kernel(size_arg=0)
 def max_pool2d_taps(x, out, kh, kw, sh, sw, ph, pw, dh, dw):
     """out (N, C, OH, OW) uint8 = the row-major tap (i * KW + j) of each window's first
@@ -217,40 +171,14 @@ def max_pool2d_taps(x, out, kh, kw, sh, sw, ph, pw, dh, dw):
     oh_, ow_ = out.shape[2], out.shape[3]
     ilo, ihi = _tap_ranges(kh, h, sh, ph, dh, oh_)
     jlo, jhi = _tap_ranges(kw, w, sw, pw, dw, ow_)
-    pairs = _is_pair_window(kh, kw, sh, sw, ph, pw, dh, dw)
-    # (one allocation per call: one per plane cost a third of the kernel on 5x5 outputs)
-    scratch = np.empty((n_ * c_ if pairs else 0, ow_), dtype=x.dtype)
     for t in prange(n_ * c_):
         src = x[t // c_, t % c_].reshape(h * w)
         dst = out[t // c_, t % c_]
-        if pairs:  # unrolled, branchless: 4x faster than with branches, 12x than the scan
-            plane = x[t // c_, t % c_]
-            for oh in range(oh_):
-                _pair_taps(plane[2 * oh], plane[2 * oh + 1], dst[oh], scratch[t])
-            continue
         for oh in range(oh_):
             for ow in range(ow_):
                 dst[oh, ow] = _first_max_tap(
                     src, w, oh, ow, ilo, ihi, jlo, jhi, kw, sh, sw, ph, pw, dh, dw
                 )
-
-
-@njit(cache=True, inline="always")
-def _pair_scatter(g, taps, r0, r1, scratch):
-    """Rows r0, r1 of dL/dx under a row of 2x2 stride-2 windows: g[q] at column 2q + j of r0
-    where taps[q] == j, of r1 where taps[q] == 2 + j, zeros elsewhere. The taps are widened
-    into ``scratch`` first (as in _pair_taps: mixed with uint8 loads the loop did not
-    vectorize)."""
-    dt = r0.dtype.type
-    for q in range(g.shape[0]):
-        scratch[q] = dt(taps[q])
-    zero = dt(0)
-    for q in range(g.shape[0]):
-        tap, v = scratch[q], g[q]
-        r0[2 * q] = v if tap == 0 else zero
-        r0[2 * q + 1] = v if tap == 1 else zero
-        r1[2 * q] = v if tap == 2 else zero
-        r1[2 * q + 1] = v if tap == 3 else zero
 
 
 @sized_kernel(size_arg=2)
@@ -259,15 +187,6 @@ def max_pool2d_grad_taps(gy, taps, gx, kh, kw, sh, sw, ph, pw, dh, dw):
     window's tap (from max_pool2d_taps); overlapping windows accumulate."""
     n_, c_, h, w = gx.shape
     oh_, ow_ = gy.shape[2], gy.shape[3]
-    # Windows that cover the plane exactly (2x2 stride 2, even sizes): selects, no scatter
-    # (2x faster). In a loop of its own: beside the scatter's code it ran 2x slower.
-    if _is_pair_window(kh, kw, sh, sw, ph, pw, dh, dw) and h % 2 == 0 and w % 2 == 0:
-        scratch = np.empty((n_ * c_, ow_), dtype=gx.dtype)  # (see max_pool2d_taps)
-        for t in prange(n_ * c_):
-            g, tp, plane = gy[t // c_, t % c_], taps[t // c_, t % c_], gx[t // c_, t % c_]
-            for oh in range(oh_):
-                _pair_scatter(g[oh], tp[oh], plane[2 * oh], plane[2 * oh + 1], scratch[t])
-        return
     for t in prange(n_ * c_):
         g = gy[t // c_, t % c_]
         tp = taps[t // c_, t % c_]
