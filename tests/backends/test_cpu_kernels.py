@@ -115,6 +115,17 @@ def test_conv_every_algorithm(algo, dtype):
     assert ran >= 1
 
 
+def test_direct_weight_gradient_writes_every_output():
+    """A finite sentinel, not NaN, in the output: a NaN left by a skipped output would send
+    conv2d_backward_weight to its GEMM fallback and hide the miss (two channel blocks, groups)."""
+    shape = (2, 20, 6, 5, 4, 5, 3, (1, 1), (2, 1), (1, 1), 2)
+    *dims, stride, pad, dil, groups = shape
+    x, w, _, _, gy, _, gw_ref = _conv_case(*dims, stride, pad, dil, groups, False, np.float64)
+    gw = np.full(w.shape, 7.0)
+    conv.conv2d_backward_weight(x, gy, gw, *stride, *pad, *dil, groups, algorithm="direct")
+    assert_close(gw, gw_ref, np.float64)
+
+
 @pytest.mark.parametrize(
     "shape", [(5, 3, 8, 8, 4, 3, 3, 2, 1), (3, 2, 6, 6, 3, 5, 5, 1, 2), (4, 3, 8, 8, 5, 1, 1, 2, 0)]
 )
