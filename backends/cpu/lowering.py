@@ -74,14 +74,20 @@ _PAIR_KERNELS = {  # 2x2 stride-2 windows, where pool_pairs.applies: kernel(*inp
 }
 
 
+def _pairs_apply(node, graph) -> bool:
+    if node.op not in _PAIR_KERNELS:
+        return False
+    pooled = node if node.op == "max_pool2d_grad_taps" else graph[node.inputs[0]]  # (its input)
+    a = node.attrs
+    return pool_pairs.applies(
+        node.op, a["kernel"], a["stride"], a["padding"], a["dilation"], pooled.shape[2:]
+    )
+
+
 @lowers(*_POOL_KERNELS)
 def _pool2d(node, graph):
     elements = max(node.size, *(graph[i].size for i in node.inputs))
-    a = node.attrs
-    spatial = node.shape[2:] if node.op.endswith("_grad_taps") else graph[node.inputs[0]].shape[2:]
-    if node.op in _PAIR_KERNELS and pool_pairs.applies(
-        node.op, a["kernel"], a["stride"], a["padding"], a.get("dilation", (1, 1)), spatial
-    ):
+    if _pairs_apply(node, graph):
         pair = _PAIR_KERNELS[node.op].for_size(elements)
         return lambda inputs, out: pair(*inputs, out)
     kernel, args = _POOL_KERNELS[node.op].for_size(elements), pool_window_args(node)

@@ -245,9 +245,9 @@ def direct_weight_grad(xf, wp, gy, gw, dh, dw, groups, lp):
     image's gy plane is first spread to row pitch ``wp`` in a private buffer (zeros between
     rows, so the wasted positions add nothing), once for the block; then each tap is a dot
     product of it with a shifted run of the input plane, up to five taps of a kernel row per
-    pass. Per image the dots are summed in the input's dtype
-    (vectorized, reassociated), across images in float64. Measured against the previous
-    per-lane partial sums in memory: LeNet's C1 1.5-2x, C3 2.7x (batch 64), 4-5x at batch 1.
+    pass. Per image the dots are summed in the input's dtype (vectorized, reassociated), across
+    images in float64. Measured against the previous per-lane partial sums in memory: LeNet's
+    C1 1.5-2x, C3 2.7x (batch 64), 4-5x at batch 1.
     """
     n_ = xf.shape[0]
     k_, cg, kh, kw = gw.shape

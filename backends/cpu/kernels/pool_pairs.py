@@ -22,15 +22,15 @@ from .parallel import sized_kernel
 def applies(op: str, kernel, stride, padding, dilation, in_hw: tuple[int, int]) -> bool:
     """Whether the pair kernels compute ``op`` for this window on an input of in_hw pixels (the
     gradient needs even sizes: then every input element lies in exactly one window)."""
-    pair = tuple(kernel) == tuple(stride) == (2, 2) and tuple(padding) == (0, 0)
-    pair = pair and tuple(dilation) == (1, 1)
-    return pair and (op != "max_pool2d_grad_taps" or (in_hw[0] % 2 == 0 and in_hw[1] % 2 == 0))
+    window = (tuple(kernel), tuple(stride), tuple(padding), tuple(dilation))
+    even = in_hw[0] % 2 == 0 and in_hw[1] % 2 == 0
+    return window == ((2, 2), (2, 2), (0, 0), (1, 1)) and (op != "max_pool2d_grad_taps" or even)
 
 
 @njit(cache=True, inline="always")
 def _pair_max(r0, r1, q, dt):
     """The first maximum of the 2x2 window at columns 2q, 2q+1 of rows r0, r1 and its tap, as
-    _first_max_tap finds it (a NaN wins: the last one). Bitwise ``|`` and plain selects, no
+    pool._first_max_tap finds it (a NaN wins: the last one). Bitwise ``|`` and plain selects, no
     short-circuit branches: the loops that call this vectorize (4x over the branchy form)."""
     a, b, c, d = r0[2 * q], r0[2 * q + 1], r1[2 * q], r1[2 * q + 1]
     take = (b > a) | (b != b)
