@@ -1,5 +1,5 @@
-"""Shared by the CPU kernel tests: dtypes, tolerances, seeded generators and the comparison
-with a reference."""
+"""Shared by the CPU kernel tests: dtypes, tolerances, seeded generators, the comparison with a
+reference and the conv cases checked against PyTorch."""
 
 from __future__ import annotations
 
@@ -17,3 +17,42 @@ def assert_close(got, ref, dtype):
 
 def seeded_rng(seed=0):
     return np.random.default_rng(seed)
+
+
+def conv_case(n, c, h, w, k, kh, kw, stride, pad, dil, groups, bias, dtype, seed=0):
+    """(x, w, b, y, gy, gx, gw) of a random conv: PyTorch's forward and autograd gradients."""
+    import torch
+
+    F = torch.nn.functional
+    rng = seeded_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((k, c // groups, kh, kw)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype) if bias else np.empty(0, dtype)
+    xt = torch.from_numpy(x).requires_grad_()
+    wtt = torch.from_numpy(wt).requires_grad_()
+    y = F.conv2d(xt, wtt, torch.from_numpy(b) if bias else None, stride, pad, dil, groups)
+    gy = torch.from_numpy(rng.standard_normal(tuple(y.shape)).astype(dtype))
+    y.backward(gy)
+    return x, wt, b, y.detach().numpy(), gy.numpy(), xt.grad.numpy(), wtt.grad.numpy()
+
+
+def run_conv(case, stride, pad, dil, groups, dtype, algorithm=None, kinds=None):
+    """conv.py's entry points (``kinds`` of them, all by default) on a conv_case, against it;
+    the outputs start as NaN, so an output a kernel never writes fails."""
+    from numbagrad.backends.cpu.kernels import conv
+
+    x, w, b, y, gy, gx_ref, gw_ref = case
+    args = (*stride, *pad, *dil, groups)
+    kinds = kinds or ("forward", "backward_input", "backward_weight")
+    if "forward" in kinds:
+        out = np.full(y.shape, np.nan, dtype)
+        conv.conv2d_forward(x, w, b, out, *args, algorithm=algorithm)
+        assert_close(out, y, dtype)
+    if "backward_input" in kinds:
+        gx = np.full(x.shape, np.nan, dtype)
+        conv.conv2d_backward_input(gy, w, gx, *args, algorithm=algorithm)
+        assert_close(gx, gx_ref, dtype)
+    if "backward_weight" in kinds:
+        gw = np.full(w.shape, np.nan, dtype)
+        conv.conv2d_backward_weight(x, gy, gw, *args, algorithm=algorithm)
+        assert_close(gw, gw_ref, dtype)

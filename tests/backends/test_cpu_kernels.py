@@ -11,44 +11,13 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-from kernel_checks import DTYPES, assert_close, seeded_rng  # noqa: E402
+from kernel_checks import DTYPES, assert_close, conv_case, run_conv, seeded_rng  # noqa: E402
 
 from numbagrad.backends.cpu.kernels import conv, conv_chunks, linalg, reduce  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
 # ---------------------------------------------------------------------------- conv
-
-
-def _conv_case(n, c, h, w, k, kh, kw, stride, pad, dil, groups, bias, dtype, seed=0):
-    rng = seeded_rng(seed)
-    x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    wt = rng.standard_normal((k, c // groups, kh, kw)).astype(dtype)
-    b = rng.standard_normal(k).astype(dtype) if bias else np.empty(0, dtype)
-    xt = torch.from_numpy(x).requires_grad_()
-    wtt = torch.from_numpy(wt).requires_grad_()
-    y = F.conv2d(xt, wtt, torch.from_numpy(b) if bias else None, stride, pad, dil, groups)
-    gy = torch.from_numpy(rng.standard_normal(tuple(y.shape)).astype(dtype))
-    y.backward(gy)
-    return x, wt, b, y.detach().numpy(), gy.numpy(), xt.grad.numpy(), wtt.grad.numpy()
-
-
-def _run_conv(case, stride, pad, dil, groups, dtype, algorithm=None, kinds=None):
-    x, w, b, y, gy, gx_ref, gw_ref = case
-    args = (*stride, *pad, *dil, groups)
-    kinds = kinds or ("forward", "backward_input", "backward_weight")
-    if "forward" in kinds:
-        out = np.full(y.shape, np.nan, dtype)
-        conv.conv2d_forward(x, w, b, out, *args, algorithm=algorithm)
-        assert_close(out, y, dtype)
-    if "backward_input" in kinds:
-        gx = np.full(x.shape, np.nan, dtype)
-        conv.conv2d_backward_input(gy, w, gx, *args, algorithm=algorithm)
-        assert_close(gx, gx_ref, dtype)
-    if "backward_weight" in kinds:
-        gw = np.full(w.shape, np.nan, dtype)
-        conv.conv2d_backward_weight(x, gy, gw, *args, algorithm=algorithm)
-        assert_close(gw, gw_ref, dtype)
 
 
 # (n, c, h, w, k, kh, kw, stride, padding, dilation, groups)
@@ -85,8 +54,8 @@ CONV_CASES = [
 @pytest.mark.parametrize("shape", CONV_CASES)
 def test_conv_dispatch(shape, bias, dtype):
     *dims, stride, pad, dil, groups = shape
-    case = _conv_case(*dims, stride, pad, dil, groups, bias, dtype)
-    _run_conv(case, stride, pad, dil, groups, dtype)
+    case = conv_case(*dims, stride, pad, dil, groups, bias, dtype)
+    run_conv(case, stride, pad, dil, groups, dtype)
 
 
 def _applicable(algo, kind, shape):
@@ -109,8 +78,8 @@ def test_conv_every_algorithm(algo, dtype):
             if _applicable(algo, kd, shape)
         ]
         if kinds:
-            case = _conv_case(*dims, stride, pad, dil, groups, i % 2 == 0, dtype, seed=i)
-            _run_conv(case, stride, pad, dil, groups, dtype, algorithm=algo, kinds=kinds)
+            case = conv_case(*dims, stride, pad, dil, groups, i % 2 == 0, dtype, seed=i)
+            run_conv(case, stride, pad, dil, groups, dtype, algorithm=algo, kinds=kinds)
             ran += 1
     assert ran >= 1
 
@@ -120,7 +89,7 @@ def test_direct_weight_gradient_writes_every_output():
     conv2d_backward_weight to its GEMM fallback and hide the miss (two channel blocks, groups)."""
     shape = (2, 20, 6, 5, 4, 5, 3, (1, 1), (2, 1), (1, 1), 2)
     *dims, stride, pad, dil, groups = shape
-    x, w, _, _, gy, _, gw_ref = _conv_case(*dims, stride, pad, dil, groups, False, np.float64)
+    x, w, _, _, gy, _, gw_ref = conv_case(*dims, stride, pad, dil, groups, False, np.float64)
     gw = np.full(w.shape, 7.0)
     conv.conv2d_backward_weight(x, gy, gw, *stride, *pad, *dil, groups, algorithm="direct")
     assert_close(gw, gw_ref, np.float64)
@@ -135,8 +104,8 @@ def test_conv_im2col_in_per_thread_chunks_of_one_image(shape, monkeypatch):
     assert conv_chunks.pays((n, c, h, w), (k, c, kh, kw), (h // s, w // s), (s, s), 1)
     monkeypatch.setattr(conv_chunks, "CHUNK_BYTES", 1)
     for dtype in DTYPES:
-        case = _conv_case(n, c, h, w, k, kh, kw, (s, s), (p, p), (1, 1), 1, True, dtype)
-        _run_conv(case, (s, s), (p, p), (1, 1), 1, dtype, algorithm="im2col")
+        case = conv_case(n, c, h, w, k, kh, kw, (s, s), (p, p), (1, 1), 1, True, dtype)
+        run_conv(case, (s, s), (p, p), (1, 1), 1, dtype, algorithm="im2col")
 
 
 @pytest.mark.parametrize(
@@ -154,8 +123,8 @@ def test_im2col_in_chunks_of_one_image(shape, monkeypatch):
     monkeypatch.setattr(conv, "IM2COL_BYTES", 1)
     monkeypatch.setattr(conv_chunks, "CHUNK_BYTES", 1)
     *dims, stride, pad, dil, groups = shape
-    case = _conv_case(*dims, stride, pad, dil, groups, True, np.float64)
-    _run_conv(case, stride, pad, dil, groups, np.float64, algorithm="im2col")
+    case = conv_case(*dims, stride, pad, dil, groups, True, np.float64)
+    run_conv(case, stride, pad, dil, groups, np.float64, algorithm="im2col")
 
 
 def test_conv_rejects_bad_input():
@@ -178,10 +147,9 @@ def test_conv_rejects_bad_input():
 
 def test_conv_dispatch_choices():
     ch = conv.choose_algorithm
-    lenet = [((64, 1, 32, 32), (6, 1, 5, 5)), ((64, 6, 14, 14), (16, 6, 5, 5))]
-    for xs, ws in lenet:
-        assert ch("forward", xs, ws, (1, 1), (0, 0), (1, 1), 1) == "direct"
-        assert ch("backward_weight", xs, ws, (1, 1), (0, 0), (1, 1), 1) == "direct"
+    c1 = ((64, 1, 32, 32), (6, 1, 5, 5))  # (LeNet's C3: test_conv_indirect.py)
+    assert ch("forward", *c1, (1, 1), (0, 0), (1, 1), 1) == "direct"
+    assert ch("backward_weight", *c1, (1, 1), (0, 0), (1, 1), 1) == "direct"
     stem = ((8, 3, 32, 32), (64, 3, 3, 3))  # (3-tap rows: the direct weight gradient wastes 2/5)
     assert ch("backward_weight", *stem, (1, 1), (1, 1), (1, 1), 1) == "im2col"
     c5 = ((64, 16, 5, 5), (120, 16, 5, 5))
@@ -215,10 +183,10 @@ def test_conv_hypothesis(n, cg, kg, groups, h, w, kh, kw, stride, pad, dil, bias
     if dil[0] * (kh - 1) + 1 > h + 2 * pad[0] or dil[1] * (kw - 1) + 1 > w + 2 * pad[1]:
         return
     dtype = np.float64
-    case = _conv_case(
+    case = conv_case(
         n, cg * groups, h, w, kg * groups, kh, kw, stride, pad, dil, groups, bias, dtype
     )
-    _run_conv(case, stride, pad, dil, groups, dtype)
+    run_conv(case, stride, pad, dil, groups, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

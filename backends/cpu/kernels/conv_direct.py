@@ -16,6 +16,8 @@ The backward-input pass reuses the forward kernel: for stride 1 it is a convolut
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -102,6 +104,33 @@ def _taps_block(acc, x, o, d, w, c, i, j, k0, k1):
     for k in range(k0, k1):
         _tap1(acc[k - k0], x, o, w[k, c, i, j])
     return 1
+
+
+def aligned_empty(shape, dtype, align=64):
+    """np.empty whose data starts on an ``align``-byte boundary."""
+    dtype = np.dtype(dtype)
+    size = math.prod(shape)
+    buf = np.empty(size * dtype.itemsize + align, dtype=np.uint8)
+    off = -buf.ctypes.data % align
+    return buf[off : off + size * dtype.itemsize].view(dtype).reshape(shape)
+
+
+def repadded_output_grad(gy, x_shape, w_shape, ph, pw, dh, dw):
+    """(gyp, plane, pitch): gy of a stride-1 conv zero-padded into flat planes such that the
+    conv of gyp by the flipped weights (flip_transpose) is dL/dx, of x_shape's H x W.
+
+    Row pitch W + pw, not W + dw*(KW-1): a tap past a row's end reads the next row's left
+    padding, which is as wide as the right one (the zeros between gy's rows serve both).
+    LeNet's C3 (pw 0): 21% fewer positions for the direct kernel. One more row for the last.
+    """
+    n, k = gy.shape[:2]
+    h, wd = x_shape[2:]
+    kh, kw = w_shape[2:]
+    top, left = dh * (kh - 1) - ph, dw * (kw - 1) - pw
+    hg, wg = h + dh * (kh - 1) + 1, wd + (pw if left >= 0 else dw * (kw - 1))
+    gyp = aligned_empty((n, k, hg * wg), gy.dtype)
+    pad_flat(gy, gyp, top, left, hg, wg)
+    return gyp, hg * wg, wg
 
 
 @sized_kernel(size_arg=1)

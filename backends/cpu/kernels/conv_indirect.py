@@ -1,0 +1,245 @@
+"""Convolutions as indirect GEMMs on the register-blocked micro-kernel (microkernel.py).
+
+The input stays where it is (NCHW, zero-padded into flat planes when the conv pads, as for the
+direct kernels); two offset tables replace im2col's copy: one per output pixel (where its
+window starts) and one per tap (channel, kernel row and column). The output channels run
+along the vector lanes, so the weights are packed once per call as (taps, channels) with the
+channels padded to whole vectors.
+
+- forward: rows = output pixels (batch folded in), reduction over the taps;
+- backward input (stride 1): the forward conv of the re-padded output gradient with the
+  flipped, channel-transposed weights (as for the direct kernels);
+- backward weight: rows = taps, reduction over one image's pixels at a time, with the output
+  gradient packed as (pixels, channels); per image the block is summed in the input's dtype,
+  across images in float64 (as the direct kernel does).
+
+Every product is one that im2col's GEMM forms too (padding zeros included), nothing more: the
+NaN and infinity semantics are im2col's.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from numba import njit, prange
+
+from . import conv_direct as _d
+from .microkernel import MAX_VECTORS, ROWS, lanes, microkernel
+from .parallel import sized_kernel
+
+_MK1, _MK2, _MK3, _MK4 = (microkernel(ROWS[v], v) for v in range(1, MAX_VECTORS + 1))
+_ROWS = tuple(ROWS.get(v, 0) for v in range(MAX_VECTORS + 1))  # (a tuple Numba sees as constant)
+
+
+@njit(cache=True, inline="always")
+def _block(vectors, c, ldc, a, a0, ra, r0, ka, k0, kk, b, b0, ldb):
+    """The micro-kernel for ``vectors`` vectors of columns (its rows are _ROWS[vectors])."""
+    if vectors == 1:
+        _MK1(c, 0, ldc, a, a0, ra, r0, ka, k0, kk, b, b0, ldb)
+    elif vectors == 2:
+        _MK2(c, 0, ldc, a, a0, ra, r0, ka, k0, kk, b, b0, ldb)
+    elif vectors == 3:
+        _MK3(c, 0, ldc, a, a0, ra, r0, ka, k0, kk, b, b0, ldb)
+    else:
+        _MK4(c, 0, ldc, a, a0, ra, r0, ka, k0, kk, b, b0, ldb)
+
+
+def column_blocks(channels: int, dtype) -> tuple[int, int]:
+    """(vectors per column block, blocks) for ``channels`` output channels: at most MAX_VECTORS
+    vectors a block, as few padded vectors as that allows."""
+    width = lanes(np.dtype(dtype))
+    vectors = -(-channels // width)
+    blocks = -(-vectors // MAX_VECTORS)
+    return -(-vectors // blocks), blocks
+
+
+@sized_kernel(size_arg=1)
+def pack_columns(src, dst):
+    """dst (G, N, B, P, W) = src (N, G*Kg, P) with each group's Kg channels moved last, in B
+    blocks of W columns (zero-padded past Kg): each block a contiguous (P, W) panel that the
+    micro-kernel streams through."""
+    groups, n_, nb, p_, width = dst.shape
+    kg = src.shape[1] // groups
+    for t in prange(groups * n_ * nb):
+        cb = t % nb
+        n = (t // nb) % n_
+        g = t // (nb * n_)
+        k0 = g * kg + cb * width
+        ncol = min(width, kg - cb * width)
+        panel = dst[g, n, cb]
+        for p in range(p_):
+            row = panel[p]
+            for j in range(ncol):
+                row[j] = src[n, k0 + j, p]
+            row[ncol:] = 0
+
+
+@sized_kernel(size_arg=5, min_elements=1 << 10)
+def forward_kernel(a, rows, taps, bmat, b, out, vectors):
+    """out (N, K, P) = the conv whose input is the flat array ``a``: output pixel m = n*P + p
+    starts at a[rows[m]] (rows padded to whole blocks), tap t of group g is at offset
+    taps[g, t]; bmat (G, B, T, W) holds the packed weights in B blocks of W = ``vectors``
+    vectors, b (K,) the bias unless empty."""
+    n_, k_, p_ = out.shape
+    groups, ncb, t_, width = bmat.shape
+    kg = k_ // groups
+    mr = _ROWS[vectors]
+    m = n_ * p_
+    ntile = rows.shape[0] // mr
+    has_b = b.shape[0] > 0
+    for q in prange(groups * ncb * ntile):
+        tile = q % ntile
+        cb = (q // ntile) % ncb
+        g = q // (ntile * ncb)
+        blk = np.empty(mr * width, dtype=out.dtype)
+        # (tap k of group g is taps' flat entry g*T + k: b0 + (g*T + k)*W is bmat[g, cb, k])
+        b0 = ((g * ncb + cb) * t_ - g * t_) * width
+        _block(vectors, blk, width, a, 0, rows, tile * mr, taps, g * t_, t_, bmat, b0, width)
+        k0 = g * kg + cb * width
+        ncol = min(width, kg - cb * width)
+        for i in range(min(mr, m - tile * mr)):
+            mi = tile * mr + i
+            n = mi // p_
+            pixel = mi - n * p_
+            src = blk[i * width : i * width + ncol]
+            for j in range(ncol):
+                out[n, k0 + j, pixel] = src[j] + b[k0 + j] if has_b else src[j]
+
+
+@sized_kernel(size_arg=4, min_elements=1 << 10)
+def weight_grad_kernel(a, image, taps, pix, gt, gw, vectors):
+    """gw (K, T) = dL/dw from the flat input ``a`` (image n at a[n*image]; tap t of group g at
+    offset taps[g, t], padded to whole blocks; output pixel p at offset pix[p]) and the packed
+    output gradient gt (G, N, B, P, W), in B blocks of W = ``vectors`` vectors."""
+    groups, n_, ncb, p_, width = gt.shape
+    k_, t_ = gw.shape
+    kg = k_ // groups
+    mr = _ROWS[vectors]
+    tp = taps.shape[1]
+    ntile = tp // mr
+    for q in prange(groups * ncb * ntile):
+        tile = q % ntile
+        cb = (q // ntile) % ncb
+        g = q // (ntile * ncb)
+        blk = np.empty(mr * width, dtype=gw.dtype)
+        acc = np.zeros(mr * width, dtype=np.float64)
+        for n in range(n_):
+            b0 = ((g * n_ + n) * ncb + cb) * p_ * width
+            _block(
+                vectors,
+                blk,
+                width,
+                a,
+                n * image,
+                taps,
+                g * tp + tile * mr,
+                pix,
+                0,
+                p_,
+                gt,
+                b0,
+                width,
+            )
+            for e in range(mr * width):
+                acc[e] += blk[e]
+        k0 = g * kg + cb * width
+        for i in range(min(mr, t_ - tile * mr)):
+            for j in range(min(width, kg - cb * width)):
+                gw[k0 + j, tile * mr + i] = acc[i * width + j]
+
+
+def _pixel_offsets(oh, ow, sh, sw, pitch):
+    """(OH*OW,) where each output pixel's window starts in a plane of row pitch ``pitch``."""
+    return ((np.arange(oh) * sh * pitch)[:, None] + np.arange(ow) * sw).reshape(-1)
+
+
+def _padded(table, multiple):
+    """``table`` (G, T) with its last axis padded to a multiple of ``multiple`` by repeating
+    its first entry (rows past the end compute what is never read)."""
+    extra = -table.shape[1] % multiple
+    return np.concatenate([table, np.repeat(table[:, :1], extra, axis=1)], axis=1)
+
+
+def _read_only(*arrays):
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
+
+
+@functools.lru_cache(maxsize=1024)
+def _tables(n, c, plane, pitch, out_hw, kernel_hw, stride, dilation, groups, rows_multiple):
+    """(rows, taps, pixels) of a conv over flat planes: rows (N*OH*OW padded to a multiple of
+    ``rows_multiple``) where each output pixel's window starts, taps (G, C/G*KH*KW) each tap's
+    offset from there (its channel's plane included), pixels (OH*OW,) within one image."""
+    (oh, ow), (kh, kw), (sh, sw), (dh, dw) = out_hw, kernel_hw, stride, dilation
+    pixels = _pixel_offsets(oh, ow, sh, sw, pitch)
+    rows = (np.arange(n)[:, None] * c * plane + pixels).reshape(1, -1)
+    rows = _padded(rows, rows_multiple)[0]
+    channel = np.arange(c).reshape(groups, c // groups, 1, 1) * plane
+    taps = channel + (np.arange(kh) * dh * pitch)[:, None] + np.arange(kw) * dw
+    return _read_only(rows, taps.reshape(groups, -1), pixels)
+
+
+def _packed(src3, groups, width, blocks):
+    """pack_columns of src3 (N, K, P) into ``blocks`` blocks of ``width``: (G, N, B, P, W)."""
+    n, k, p = src3.shape
+    dst = np.empty((groups, n, blocks, p, width), dtype=src3.dtype)
+    pack_columns(src3, dst)
+    return dst
+
+
+def _flat_input(x, ph, pw):
+    """(flat array, plane, pitch): x itself when unpadded, else x zero-padded into flat planes."""
+    n, c, h, wd = x.shape
+    if ph == pw == 0:
+        return x, h * wd, wd
+    hp, wp = h + 2 * ph, wd + 2 * pw
+    xf = _d.aligned_empty((n, c, hp * wp), x.dtype)
+    _d.pad_flat(x, xf, ph, pw, hp, wp)
+    return xf, hp * wp, wp
+
+
+def _forward_flat(xf, plane, pitch, w, b, out, stride, dilation, groups):
+    """out (N, K, OH, OW) = the conv of the flat planes xf (N, C, >= plane) by w, plus b."""
+    n, k, oh, ow = out.shape
+    c = xf.shape[1]
+    vectors, blocks = column_blocks(k // groups, out.dtype)
+    width = vectors * lanes(out.dtype)
+    rows, taps, _ = _tables(
+        n, c, plane, pitch, (oh, ow), w.shape[2:], stride, dilation, groups, ROWS[vectors]
+    )
+    bmat = _packed(w.reshape(1, k, -1), groups, width, blocks)[:, 0]
+    kernel = forward_kernel.for_size(out.size)
+    kernel(xf.reshape(-1), rows, taps, bmat, b, out.reshape(n, k, oh * ow), vectors)
+
+
+def forward(x, w, b, out, sh, sw, ph, pw, dh, dw, groups):
+    """out = conv2d(x, w) + b (b empty: no bias), any stride, padding, dilation and groups."""
+    xf, plane, pitch = _flat_input(x, ph, pw)
+    _forward_flat(xf, plane, pitch, w, b, out, (sh, sw), (dh, dw), groups)
+
+
+def backward_input(gy, w, gx, ph, pw, dh, dw, groups):
+    """gx = dL/dx of a stride-1 conv: the conv of the re-padded gy by the flipped weights."""
+    gyp, plane, pitch = _d.repadded_output_grad(gy, gx.shape, w.shape, ph, pw, dh, dw)
+    wt = np.empty((gx.shape[1], w.shape[0] // groups, *w.shape[2:]), dtype=w.dtype)
+    _d.flip_transpose(w, wt, groups)
+    empty = np.empty(0, dtype=gy.dtype)
+    _forward_flat(gyp, plane, pitch, wt, empty, gx, (1, 1), (dh, dw), groups)
+
+
+def backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups):
+    """gw = dL/dw, any stride, padding, dilation and groups."""
+    xf, plane, pitch = _flat_input(x, ph, pw)
+    n, c = x.shape[:2]
+    k, oh, ow = gy.shape[1:]
+    vectors, blocks = column_blocks(k // groups, gy.dtype)
+    width = vectors * lanes(gy.dtype)
+    _, taps, pixels = _tables(
+        n, c, plane, pitch, (oh, ow), gw.shape[2:], (sh, sw), (dh, dw), groups, 1
+    )
+    taps = _padded(taps, ROWS[vectors])
+    gt = _packed(gy.reshape(n, k, oh * ow), groups, width, blocks)
+    kernel = weight_grad_kernel.for_size(gt.size)
+    kernel(xf.reshape(-1), c * plane, taps, pixels, gt, gw.reshape(k, -1), vectors)

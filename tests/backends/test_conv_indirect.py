@@ -1,0 +1,99 @@
+"""The indirect-GEMM conv kernels (conv_indirect.py on microkernel.py) against PyTorch, on the
+shapes that exercise their blocking: several vectors and column blocks of channels, groups,
+row blocks that end past the last pixel, strides, dilation, both dtypes; their NaN and
+infinity results against im2col's; and where the dispatch picks them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from kernel_checks import DTYPES, conv_case, run_conv  # noqa: E402
+
+from numbagrad.backends.cpu.kernels import conv, conv_indirect, microkernel  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+KINDS = ("forward", "backward_input", "backward_weight")
+
+# (n, c, h, w, k, kh, kw, stride, padding, dilation, groups)
+BLOCKING_CASES = [
+    (2, 3, 6, 5, 70, 3, 3, (1, 1), (1, 1), (1, 1), 1),  # 70 channels: two column blocks
+    (1, 4, 7, 6, 40, 3, 2, (2, 1), (1, 0), (1, 2), 2),  # 20 a group, strided, dilated
+    (3, 20, 5, 4, 17, 2, 2, (1, 1), (0, 1), (1, 1), 1),  # 17: a vector and one lane
+    (2, 6, 7, 7, 16, 5, 5, (1, 1), (0, 0), (1, 1), 1),  # LeNet's C3
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", BLOCKING_CASES)
+def test_indirect_matches_torch(shape, dtype):
+    *dims, stride, pad, dil, groups = shape
+    case = conv_case(*dims, stride, pad, dil, groups, True, dtype, seed=len(dims) + dims[4])
+    kinds = [k for k in KINDS if stride == (1, 1) or k != "backward_input"]
+    run_conv(case, stride, pad, dil, groups, dtype, algorithm="indirect", kinds=kinds)
+
+
+def test_blocking_cases_cover_the_blocks():
+    """The cases above reach more than one vector and more than one column block."""
+    blocks = {conv_indirect.column_blocks(s[4] // s[10], np.float32) for s in BLOCKING_CASES}
+    assert max(v for v, _ in blocks) > 1 and max(b for _, b in blocks) > 1
+    lanes = microkernel.lanes(np.dtype(np.float32))
+    assert {conv_indirect.column_blocks(c, np.float32) for c in (lanes, lanes + 1)} == {
+        (1, 1),
+        (2, 1),
+    }
+
+
+def _plant(a, values):
+    flat = a.reshape(-1)
+    for j, v in enumerate(values):
+        flat[(j * flat.size) // len(values)] = v
+
+
+@pytest.mark.parametrize(
+    "kind, operand",
+    [(k, o) for k, ops in zip(KINDS, (("x", "w"), ("gy", "w"), ("x", "gy"))) for o in ops],
+)
+def test_nan_and_inf_as_im2col(kind, operand):
+    """NaN and infinities land where im2col puts them (whose results match PyTorch's:
+    test_nonfinite_torch.py); with padding, so zeros meet the infinities."""
+    shape = (2, 5, 6, 7, 20, 3, 3, (1, 1), (1, 1), (1, 1), 1)
+    *dims, stride, pad, dil, groups = shape
+    x, w, b, _, gy, _, _ = conv_case(*dims, stride, pad, dil, groups, True, np.float32)
+    _plant({"x": x, "w": w, "gy": gy}[operand], (np.inf, np.nan, -np.inf))
+    args = (*stride, *pad, *dil, groups)
+
+    def run(algorithm):
+        if kind == "forward":
+            out = np.full((2, 20, 6, 7), 7.0, np.float32)
+            conv.conv2d_forward(x, w, b, out, *args, algorithm=algorithm)
+        elif kind == "backward_input":
+            out = np.full(x.shape, 7.0, np.float32)
+            conv.conv2d_backward_input(gy, w, out, *args, algorithm=algorithm)
+        else:
+            out = np.full(w.shape, 7.0, np.float32)
+            conv.conv2d_backward_weight(x, gy, out, *args, algorithm=algorithm)
+        return out
+
+    got, ref = run("indirect"), run("im2col")
+    assert np.isnan(ref).any() or np.isinf(ref).any()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4, equal_nan=True)
+
+
+def test_dispatch_picks_indirect_where_it_was_measured_faster():
+    choose = conv.choose_algorithm
+    one = ((1, 1), (0, 0), (1, 1), 1)
+    c3 = ((64, 6, 14, 14), (16, 6, 5, 5))
+    assert [choose(kd, *c3, *one) for kd in KINDS] == ["indirect", "direct", "indirect"]
+    c1 = ((64, 1, 32, 32), (6, 1, 5, 5))  # 6 channels: direct
+    assert {choose(kd, *c1, *one) for kd in KINDS} == {"direct"}
+    stem = ((32, 3, 32, 32), (64, 3, 3, 3))  # a reduction of 27 taps
+    assert "indirect" not in {choose(kd, *stem, (1, 1), (1, 1), (1, 1), 1) for kd in KINDS}
+    s2 = ((32, 64, 32, 32), (128, 64, 3, 3))
+    assert {choose(kd, *s2, (2, 2), (1, 1), (1, 1), 1) for kd in KINDS} == {"im2col"}
+    few_pixels = ((8, 32, 8, 8), (32, 32, 5, 5))  # 4x4 outputs: not the weight gradient
+    assert [choose(kd, *few_pixels, *one) for kd in KINDS] == ["indirect", "indirect", "im2col"]
