@@ -68,16 +68,20 @@ DIRECT_MAX_WGRAD_SIZE = 1024
 # slower than im2col; with 3 channels (3->64, 32 px) im2col wins both gradients by ~25%.
 WINOGRAD_MIN_CHANNELS = 4
 WINOGRAD_MIN_TILES = 32
-# The indirect GEMM (register-blocked, channels along the vector lanes) beats direct and
-# im2col on stride-1 convs whose output channels fill a vector (16 float32 lanes with AVX-512)
-# over a reduction of at least 64 taps: LeNet's C3 at batch 64, forward 0.42 -> 0.17 ms and
-# weight gradient 0.53 -> 0.17 (direct), 3x3 32->32 at 16 px 0.67 ms against im2col's 1.36.
-# Below: LeNet's C1 (6 channels) and the CIFAR stem (27 taps) run 1.3-3x slower than direct
-# or im2col, and so does the weight gradient with under ~100 pixels per image (ResNet's
-# 4-8 px layers: 1.4-1.8x, the per-image float64 sums). On ResNet's stride-2 layers it ties
-# im2col (+-5%), which stays.
+# The indirect GEMM (register-blocked, output channels along the vector lanes, or pixels where
+# the channels are fewer than a vector's lanes) beats direct and im2col on stride-1 convs that
+# reduce over at least 64 taps: LeNet's C3 at batch 64, forward 0.42 -> 0.17 ms, input gradient
+# (6 channels, pixel kernel) 0.6-0.9 -> 0.3, weight gradient 0.53 -> 0.17, all against direct;
+# 3x3 32->32 at 16 px 0.67 ms against im2col's 1.36. Shorter reductions lose 1.3-3x to direct
+# or im2col (LeNet's C1: 25 taps, the CIFAR stem: 27). The weight gradient has no pixel kernel
+# (it needs a vector of channels) and loses with under ~100 pixels per image (ResNet's 4-8 px
+# layers: 1.4-1.8x, the per-image float64 sums). On ResNet's stride-2 layers it ties im2col
+# (+-5%), which stays.
+# With under 3 channels the pixel kernel's 6-row blocks are mostly idle (LeNet's C1 input
+# gradient, 1 channel: 0.45 ms against direct's 0.27).
 INDIRECT_MIN_CHANNELS = 16
 INDIRECT_MIN_REDUCTION = 64
+INDIRECT_MIN_PIXEL_ROWS = 3
 INDIRECT_MIN_WGRAD_PIXELS = 100
 
 
@@ -114,18 +118,18 @@ def _winograd_pays(kind, x_shape, w_shape, padding):
 
 def _indirect_pays(kind, x_shape, w_shape, padding, dilation, groups):
     """Whether the indirect GEMM beats direct and im2col on a stride-1 conv (see
-    INDIRECT_MIN_CHANNELS)."""
+    INDIRECT_MIN_REDUCTION)."""
     k, cg, kh, kw = w_shape
     kg = k // groups
     lanes, reduction = (cg, kg * kh * kw) if kind == "backward_input" else (kg, cg * kh * kw)
-    if lanes < INDIRECT_MIN_CHANNELS or reduction < INDIRECT_MIN_REDUCTION:
+    if reduction < INDIRECT_MIN_REDUCTION or lanes < INDIRECT_MIN_PIXEL_ROWS:
         return False
-    if kind != "backward_weight":
+    if kind != "backward_weight":  # (with few channels, the kernel with pixels in the lanes)
         return True
     h, w = x_shape[2:]
     oh = h + 2 * padding[0] - dilation[0] * (kh - 1)
     ow = w + 2 * padding[1] - dilation[1] * (kw - 1)
-    return oh * ow >= INDIRECT_MIN_WGRAD_PIXELS
+    return lanes >= INDIRECT_MIN_CHANNELS and oh * ow >= INDIRECT_MIN_WGRAD_PIXELS
 
 
 def choose_algorithm(kind, x_shape, w_shape, stride, padding, dilation, groups):
@@ -319,7 +323,8 @@ def conv2d_backward_input(gy, w, gx, sh, sw, ph, pw, dh, dw, groups, *, algorith
     elif algo == "full_window":
         matmul(gy.reshape(n, k), w.reshape(k, -1), gx.reshape(n, -1), False, False)
     elif algo == "direct":
-        gyp, _, wg = _d.repadded_output_grad(gy, gx.shape, w.shape, ph, pw, dh, dw)
+        flat, plane, wg = _d.repadded_output_grad(gy, gx.shape, w.shape, ph, pw, dh, dw)
+        gyp = flat.reshape(n, k, plane)
         wt = np.empty((c, k // groups, kh, kw), dtype=w.dtype)
         _d.flip_transpose(w, wt, groups)
         kb, nrb = _blocks(n, cg, groups, h)

@@ -115,9 +115,18 @@ def aligned_empty(shape, dtype, align=64):
     return buf[off : off + size * dtype.itemsize].view(dtype).reshape(shape)
 
 
-def repadded_output_grad(gy, x_shape, w_shape, ph, pw, dh, dw):
-    """(gyp, plane, pitch): gy of a stride-1 conv zero-padded into flat planes such that the
-    conv of gyp by the flipped weights (flip_transpose) is dL/dx, of x_shape's H x W.
+def flat_planes(n, c, plane, dtype, tail=0):
+    """(flat, planes): an aligned buffer of n*c*plane + ``tail`` elements, its tail zeroed
+    (for kernels that read whole vectors past the last plane), and its (n, c, plane) view."""
+    flat = aligned_empty((n * c * plane + tail,), dtype)
+    flat[n * c * plane :] = 0
+    return flat, flat[: n * c * plane].reshape(n, c, plane)
+
+
+def repadded_output_grad(gy, x_shape, w_shape, ph, pw, dh, dw, tail=0):
+    """(flat, plane, pitch): gy of a stride-1 conv zero-padded into the flat planes of
+    ``flat`` (see flat_planes) such that their conv by the flipped weights (flip_transpose)
+    is dL/dx, of x_shape's H x W.
 
     Row pitch W + pw, not W + dw*(KW-1): a tap past a row's end reads the next row's left
     padding, which is as wide as the right one (the zeros between gy's rows serve both).
@@ -128,9 +137,9 @@ def repadded_output_grad(gy, x_shape, w_shape, ph, pw, dh, dw):
     kh, kw = w_shape[2:]
     top, left = dh * (kh - 1) - ph, dw * (kw - 1) - pw
     hg, wg = h + dh * (kh - 1) + 1, wd + (pw if left >= 0 else dw * (kw - 1))
-    gyp = aligned_empty((n, k, hg * wg), gy.dtype)
+    flat, gyp = flat_planes(n, k, hg * wg, gy.dtype, tail)
     pad_flat(gy, gyp, top, left, hg, wg)
-    return gyp, hg * wg, wg
+    return flat, hg * wg, wg
 
 
 @sized_kernel(size_arg=1)

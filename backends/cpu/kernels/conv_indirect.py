@@ -25,10 +25,14 @@ import numpy as np
 from numba import njit, prange
 
 from . import conv_direct as _d
-from .microkernel import MAX_VECTORS, ROWS, lanes, microkernel
+from .microkernel import MAX_VECTORS, ROWS, VECTOR_BYTES, lanes, microkernel
 from .parallel import sized_kernel
 
 _MK1, _MK2, _MK3, _MK4 = (microkernel(ROWS[v], v) for v in range(1, MAX_VECTORS + 1))
+# The pixel kernel's block: 6 output channels (LeNet's C1 and C3 input gradient have six) by
+# a few vectors of positions, as many as the registers hold.
+PIXEL_ROWS, PIXEL_VECTORS = 6, (3 if VECTOR_BYTES == 64 else 2)
+_MKP = microkernel(PIXEL_ROWS, PIXEL_VECTORS)
 _ROWS = tuple(ROWS.get(v, 0) for v in range(MAX_VECTORS + 1))  # (a tuple Numba sees as constant)
 
 
@@ -149,6 +153,44 @@ def weight_grad_kernel(a, image, taps, pix, gt, gw, vectors):
                 gw[k0 + j, tile * mr + i] = acc[i * width + j]
 
 
+@sized_kernel(size_arg=5, min_elements=1 << 10)
+def pixels_kernel(a, image, taps, wpk, wtab, out, b, pitch):
+    """out (N, K, OH, OW) = a stride-1 conv with the output's positions along the vector
+    lanes: image n of the input at a[n*image] in flat planes of row pitch ``pitch``, tap t of
+    group g at offset taps[g, t] from an output position; wpk (G, Kr, T) the weights with each
+    group's channels padded to Kr (whole blocks of PIXEL_ROWS), wtab (G, T) = g*Kr*T + t;
+    b (K,) the bias unless empty. Positions y*pitch + x with x >= OW are computed and dropped;
+    ``a`` reaches a vector past the last plane."""
+    n_, k_, oh, ow = out.shape
+    groups, kr, t_ = wpk.shape
+    kg = k_ // groups
+    mr = PIXEL_ROWS
+    width = PIXEL_VECTORS * (VECTOR_BYTES // a.itemsize)
+    span = (oh - 1) * pitch + ow
+    npt = -(-span // width)
+    nrt = kr // mr
+    has_b = b.shape[0] > 0
+    rows = np.arange(kr) * t_
+    for q in prange(n_ * groups * nrt * npt):
+        pt = q % npt
+        rt = (q // npt) % nrt
+        g = (q // (npt * nrt)) % groups
+        n = q // (npt * nrt * groups)
+        blk = np.empty(mr * width, dtype=out.dtype)
+        p0 = pt * width
+        _MKP(blk, 0, width, wpk, 0, rows, rt * mr, wtab, g * t_, t_, a, n * image + p0, taps)
+        for i in range(min(mr, kg - rt * mr)):
+            ch = g * kg + rt * mr + i
+            bias = b[ch] if has_b else out.dtype.type(0)
+            for y in range(p0 // pitch, min(oh, (p0 + width - 1) // pitch + 1)):
+                x0 = max(0, p0 - y * pitch)
+                x1 = min(ow, p0 + width - y * pitch)
+                e0 = i * width + y * pitch - p0  # (negative for a row begun in the last block)
+                dst = out[n, ch, y]
+                for x in range(x0, x1):
+                    dst[x] = blk[e0 + x] + bias
+
+
 def _pixel_offsets(oh, ow, sh, sw, pitch):
     """(OH*OW,) where each output pixel's window starts in a plane of row pitch ``pitch``."""
     return ((np.arange(oh) * sh * pitch)[:, None] + np.arange(ow) * sw).reshape(-1)
@@ -189,21 +231,26 @@ def _packed(src3, groups, width, blocks):
     return dst
 
 
-def _flat_input(x, ph, pw):
-    """(flat array, plane, pitch): x itself when unpadded, else x zero-padded into flat planes."""
+def _flat_input(x, ph, pw, tail=0):
+    """(flat 1-D array, plane, pitch): x itself when unpadded and no ``tail`` is asked for,
+    else x zero-padded into flat planes followed by ``tail`` zeros."""
     n, c, h, wd = x.shape
-    if ph == pw == 0:
-        return x, h * wd, wd
+    if ph == pw == tail == 0:
+        return x.reshape(-1), h * wd, wd
     hp, wp = h + 2 * ph, wd + 2 * pw
-    xf = _d.aligned_empty((n, c, hp * wp), x.dtype)
-    _d.pad_flat(x, xf, ph, pw, hp, wp)
-    return xf, hp * wp, wp
+    flat, planes = _d.flat_planes(n, c, hp * wp, x.dtype, tail)
+    _d.pad_flat(x, planes, ph, pw, hp, wp)
+    return flat, hp * wp, wp
 
 
 def _forward_flat(xf, plane, pitch, w, b, out, stride, dilation, groups):
-    """out (N, K, OH, OW) = the conv of the flat planes xf (N, C, >= plane) by w, plus b."""
+    """out (N, K, OH, OW) = the conv of the flat planes in xf (1-D, C = w's C/G * G planes
+    of ``plane`` a image) by w, plus b."""
+    if stride == (1, 1) and pixels_pay(w.shape[0] // groups, out.dtype):
+        _pixels_flat(xf, plane, pitch, w, b, out, dilation, groups)
+        return
     n, k, oh, ow = out.shape
-    c = xf.shape[1]
+    c = w.shape[1] * groups
     vectors, blocks = column_blocks(k // groups, out.dtype)
     width = vectors * lanes(out.dtype)
     rows, taps, _ = _tables(
@@ -211,18 +258,55 @@ def _forward_flat(xf, plane, pitch, w, b, out, stride, dilation, groups):
     )
     bmat = _packed(w.reshape(1, k, -1), groups, width, blocks)[:, 0]
     kernel = forward_kernel.for_size(out.size)
-    kernel(xf.reshape(-1), rows, taps, bmat, b, out.reshape(n, k, oh * ow), vectors)
+    kernel(xf, rows, taps, bmat, b, out.reshape(n, k, oh * ow), vectors)
+
+
+def pixels_pay(channels: int, dtype) -> bool:
+    """Whether a stride-1 conv with ``channels`` output channels a group runs the pixel kernel
+    (positions along the lanes), not the channel one: with fewer channels than a vector has
+    lanes, the channel kernel would leave lanes idle (LeNet's C3 input gradient, 6 channels:
+    0.67 -> 0.25 ms; C1 forward 0.40 -> 0.10)."""
+    return channels < lanes(np.dtype(dtype))
+
+
+def _tail(dtype) -> int:
+    """Elements the pixel kernel may read past the last plane: one block of positions."""
+    return PIXEL_VECTORS * lanes(np.dtype(dtype))
+
+
+def _pixels_flat(xf, plane, pitch, w, b, out, dilation, groups):
+    """_forward_flat with the pixel kernel (xf has _tail elements past its planes)."""
+    n, k, oh, ow = out.shape
+    kg, cg = k // groups, w.shape[1]
+    _, taps, _ = _tables(
+        n, cg * groups, plane, pitch, (oh, ow), w.shape[2:], (1, 1), dilation, groups, 1
+    )
+    kr = -(-kg // PIXEL_ROWS) * PIXEL_ROWS
+    t = taps.shape[1]
+    wpk = np.zeros((groups, kr, t), dtype=w.dtype)
+    wpk[:, :kg] = w.reshape(groups, kg, t)
+    wtab = _weight_table(groups, kr, t)
+    kernel = pixels_kernel.for_size(out.size)
+    kernel(xf, cg * groups * plane, taps, wpk, wtab, out, b, pitch)
+
+
+@functools.lru_cache(maxsize=1024)
+def _weight_table(groups, kr, t):
+    """(G, T) = g*Kr*T + t: where tap t of group g's weights starts in the packed weights."""
+    return _read_only(np.arange(groups)[:, None] * kr * t + np.arange(t))[0]
 
 
 def forward(x, w, b, out, sh, sw, ph, pw, dh, dw, groups):
     """out = conv2d(x, w) + b (b empty: no bias), any stride, padding, dilation and groups."""
-    xf, plane, pitch = _flat_input(x, ph, pw)
+    pixels = (sh, sw) == (1, 1) and pixels_pay(w.shape[0] // groups, x.dtype)
+    xf, plane, pitch = _flat_input(x, ph, pw, _tail(x.dtype) if pixels else 0)
     _forward_flat(xf, plane, pitch, w, b, out, (sh, sw), (dh, dw), groups)
 
 
 def backward_input(gy, w, gx, ph, pw, dh, dw, groups):
     """gx = dL/dx of a stride-1 conv: the conv of the re-padded gy by the flipped weights."""
-    gyp, plane, pitch = _d.repadded_output_grad(gy, gx.shape, w.shape, ph, pw, dh, dw)
+    tail = _tail(gy.dtype)  # (whichever kernel runs)
+    gyp, plane, pitch = _d.repadded_output_grad(gy, gx.shape, w.shape, ph, pw, dh, dw, tail)
     wt = np.empty((gx.shape[1], w.shape[0] // groups, *w.shape[2:]), dtype=w.dtype)
     _d.flip_transpose(w, wt, groups)
     empty = np.empty(0, dtype=gy.dtype)
@@ -242,4 +326,4 @@ def backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups):
     taps = _padded(taps, ROWS[vectors])
     gt = _packed(gy.reshape(n, k, oh * ow), groups, width, blocks)
     kernel = weight_grad_kernel.for_size(gt.size)
-    kernel(xf.reshape(-1), c * plane, taps, pixels, gt, gw.reshape(k, -1), vectors)
+    kernel(xf, c * plane, taps, pixels, gt, gw.reshape(k, -1), vectors)

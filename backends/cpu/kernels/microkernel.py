@@ -72,12 +72,14 @@ def _vector_at(builder, base, offset, vty):
 def microkernel(rows: int, vectors: int):
     """The intrinsic ``mk(c, c0, ldc, a, a0, ra, r0, ka, k0, kk, b, b0, ldb)`` (arrays are
     C-contiguous of one float dtype, tables int64; see the module docstring). It overwrites
-    the block of C."""
+    the block of C. ``ldb`` may also be a table: row k of B then starts at b0 + ldb[k0 + k]
+    (B a conv's input, its rows the taps' shifts, its vectors consecutive pixels)."""
 
     @intrinsic
     def mk(typingctx, c, c0, ldc, a, a0, ra, r0, ka, k0, kk, b, b0, ldb):
         n = types.intp  # (Numba casts the offsets the caller passes)
-        sig = types.void(c, n, n, a, n, ra, n, ka, n, n, b, n, n)
+        b_table = isinstance(ldb, types.Array)
+        sig = types.void(c, n, n, a, n, ra, n, ka, n, n, b, n, ldb if b_table else n)
 
         def codegen(context, builder, signature, args):
             c_, c0_, ldc_, a_, a0_, ra_, r0_, ka_, k0_, kk_, b_, b0_, ldb_ = args
@@ -90,6 +92,7 @@ def microkernel(rows: int, vectors: int):
                 _data(context, builder, t, v)
                 for t, v in ((cty, c_), (aty, a_), (raty, ra_), (katy, ka_), (bty, b_))
             )
+            kbp = _data(context, builder, signature.args[12], ldb_) if b_table else None
             a_rows = []
             for i in range(rows):
                 ri = builder.load(builder.gep(rp, [builder.add(r0_, ir.Constant(i64, i))]))
@@ -107,7 +110,10 @@ def microkernel(rows: int, vectors: int):
             with cgutils.for_range(builder, kk_) as loop:
                 k = builder.add(k0_, loop.index)
                 off = builder.load(builder.gep(kp, [k]))
-                b_row = builder.add(b0_, builder.mul(k, ldb_))
+                if b_table:
+                    b_row = builder.add(b0_, builder.load(builder.gep(kbp, [k])))
+                else:
+                    b_row = builder.add(b0_, builder.mul(k, ldb_))
                 b_vecs = [
                     builder.load(
                         _vector_at(
