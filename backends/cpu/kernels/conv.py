@@ -34,7 +34,6 @@ from __future__ import annotations
 import functools
 import math
 
-import numba
 import numpy as np
 
 from . import conv_chunks as _c
@@ -48,7 +47,6 @@ from .reduce import all_finite, sum_outer_inner
 
 ALGORITHMS = ("gemm1x1", "full_window", "direct", "winograd", "indirect", "im2col")
 IM2COL_BYTES = 16 << 20  # scratch budget for one chunk of the im2col GEMMs (bigger GEMMs win)
-DIRECT_CHANNEL_BLOCK = 8  # output channels per work item of the direct kernel
 # Crossovers measured with bench/conv_kernels.py --all --extra (2 cores, float32): the direct
 # kernels win while the GEMM im2col would feed BLAS is thin (reduction C/g*KH*KW up to ~200 for
 # forward: 3x3 16->16 and LeNet C3's 150 win direct, 3x3 32->32's 288 and 64->64's 576 win
@@ -167,26 +165,6 @@ def _algorithm(kind, x_shape, w_shape, sh, sw, ph, pw, dh, dw, groups, forced):
     return forced
 
 
-def _blocks(n, kg, groups, rows):
-    """Output-channel block and row-block count for direct_forward."""
-    return _blocks_for(n, kg, groups, rows, numba.get_num_threads())
-
-
-@functools.lru_cache(maxsize=4096)
-def _blocks_for(n, kg, groups, rows, threads):
-    """``_blocks`` on ``threads`` threads. Measured: long rows win (an accumulator of a few
-    channels x the whole image, L2-resident, beats L1-sized row blocks by 1.5-2x), so split
-    rows only when images x channel blocks cannot feed every thread."""
-    want = 2 * threads
-    kb = min(kg, DIRECT_CHANNEL_BLOCK)
-    while kb > 1 and n * groups * (-(-kg // kb)) < want:
-        kb = -(-kb // 2)
-    nrb = 1
-    while n * groups * (-(-kg // kb)) * nrb < want and nrb < rows // 8:
-        nrb *= 2
-    return kb, nrb
-
-
 def _check(*arrays):
     """The kernels index raw C-contiguous memory of one dtype: refuse anything else early
     (a reshape of a non-contiguous output would silently write into a copy)."""
@@ -208,7 +186,7 @@ def _empty_bias(dtype):
 def _direct_forward_launch(x_shape, w_shape, out_shape, ph, pw, dh, dw, groups):
     n, c, h, wd = x_shape
     hp, wp = h + 2 * ph, wd + 2 * pw
-    kb, nrb = _blocks(n, w_shape[0] // groups, groups, out_shape[2])
+    kb, nrb = _d.blocks(n, w_shape[0] // groups, groups, out_shape[2])
     kernel = _d.direct_forward.for_size(math.prod(out_shape))
     if ph == 0 and pw == 0:
         flat = (n, c, h * wd)
@@ -327,7 +305,7 @@ def conv2d_backward_input(gy, w, gx, sh, sw, ph, pw, dh, dw, groups, *, algorith
         gyp = flat.reshape(n, k, plane)
         wt = np.empty((c, k // groups, kh, kw), dtype=w.dtype)
         _d.flip_transpose(w, wt, groups)
-        kb, nrb = _blocks(n, cg, groups, h)
+        kb, nrb = _d.blocks(n, cg, groups, h)
         _d.direct_forward(gyp, wg, wt, _empty_bias(gy.dtype), gx, dh, dw, groups, kb, nrb)
     elif algo == "indirect":
         _i.backward_input(gy, w, gx, ph, pw, dh, dw, groups)

@@ -16,8 +16,10 @@ The backward-input pass reuses the forward kernel: for stride 1 it is a convolut
 
 from __future__ import annotations
 
+import functools
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -165,6 +167,29 @@ def pad_flat(x, xf, top, left, hp, wp):
                 row[s + left] = src[s]
             row[max(0, c1 + left) :] = 0
         dst[(r1 + top) * wp :] = 0
+
+
+CHANNEL_BLOCK = 8  # output channels per work item of direct_forward
+
+
+def blocks(n, kg, groups, rows):
+    """Output-channel block and row-block count for direct_forward."""
+    return _blocks_for(n, kg, groups, rows, numba.get_num_threads())
+
+
+@functools.lru_cache(maxsize=4096)
+def _blocks_for(n, kg, groups, rows, threads):
+    """``blocks`` on ``threads`` threads. Measured: long rows win (an accumulator of a few
+    channels x the whole image, L2-resident, beats L1-sized row blocks by 1.5-2x), so split
+    rows only when images x channel blocks cannot feed every thread."""
+    want = 2 * threads
+    kb = min(kg, CHANNEL_BLOCK)
+    while kb > 1 and n * groups * (-(-kg // kb)) < want:
+        kb = -(-kb // 2)
+    nrb = 1
+    while n * groups * (-(-kg // kb)) * nrb < want and nrb < rows // 8:
+        nrb *= 2
+    return kb, nrb
 
 
 # Parallel from 1024 outputs: each output costs a whole kernel's multiply-adds (LeNet's C3 at
