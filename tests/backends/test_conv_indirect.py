@@ -5,6 +5,11 @@ infinity results against im2col's; and where the dispatch picks them."""
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -98,3 +103,31 @@ def test_dispatch_picks_indirect_where_it_was_measured_faster():
     assert {choose(kd, *s2, (2, 2), (1, 1), (1, 1), 1) for kd in KINDS} == {"im2col"}
     few_pixels = ((8, 32, 8, 8), (32, 32, 5, 5))  # 4x4 outputs: not the weight gradient
     assert [choose(kd, *few_pixels, *one) for kd in KINDS] == ["indirect", "indirect", "im2col"]
+
+
+NARROWER_TARGETS = {  # Numba's target CPU -> the vector bytes the micro-kernel must then use
+    ("haswell", "+64bit,+avx,+avx2,+fma,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+cmov,+popcnt"): 32,
+    ("x86-64", "+64bit,+sse,+sse2,+cmov"): 16,
+}
+
+
+@pytest.mark.skipif(
+    platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 targets only"
+)
+@pytest.mark.parametrize("target", NARROWER_TARGETS, ids=lambda t: t[0])
+def test_narrower_vectors_give_the_same_results(target):
+    """On a CPU without AVX-512 (or AVX) the micro-kernel takes narrower vectors and smaller
+    blocks (fewer registers): the blocking cases in a process compiling for such a CPU."""
+    name, features = target
+    code = (
+        f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
+        "from numbagrad.backends.cpu.kernels import microkernel as m\n"
+        f"assert m.VECTOR_BYTES == {NARROWER_TARGETS[target]}, m.VECTOR_BYTES\n"
+        "import test_conv_indirect as t\n"
+        "for shape in t.BLOCKING_CASES:\n"
+        "    for dtype in t.DTYPES:\n"
+        "        t.test_indirect_matches_torch(shape, dtype)\n"
+    )
+    env = {**os.environ, "NUMBA_CPU_NAME": name, "NUMBA_CPU_FEATURES": features}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
