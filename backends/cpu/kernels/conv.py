@@ -9,9 +9,10 @@ preallocated output:
   GEMM over the batch, the input read as an (N, C*H*W) matrix;
 - ``direct``: stride-1 convs with few channels: vectorized direct loops on a flat padded layout
   (conv_direct.py); the GEMMs these would need have tiny dimensions and run far below BLAS speed;
-- ``indirect``: stride-1 convs with at least a vector of output channels: a register-blocked
-  GEMM micro-kernel that reads the input in place through offset tables (conv_indirect.py);
-  the input gradient only for stride 1, as for ``direct``;
+- ``indirect``: stride-1 convs that reduce over many taps: a register-blocked GEMM
+  micro-kernel that reads the input in place through offset tables, output channels (or, for
+  few channels, pixels) along the vector lanes (conv_indirect.py); the input gradient only
+  for stride 1, as for ``direct``;
 - ``winograd``: 3x3 stride-1 convs with many channels: Winograd F(4x4, 3x3) or F(2x2, 3x3)
   (winograd.py), 2.25-4x fewer multiplications than the others, in the same BLAS GEMMs;
 - ``im2col``: everything else: im2col + BLAS GEMM (conv_gemm.py; run in per-thread chunks that
@@ -245,7 +246,9 @@ def _forward_launch(x_shape, w_shape, out_shape, sh, sw, ph, pw, dh, dw, groups,
     if algo == "direct":
         return _direct_forward_launch(x_shape, w_shape, out_shape, ph, pw, dh, dw, groups)
     if algo == "indirect":
-        return lambda x, w, b, out: _i.forward(x, w, b, out, *args)
+        return lambda x, w, b, out: _i.forward_plan(
+            x_shape, w_shape, out_shape, *args, x.dtype.char
+        )(x, w, b, out)
     if algo == "gemm1x1":
         p = out_shape[2] * out_shape[3]
 

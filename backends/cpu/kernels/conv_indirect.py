@@ -20,7 +20,9 @@ NaN and infinity semantics are im2col's.
 from __future__ import annotations
 
 import functools
+import math
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -80,11 +82,11 @@ def pack_columns(src, dst):
 
 
 @sized_kernel(size_arg=5, min_elements=1 << 10)
-def forward_kernel(a, rows, taps, bmat, b, out, vectors):
+def forward_kernel(a, rows, taps, bmat, b, out, vectors, per):
     """out (N, K, P) = the conv whose input is the flat array ``a``: output pixel m = n*P + p
     starts at a[rows[m]] (rows padded to whole blocks), tap t of group g is at offset
     taps[g, t]; bmat (G, B, T, W) holds the packed weights in B blocks of W = ``vectors``
-    vectors, b (K,) the bias unless empty."""
+    vectors, b (K,) the bias unless empty. A work item is a run of ``per`` blocks."""
     n_, k_, p_ = out.shape
     groups, ncb, t_, width = bmat.shape
     kg = k_ // groups
@@ -92,23 +94,25 @@ def forward_kernel(a, rows, taps, bmat, b, out, vectors):
     m = n_ * p_
     ntile = rows.shape[0] // mr
     has_b = b.shape[0] > 0
-    for q in prange(groups * ncb * ntile):
-        tile = q % ntile
-        cb = (q // ntile) % ncb
-        g = q // (ntile * ncb)
+    total = groups * ncb * ntile
+    for r in prange(-(-total // per)):
         blk = np.empty(mr * width, dtype=out.dtype)
-        # (tap k of group g is taps' flat entry g*T + k: b0 + (g*T + k)*W is bmat[g, cb, k])
-        b0 = ((g * ncb + cb) * t_ - g * t_) * width
-        _block(vectors, blk, width, a, 0, rows, tile * mr, taps, g * t_, t_, bmat, b0, width)
-        k0 = g * kg + cb * width
-        ncol = min(width, kg - cb * width)
-        for i in range(min(mr, m - tile * mr)):
-            mi = tile * mr + i
-            n = mi // p_
-            pixel = mi - n * p_
-            src = blk[i * width : i * width + ncol]
-            for j in range(ncol):
-                out[n, k0 + j, pixel] = src[j] + b[k0 + j] if has_b else src[j]
+        for q in range(r * per, min(total, r * per + per)):
+            tile = q % ntile
+            cb = (q // ntile) % ncb
+            g = q // (ntile * ncb)
+            # (tap k of group g is taps' flat entry g*T + k: b0 + (g*T + k)*W is bmat[g, cb, k])
+            b0 = ((g * ncb + cb) * t_ - g * t_) * width
+            _block(vectors, blk, width, a, 0, rows, tile * mr, taps, g * t_, t_, bmat, b0, width)
+            k0 = g * kg + cb * width
+            ncol = min(width, kg - cb * width)
+            for i in range(min(mr, m - tile * mr)):
+                mi = tile * mr + i
+                n = mi // p_
+                pixel = mi - n * p_
+                src = blk[i * width : i * width + ncol]
+                for j in range(ncol):
+                    out[n, k0 + j, pixel] = src[j] + b[k0 + j] if has_b else src[j]
 
 
 @sized_kernel(size_arg=4, min_elements=1 << 10)
@@ -130,21 +134,8 @@ def weight_grad_kernel(a, image, taps, pix, gt, gw, vectors):
         acc = np.zeros(mr * width, dtype=np.float64)
         for n in range(n_):
             b0 = ((g * n_ + n) * ncb + cb) * p_ * width
-            _block(
-                vectors,
-                blk,
-                width,
-                a,
-                n * image,
-                taps,
-                g * tp + tile * mr,
-                pix,
-                0,
-                p_,
-                gt,
-                b0,
-                width,
-            )
+            r0 = g * tp + tile * mr
+            _block(vectors, blk, width, a, n * image, taps, r0, pix, 0, p_, gt, b0, width)
             for e in range(mr * width):
                 acc[e] += blk[e]
         k0 = g * kg + cb * width
@@ -154,13 +145,13 @@ def weight_grad_kernel(a, image, taps, pix, gt, gw, vectors):
 
 
 @sized_kernel(size_arg=5, min_elements=1 << 10)
-def pixels_kernel(a, image, taps, wpk, wtab, out, b, pitch):
+def pixels_kernel(a, image, taps, wpk, wtab, out, b, pitch, per):
     """out (N, K, OH, OW) = a stride-1 conv with the output's positions along the vector
     lanes: image n of the input at a[n*image] in flat planes of row pitch ``pitch``, tap t of
     group g at offset taps[g, t] from an output position; wpk (G, Kr, T) the weights with each
     group's channels padded to Kr (whole blocks of PIXEL_ROWS), wtab (G, T) = g*Kr*T + t;
     b (K,) the bias unless empty. Positions y*pitch + x with x >= OW are computed and dropped;
-    ``a`` reaches a vector past the last plane."""
+    ``a`` reaches a vector past the last plane. A work item is a run of ``per`` blocks."""
     n_, k_, oh, ow = out.shape
     groups, kr, t_ = wpk.shape
     kg = k_ // groups
@@ -171,24 +162,26 @@ def pixels_kernel(a, image, taps, wpk, wtab, out, b, pitch):
     nrt = kr // mr
     has_b = b.shape[0] > 0
     rows = np.arange(kr) * t_
-    for q in prange(n_ * groups * nrt * npt):
-        pt = q % npt
-        rt = (q // npt) % nrt
-        g = (q // (npt * nrt)) % groups
-        n = q // (npt * nrt * groups)
+    total = n_ * groups * nrt * npt
+    for r in prange(-(-total // per)):
         blk = np.empty(mr * width, dtype=out.dtype)
-        p0 = pt * width
-        _MKP(blk, 0, width, wpk, 0, rows, rt * mr, wtab, g * t_, t_, a, n * image + p0, taps)
-        for i in range(min(mr, kg - rt * mr)):
-            ch = g * kg + rt * mr + i
-            bias = b[ch] if has_b else out.dtype.type(0)
-            for y in range(p0 // pitch, min(oh, (p0 + width - 1) // pitch + 1)):
-                x0 = max(0, p0 - y * pitch)
-                x1 = min(ow, p0 + width - y * pitch)
-                e0 = i * width + y * pitch - p0  # (negative for a row begun in the last block)
-                dst = out[n, ch, y]
-                for x in range(x0, x1):
-                    dst[x] = blk[e0 + x] + bias
+        for q in range(r * per, min(total, r * per + per)):
+            pt = q % npt
+            rt = (q // npt) % nrt
+            g = (q // (npt * nrt)) % groups
+            n = q // (npt * nrt * groups)
+            p0 = pt * width
+            _MKP(blk, 0, width, wpk, 0, rows, rt * mr, wtab, g * t_, t_, a, n * image + p0, taps)
+            for i in range(min(mr, kg - rt * mr)):
+                ch = g * kg + rt * mr + i
+                bias = b[ch] if has_b else out.dtype.type(0)
+                for y in range(p0 // pitch, min(oh, (p0 + width - 1) // pitch + 1)):
+                    x0 = max(0, p0 - y * pitch)
+                    x1 = min(ow, p0 + width - y * pitch)
+                    e0 = i * width + y * pitch - p0  # (negative: a row begun in an earlier block)
+                    dst = out[n, ch, y]
+                    for x in range(x0, x1):
+                        dst[x] = blk[e0 + x] + bias
 
 
 def _pixel_offsets(oh, ow, sh, sw, pitch):
@@ -231,41 +224,23 @@ def _packed(src3, groups, width, blocks):
     return dst
 
 
-def _flat_input(x, ph, pw, tail=0):
-    """(flat 1-D array, plane, pitch): x itself when unpadded and no ``tail`` is asked for,
-    else x zero-padded into flat planes followed by ``tail`` zeros."""
+def _flat_input(x, ph, pw, tail):
+    """x as a flat 1-D array: itself when unpadded and no ``tail`` is asked for, else x
+    zero-padded by (ph, pw) into flat planes followed by ``tail`` zeros."""
     n, c, h, wd = x.shape
     if ph == pw == tail == 0:
-        return x.reshape(-1), h * wd, wd
+        return x.reshape(-1)
     hp, wp = h + 2 * ph, wd + 2 * pw
     flat, planes = _d.flat_planes(n, c, hp * wp, x.dtype, tail)
     _d.pad_flat(x, planes, ph, pw, hp, wp)
-    return flat, hp * wp, wp
-
-
-def _forward_flat(xf, plane, pitch, w, b, out, stride, dilation, groups):
-    """out (N, K, OH, OW) = the conv of the flat planes in xf (1-D, C = w's C/G * G planes
-    of ``plane`` a image) by w, plus b."""
-    if stride == (1, 1) and pixels_pay(w.shape[0] // groups, out.dtype):
-        _pixels_flat(xf, plane, pitch, w, b, out, dilation, groups)
-        return
-    n, k, oh, ow = out.shape
-    c = w.shape[1] * groups
-    vectors, blocks = column_blocks(k // groups, out.dtype)
-    width = vectors * lanes(out.dtype)
-    rows, taps, _ = _tables(
-        n, c, plane, pitch, (oh, ow), w.shape[2:], stride, dilation, groups, ROWS[vectors]
-    )
-    bmat = _packed(w.reshape(1, k, -1), groups, width, blocks)[:, 0]
-    kernel = forward_kernel.for_size(out.size)
-    kernel(xf, rows, taps, bmat, b, out.reshape(n, k, oh * ow), vectors)
+    return flat
 
 
 def pixels_pay(channels: int, dtype) -> bool:
     """Whether a stride-1 conv with ``channels`` output channels a group runs the pixel kernel
     (positions along the lanes), not the channel one: with fewer channels than a vector has
     lanes, the channel kernel would leave lanes idle (LeNet's C3 input gradient, 6 channels:
-    0.67 -> 0.25 ms; C1 forward 0.40 -> 0.10)."""
+    0.67 -> 0.3 ms)."""
     return channels < lanes(np.dtype(dtype))
 
 
@@ -274,20 +249,10 @@ def _tail(dtype) -> int:
     return PIXEL_VECTORS * lanes(np.dtype(dtype))
 
 
-def _pixels_flat(xf, plane, pitch, w, b, out, dilation, groups):
-    """_forward_flat with the pixel kernel (xf has _tail elements past its planes)."""
-    n, k, oh, ow = out.shape
-    kg, cg = k // groups, w.shape[1]
-    _, taps, _ = _tables(
-        n, cg * groups, plane, pitch, (oh, ow), w.shape[2:], (1, 1), dilation, groups, 1
-    )
-    kr = -(-kg // PIXEL_ROWS) * PIXEL_ROWS
-    t = taps.shape[1]
-    wpk = np.zeros((groups, kr, t), dtype=w.dtype)
-    wpk[:, :kg] = w.reshape(groups, kg, t)
-    wtab = _weight_table(groups, kr, t)
-    kernel = pixels_kernel.for_size(out.size)
-    kernel(xf, cg * groups * plane, taps, wpk, wtab, out, b, pitch)
+def _per_item(blocks: int) -> int:
+    """Blocks a work item: about 8 work items a thread (a scratch block allocated once for
+    each; LeNet's C1 has 19 short blocks an image)."""
+    return max(1, blocks // (8 * numba.get_num_threads()))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -296,11 +261,59 @@ def _weight_table(groups, kr, t):
     return _read_only(np.arange(groups)[:, None] * kr * t + np.arange(t))[0]
 
 
-def forward(x, w, b, out, sh, sw, ph, pw, dh, dw, groups):
-    """out = conv2d(x, w) + b (b empty: no bias), any stride, padding, dilation and groups."""
-    pixels = (sh, sw) == (1, 1) and pixels_pay(w.shape[0] // groups, x.dtype)
-    xf, plane, pitch = _flat_input(x, ph, pw, _tail(x.dtype) if pixels else 0)
-    _forward_flat(xf, plane, pitch, w, b, out, (sh, sw), (dh, dw), groups)
+@functools.lru_cache(maxsize=1024)
+def _conv_plan(plane, pitch, out_shape, w_shape, stride, dilation, groups, dtype_char):
+    """A function (xf, w, b, out) that computes out (N, K, OH, OW) = the conv of the flat
+    planes in xf (1-D, w's C/G * G planes of ``plane`` elements an image, row pitch
+    ``pitch``; a _tail past them for the pixel kernel) by w (K, C/G, KH, KW), plus b.
+    Everything that depends only on the shapes is settled here, once."""
+    dtype = np.dtype(dtype_char)
+    n, k, oh, ow = out_shape
+    cg, kh, kw = w_shape[1:]
+    kg, c, t = k // groups, cg * groups, cg * kh * kw
+    size = math.prod(out_shape)
+    if stride == (1, 1) and pixels_pay(kg, dtype):
+        _, taps, _ = _tables(n, c, plane, pitch, (oh, ow), (kh, kw), stride, dilation, groups, 1)
+        kr = -(-kg // PIXEL_ROWS) * PIXEL_ROWS
+        wtab = _weight_table(groups, kr, t)
+        per = _per_item(
+            n * groups * (kr // PIXEL_ROWS) * -(-((oh - 1) * pitch + ow) // _tail(dtype))
+        )
+        kernel = pixels_kernel.for_size(size)
+
+        def pixels(xf, w, b, out):
+            wpk = w.reshape(groups, kg, t)
+            if kr != kg:
+                wpk = np.zeros((groups, kr, t), dtype=w.dtype)
+                wpk[:, :kg] = w.reshape(groups, kg, t)
+            kernel(xf, c * plane, taps, wpk, wtab, out, b, pitch, per)
+
+        return pixels
+    vectors, blocks = column_blocks(kg, dtype)
+    width = vectors * lanes(dtype)
+    rows, taps, _ = _tables(
+        n, c, plane, pitch, (oh, ow), (kh, kw), stride, dilation, groups, ROWS[vectors]
+    )
+    per = _per_item(groups * blocks * (rows.shape[0] // ROWS[vectors]))
+    kernel = forward_kernel.for_size(size)
+
+    def channels(xf, w, b, out):
+        bmat = _packed(w.reshape(1, k, t), groups, width, blocks)[:, 0]
+        kernel(xf, rows, taps, bmat, b, out.reshape(n, k, oh * ow), vectors, per)
+
+    return channels
+
+
+@functools.lru_cache(maxsize=1024)
+def forward_plan(x_shape, w_shape, out_shape, sh, sw, ph, pw, dh, dw, groups, dtype_char):
+    """A function (x, w, b, out): out = conv2d(x, w) + b (b empty: no bias), any stride,
+    padding, dilation and groups; its decisions taken once for these shapes."""
+    dtype = np.dtype(dtype_char)
+    pixels = (sh, sw) == (1, 1) and pixels_pay(w_shape[0] // groups, dtype)
+    tail = _tail(dtype) if pixels else 0
+    hp, wp = x_shape[2] + 2 * ph, x_shape[3] + 2 * pw
+    conv = _conv_plan(hp * wp, wp, out_shape, w_shape, (sh, sw), (dh, dw), groups, dtype_char)
+    return lambda x, w, b, out: conv(_flat_input(x, ph, pw, tail), w, b, out)
 
 
 def backward_input(gy, w, gx, ph, pw, dh, dw, groups):
@@ -310,20 +323,36 @@ def backward_input(gy, w, gx, ph, pw, dh, dw, groups):
     wt = np.empty((gx.shape[1], w.shape[0] // groups, *w.shape[2:]), dtype=w.dtype)
     _d.flip_transpose(w, wt, groups)
     empty = np.empty(0, dtype=gy.dtype)
-    _forward_flat(gyp, plane, pitch, wt, empty, gx, (1, 1), (dh, dw), groups)
+    dil = (dh, dw)
+    _conv_plan(plane, pitch, gx.shape, wt.shape, (1, 1), dil, groups, gy.dtype.char)(
+        gyp, wt, empty, gx
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _weight_grad_plan(x_shape, gy_shape, w_shape, sh, sw, ph, pw, dh, dw, groups, dtype_char):
+    """backward_weight's function (x, gy, gw), its decisions taken once for these shapes."""
+    dtype = np.dtype(dtype_char)
+    n, c, h, wd = x_shape
+    k, oh, ow = gy_shape[1:]
+    hp, wp = h + 2 * ph, wd + 2 * pw
+    vectors, blocks = column_blocks(k // groups, dtype)
+    width = vectors * lanes(dtype)
+    _, taps, pixels = _tables(
+        n, c, hp * wp, wp, (oh, ow), w_shape[2:], (sh, sw), (dh, dw), groups, 1
+    )
+    taps = _read_only(_padded(taps, ROWS[vectors]))[0]
+    kernel = weight_grad_kernel.for_size(groups * n * blocks * oh * ow * width)
+
+    def run(x, gy, gw):
+        gt = _packed(gy.reshape(n, k, oh * ow), groups, width, blocks)
+        xf = _flat_input(x, ph, pw, 0)
+        kernel(xf, c * hp * wp, taps, pixels, gt, gw.reshape(k, -1), vectors)
+
+    return run
 
 
 def backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups):
     """gw = dL/dw, any stride, padding, dilation and groups."""
-    xf, plane, pitch = _flat_input(x, ph, pw)
-    n, c = x.shape[:2]
-    k, oh, ow = gy.shape[1:]
-    vectors, blocks = column_blocks(k // groups, gy.dtype)
-    width = vectors * lanes(gy.dtype)
-    _, taps, pixels = _tables(
-        n, c, plane, pitch, (oh, ow), gw.shape[2:], (sh, sw), (dh, dw), groups, 1
-    )
-    taps = _padded(taps, ROWS[vectors])
-    gt = _packed(gy.reshape(n, k, oh * ow), groups, width, blocks)
-    kernel = weight_grad_kernel.for_size(gt.size)
-    kernel(xf, c * plane, taps, pixels, gt, gw.reshape(k, -1), vectors)
+    args = (sh, sw, ph, pw, dh, dw, groups, x.dtype.char)
+    _weight_grad_plan(x.shape, gy.shape, gw.shape, *args)(x, gy, gw)
