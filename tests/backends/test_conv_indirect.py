@@ -29,6 +29,8 @@ BLOCKING_CASES = [
     (1, 4, 7, 6, 40, 3, 2, (2, 1), (1, 0), (1, 2), 2),  # 20 a group, strided, dilated
     (3, 20, 5, 4, 17, 2, 2, (1, 1), (0, 1), (1, 1), 1),  # 17: a vector and one lane
     (2, 6, 7, 7, 16, 5, 5, (1, 1), (0, 0), (1, 1), 1),  # LeNet's C3
+    (2, 3, 5, 6, 4, 3, 3, (1, 1), (1, 1), (1, 1), 1),  # 5 rows in 4 runs: one run empty
+    (1, 2, 4, 20, 24, 3, 3, (1, 1), (1, 1), (1, 1), 1),  # 20 px wide: pixel kernel, 4 row blocks
 ]
 
 
@@ -94,11 +96,11 @@ def test_dispatch_picks_indirect_where_it_was_measured_faster():
     one = ((1, 1), (0, 0), (1, 1), 1)
     c3 = ((64, 6, 14, 14), (16, 6, 5, 5))
     assert {choose(kd, *c3, *one) for kd in KINDS} == {"indirect"}
-    c1 = ((64, 1, 32, 32), (6, 1, 5, 5))  # 6 channels: direct
-    assert {choose(kd, *c1, *one) for kd in KINDS} == {"direct"}
-    stem = ((32, 3, 32, 32), (64, 3, 3, 3))  # reductions of 27 taps; 576 for the input gradient
+    c1 = ((64, 1, 32, 32), (6, 1, 5, 5))  # input gradient: 1 channel; weight gradient: 6
+    assert [choose(kd, *c1, *one) for kd in KINDS] == ["indirect", "direct", "direct"]
+    stem = ((32, 3, 32, 32), (64, 3, 3, 3))  # (27 taps: the weight gradient has no pixel kernel)
     stem_args = ((1, 1), (1, 1), (1, 1), 1)
-    assert [choose(kd, *stem, *stem_args) for kd in KINDS] == ["direct", "indirect", "im2col"]
+    assert [choose(kd, *stem, *stem_args) for kd in KINDS] == ["indirect", "indirect", "im2col"]
     s2 = ((32, 64, 32, 32), (128, 64, 3, 3))
     assert {choose(kd, *s2, (2, 2), (1, 1), (1, 1), 1) for kd in KINDS} == {"im2col"}
     few_pixels = ((8, 32, 8, 8), (32, 32, 5, 5))  # 4x4 outputs: not the weight gradient

@@ -67,17 +67,17 @@ DIRECT_MAX_WGRAD_SIZE = 1024
 # slower than im2col; with 3 channels (3->64, 32 px) im2col wins both gradients by ~25%.
 WINOGRAD_MIN_CHANNELS = 4
 WINOGRAD_MIN_TILES = 32
-# The indirect GEMM (register-blocked, output channels along the vector lanes, or pixels where
-# the channels are fewer than a vector's lanes) beats direct and im2col on stride-1 convs that
-# reduce over at least 64 taps: LeNet's C3 at batch 64, forward 0.42 -> 0.17 ms, input gradient
-# (6 channels, pixel kernel) 0.6-0.9 -> 0.3, weight gradient 0.53 -> 0.17, all against direct;
-# 3x3 32->32 at 16 px 0.67 ms against im2col's 1.36. Shorter reductions lose 1.3-3x to direct
-# or im2col (LeNet's C1: 25 taps, the CIFAR stem: 27). The weight gradient has no pixel kernel
-# (it needs a vector of channels) and loses with under ~100 pixels per image (ResNet's 4-8 px
-# layers: 1.4-1.8x, the per-image float64 sums). On ResNet's stride-2 layers it ties im2col
-# (+-5%), which stays.
-# With under 3 channels the pixel kernel's 6-row blocks are mostly idle (LeNet's C1 input
-# gradient, 1 channel: 0.45 ms against direct's 0.27).
+# The indirect GEMM (register-blocked, output channels or pixels along the vector lanes:
+# conv_indirect.pixels_pay) beats direct and im2col on stride-1 convs that reduce over at
+# least 64 taps, and with the pixel kernel on shorter ones too: LeNet's C3 at batch 64,
+# forward 0.40 -> 0.18 ms, input gradient (6 channels, pixel kernel) 0.6 -> 0.26, weight
+# gradient 0.53 -> 0.16, all against direct; LeNet's C1 forward (25 taps) 0.16 -> 0.11; the
+# CIFAR stem (27 taps) 1.26 -> 0.54; 3x3 32->32 at 16 px 0.60 ms against im2col's 1.30. With
+# under 3 channels the pixel kernel's 6-row blocks are mostly idle (LeNet's C1 input
+# gradient, 1 channel: 0.45 ms against direct's 0.27). The weight gradient has no pixel
+# kernel (it needs a vector of channels) and loses with under ~100 pixels per image
+# (ResNet's 4-8 px layers: 1.4-1.8x, the per-image float64 sums). On ResNet's stride-2
+# layers it ties im2col (+-5%), which stays.
 INDIRECT_MIN_CHANNELS = 16
 INDIRECT_MIN_REDUCTION = 64
 INDIRECT_MIN_PIXEL_ROWS = 3
@@ -121,14 +121,16 @@ def _indirect_pays(kind, x_shape, w_shape, padding, dilation, groups):
     k, cg, kh, kw = w_shape
     kg = k // groups
     lanes, reduction = (cg, kg * kh * kw) if kind == "backward_input" else (kg, cg * kh * kw)
-    if reduction < INDIRECT_MIN_REDUCTION or lanes < INDIRECT_MIN_PIXEL_ROWS:
+    if lanes < INDIRECT_MIN_PIXEL_ROWS:
         return False
-    if kind != "backward_weight":  # (with few channels, the kernel with pixels in the lanes)
-        return True
     h, w = x_shape[2:]
     oh = h + 2 * padding[0] - dilation[0] * (kh - 1)
     ow = w + 2 * padding[1] - dilation[1] * (kw - 1)
-    return lanes >= INDIRECT_MIN_CHANNELS and oh * ow >= INDIRECT_MIN_WGRAD_PIXELS
+    if kind == "backward_weight":
+        enough = lanes >= INDIRECT_MIN_CHANNELS and oh * ow >= INDIRECT_MIN_WGRAD_PIXELS
+        return enough and reduction >= INDIRECT_MIN_REDUCTION
+    width = w if kind == "backward_input" else ow
+    return reduction >= INDIRECT_MIN_REDUCTION or _i.pixels_pay(lanes, width, np.float32)
 
 
 def choose_algorithm(kind, x_shape, w_shape, stride, padding, dilation, groups):

@@ -34,6 +34,7 @@ _MK1, _MK2, _MK3, _MK4 = (microkernel(ROWS[v], v) for v in range(1, MAX_VECTORS 
 # The pixel kernel's block: 6 output channels (LeNet's C1 and C3 input gradient have six) by
 # a few vectors of positions, as many as the registers hold.
 PIXEL_ROWS, PIXEL_VECTORS = 6, (3 if VECTOR_BYTES == 64 else 2)
+PIXEL_MIN_WIDTH = 16  # output pixels a row from which the pixel kernel runs whatever the channels
 _MKP = microkernel(PIXEL_ROWS, PIXEL_VECTORS)
 _ROWS = tuple(ROWS.get(v, 0) for v in range(MAX_VECTORS + 1))  # (a tuple Numba sees as constant)
 
@@ -60,14 +61,14 @@ def column_blocks(channels: int, dtype) -> tuple[int, int]:
     return -(-vectors // blocks), blocks
 
 
-@sized_kernel(size_arg=1)
+@njit(cache=True)  # serial: a copy the size of gy, and a parallel build costs ~1 s to compile
 def pack_columns(src, dst):
     """dst (G, N, B, P, W) = src (N, G*Kg, P) with each group's Kg channels moved last, in B
     blocks of W columns (zero-padded past Kg): each block a contiguous (P, W) panel that the
     micro-kernel streams through."""
     groups, n_, nb, p_, width = dst.shape
     kg = src.shape[1] // groups
-    for t in prange(groups * n_ * nb):
+    for t in range(groups * n_ * nb):
         cb = t % nb
         n = (t // nb) % n_
         g = t // (nb * n_)
@@ -145,43 +146,45 @@ def weight_grad_kernel(a, image, taps, pix, gt, gw, vectors):
 
 
 @sized_kernel(size_arg=5, min_elements=1 << 10)
-def pixels_kernel(a, image, taps, wpk, wtab, out, b, pitch, per):
+def pixels_kernel(a, image, taps, wpk, wtab, out, b, pitch, chunks):
     """out (N, K, OH, OW) = a stride-1 conv with the output's positions along the vector
     lanes: image n of the input at a[n*image] in flat planes of row pitch ``pitch``, tap t of
     group g at offset taps[g, t] from an output position; wpk (G, Kr, T) the weights with each
     group's channels padded to Kr (whole blocks of PIXEL_ROWS), wtab (G, T) = g*Kr*T + t;
-    b (K,) the bias unless empty. Positions y*pitch + x with x >= OW are computed and dropped;
-    ``a`` reaches a vector past the last plane. A work item is a run of ``per`` blocks."""
+    b (K,) the bias unless empty. A work item is one of ``chunks`` runs of output rows of an
+    image and a block of channels: its blocks of positions (y*pitch + x, those with x >= OW
+    computed and dropped) land side by side in a scratch plane, copied out row by row at the
+    end (copying each block's piece of a row cost as much as computing it, with 25 taps).
+    ``a`` reaches a vector past the last plane."""
     n_, k_, oh, ow = out.shape
     groups, kr, t_ = wpk.shape
     kg = k_ // groups
     mr = PIXEL_ROWS
     width = PIXEL_VECTORS * (VECTOR_BYTES // a.itemsize)
-    span = (oh - 1) * pitch + ow
-    npt = -(-span // width)
     nrt = kr // mr
+    rows_per = -(-oh // chunks)
     has_b = b.shape[0] > 0
     rows = np.arange(kr) * t_
-    total = n_ * groups * nrt * npt
-    for r in prange(-(-total // per)):
-        blk = np.empty(mr * width, dtype=out.dtype)
-        for q in range(r * per, min(total, r * per + per)):
-            pt = q % npt
-            rt = (q // npt) % nrt
-            g = (q // (npt * nrt)) % groups
-            n = q // (npt * nrt * groups)
-            p0 = pt * width
-            _MKP(blk, 0, width, wpk, 0, rows, rt * mr, wtab, g * t_, t_, a, n * image + p0, taps)
-            for i in range(min(mr, kg - rt * mr)):
-                ch = g * kg + rt * mr + i
-                bias = b[ch] if has_b else out.dtype.type(0)
-                for y in range(p0 // pitch, min(oh, (p0 + width - 1) // pitch + 1)):
-                    x0 = max(0, p0 - y * pitch)
-                    x1 = min(ow, p0 + width - y * pitch)
-                    e0 = i * width + y * pitch - p0  # (negative: a row begun in an earlier block)
-                    dst = out[n, ch, y]
-                    for x in range(x0, x1):
-                        dst[x] = blk[e0 + x] + bias
+    for q in prange(n_ * groups * nrt * chunks):
+        y0 = (q % chunks) * rows_per
+        rt = (q // chunks) % nrt
+        g = (q // (chunks * nrt)) % groups
+        n = q // (chunks * nrt * groups)
+        y1 = min(oh, y0 + rows_per)
+        nb = max(0, -(-((y1 - 1 - y0) * pitch + ow) // width))  # (none when y0 >= y1)
+        ld = nb * width
+        plane = np.empty(mr * ld, dtype=out.dtype)
+        for j in range(nb):
+            p0 = n * image + y0 * pitch + j * width
+            _MKP(plane, j * width, ld, wpk, 0, rows, rt * mr, wtab, g * t_, t_, a, p0, taps)
+        for i in range(min(mr, kg - rt * mr)):
+            ch = g * kg + rt * mr + i
+            bias = b[ch] if has_b else out.dtype.type(0)
+            for y in range(y0, y1):
+                src = plane[i * ld + (y - y0) * pitch :]
+                dst = out[n, ch, y]
+                for x in range(ow):
+                    dst[x] = src[x] + bias
 
 
 def _pixel_offsets(oh, ow, sh, sw, pitch):
@@ -236,17 +239,27 @@ def _flat_input(x, ph, pw, tail):
     return flat
 
 
-def pixels_pay(channels: int, dtype) -> bool:
-    """Whether a stride-1 conv with ``channels`` output channels a group runs the pixel kernel
-    (positions along the lanes), not the channel one: with fewer channels than a vector has
-    lanes, the channel kernel would leave lanes idle (LeNet's C3 input gradient, 6 channels:
-    0.67 -> 0.3 ms)."""
-    return channels < lanes(np.dtype(dtype))
+def pixels_pay(channels: int, out_width: int, dtype) -> bool:
+    """Whether a stride-1 conv with ``channels`` output channels a group, ``out_width``
+    pixels wide, runs the pixel kernel (positions along the lanes), not the channel one.
+    With fewer channels than a vector has lanes the channel kernel leaves lanes idle, and
+    from 16 pixels wide the pixel kernel's loads are mostly whole vectors: LeNet's C1 forward
+    0.16 -> 0.11 ms (direct: 0.15), the CIFAR stem 0.54 ms (channels: 3.4, direct 1.26),
+    64 and 128 channels at 32 and 16 px 1.05-1.4x faster than the channel kernel. Narrower:
+    LeNet's C3 forward (16 channels, 10 px) 0.19 against 0.18 ms, 256 channels at 8 px 1.3x
+    slower."""
+    return channels < lanes(np.dtype(dtype)) or out_width >= PIXEL_MIN_WIDTH
 
 
 def _tail(dtype) -> int:
     """Elements the pixel kernel may read past the last plane: one block of positions."""
     return PIXEL_VECTORS * lanes(np.dtype(dtype))
+
+
+def _row_chunks(items: int, rows: int) -> int:
+    """Runs of output rows an image is cut into for the pixel kernel: enough for 4 work items
+    a thread (LeNet at batch 1), whole images when the batch gives that already."""
+    return max(1, min(rows, -(-4 * numba.get_num_threads() // items)))
 
 
 def _per_item(blocks: int) -> int:
@@ -272,13 +285,11 @@ def _conv_plan(plane, pitch, out_shape, w_shape, stride, dilation, groups, dtype
     cg, kh, kw = w_shape[1:]
     kg, c, t = k // groups, cg * groups, cg * kh * kw
     size = math.prod(out_shape)
-    if stride == (1, 1) and pixels_pay(kg, dtype):
+    if stride == (1, 1) and pixels_pay(kg, ow, dtype):
         _, taps, _ = _tables(n, c, plane, pitch, (oh, ow), (kh, kw), stride, dilation, groups, 1)
         kr = -(-kg // PIXEL_ROWS) * PIXEL_ROWS
         wtab = _weight_table(groups, kr, t)
-        per = _per_item(
-            n * groups * (kr // PIXEL_ROWS) * -(-((oh - 1) * pitch + ow) // _tail(dtype))
-        )
+        chunks = _row_chunks(n * groups * (kr // PIXEL_ROWS), oh)
         kernel = pixels_kernel.for_size(size)
 
         def pixels(xf, w, b, out):
@@ -286,7 +297,7 @@ def _conv_plan(plane, pitch, out_shape, w_shape, stride, dilation, groups, dtype
             if kr != kg:
                 wpk = np.zeros((groups, kr, t), dtype=w.dtype)
                 wpk[:, :kg] = w.reshape(groups, kg, t)
-            kernel(xf, c * plane, taps, wpk, wtab, out, b, pitch, per)
+            kernel(xf, c * plane, taps, wpk, wtab, out, b, pitch, chunks)
 
         return pixels
     vectors, blocks = column_blocks(kg, dtype)
@@ -309,7 +320,7 @@ def forward_plan(x_shape, w_shape, out_shape, sh, sw, ph, pw, dh, dw, groups, dt
     """A function (x, w, b, out): out = conv2d(x, w) + b (b empty: no bias), any stride,
     padding, dilation and groups; its decisions taken once for these shapes."""
     dtype = np.dtype(dtype_char)
-    pixels = (sh, sw) == (1, 1) and pixels_pay(w_shape[0] // groups, dtype)
+    pixels = (sh, sw) == (1, 1) and pixels_pay(w_shape[0] // groups, out_shape[3], dtype)
     tail = _tail(dtype) if pixels else 0
     hp, wp = x_shape[2] + 2 * ph, x_shape[3] + 2 * pw
     conv = _conv_plan(hp * wp, wp, out_shape, w_shape, (sh, sw), (dh, dw), groups, dtype_char)
