@@ -98,6 +98,8 @@ def test_dispatch_picks_indirect_where_it_was_measured_faster():
     assert {choose(kd, *c3, *one) for kd in KINDS} == {"indirect"}
     c1 = ((64, 1, 32, 32), (6, 1, 5, 5))  # input gradient: 1 channel; weight gradient: 6
     assert [choose(kd, *c1, *one) for kd in KINDS] == ["indirect", "direct", "direct"]
+    c1_b1 = ((1, 1, 32, 32), (6, 1, 5, 5))  # 25 taps, 4704 outputs: too small to pay
+    assert {choose(kd, *c1_b1, *one) for kd in KINDS} == {"direct"}
     stem = ((32, 3, 32, 32), (64, 3, 3, 3))  # (27 taps: the weight gradient has no pixel kernel)
     stem_args = ((1, 1), (1, 1), (1, 1), 1)
     assert [choose(kd, *stem, *stem_args) for kd in KINDS] == ["indirect", "indirect", "im2col"]
