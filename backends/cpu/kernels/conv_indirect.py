@@ -1,20 +1,23 @@
 """Convolutions as indirect GEMMs on the register-blocked micro-kernel (microkernel.py).
 
 The input stays where it is (NCHW, zero-padded into flat planes when the conv pads, as for the
-direct kernels); two offset tables replace im2col's copy: one per output pixel (where its
-window starts) and one per tap (channel, kernel row and column). The output channels run
-along the vector lanes, so the weights are packed once per call as (taps, channels) with the
-channels padded to whole vectors.
+direct kernels); offset tables replace im2col's copy: where each output pixel's window starts
+and where each tap (channel, kernel row and column) lies from there. Two kernels:
 
-- forward: rows = output pixels (batch folded in), reduction over the taps;
-- backward input (stride 1): the forward conv of the re-padded output gradient with the
-  flipped, channel-transposed weights (as for the direct kernels);
-- backward weight: rows = taps, reduction over one image's pixels at a time, with the output
-  gradient packed as (pixels, channels); per image the block is summed in the input's dtype,
-  across images in float64 (as the direct kernel does).
+- the channel kernel: rows = output pixels (batch folded in), output channels along the vector
+  lanes, the weights packed once per call as (taps, channels) padded to whole vectors; any
+  stride. Forward, and the weight gradient with rows = taps, reduced over one image's pixels
+  at a time against the output gradient packed as (pixels, channels), summed per image in the
+  input's dtype and across images in float64 (as the direct kernel does);
+- the pixel kernel (stride 1): rows = 6 output channels, consecutive positions of a flat plane
+  along the lanes (those between rows computed and dropped), for few channels or wide outputs
+  (``pixels_pay``).
 
-Every product is one that im2col's GEMM forms too (padding zeros included), nothing more: the
-NaN and infinity semantics are im2col's.
+The stride-1 input gradient is the forward conv of the re-padded output gradient with the
+flipped, channel-transposed weights, as for the direct kernels. Forward and weight gradient
+sum, for each output, only products that im2col's GEMM forms too (padding zeros included):
+their NaN and infinity semantics are im2col's; the input gradient's re-padding zeros meet the
+weights (conv.py sends NaN or infinite weights to im2col).
 """
 
 from __future__ import annotations
