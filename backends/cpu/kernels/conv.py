@@ -1,6 +1,6 @@
 """conv2d forward and backward kernels (NCHW, PyTorch cross-correlation semantics).
 
-Each entry point picks an algorithm per shape (see ``choose_algorithm``) and writes into its
+Each entry point picks an algorithm per shape (conv_choice.py) and writes into its
 preallocated output:
 
 - ``gemm1x1``: a 1x1, stride-1, unpadded conv is a GEMM per image, no im2col (the weight
@@ -43,126 +43,11 @@ from . import conv_gemm as _g
 from . import conv_indirect as _i
 from . import conv_taps as _t
 from . import winograd as _w
+from .conv_choice import ALGORITHMS, applicable_algorithms, choose_algorithm  # noqa: F401
 from .linalg import group_matmul_per_image, matmul, matmul_accumulate
 from .reduce import all_finite, sum_outer_inner
 
-ALGORITHMS = ("gemm1x1", "full_window", "direct", "winograd", "indirect", "im2col")
 IM2COL_BYTES = 16 << 20  # scratch budget for one chunk of the im2col GEMMs (bigger GEMMs win)
-# Crossovers measured with bench/conv_kernels.py --all --extra (2 cores, float32): the direct
-# kernels win while the GEMM im2col would feed BLAS is thin (reduction C/g*KH*KW up to ~200 for
-# forward: 3x3 16->16 and LeNet C3's 150 win direct, 3x3 32->32's 288 and 64->64's 576 win
-# im2col by 20-50%; for backward-input the roles of C and K swap), or has very few output
-# rows. For the weight gradient the direct kernel wins when the whole (K/g, C/g*KH*KW) result
-# is small (LeNet C1: 6 x 25), where BLAS is slowest; with 5-tap kernel rows up to 4x that
-# (LeNet C3, 16 x 150: 1.05x faster than im2col at batch 64, 2x at batch 1; 3x3 3->64 at
-# 1728 and 16->16 at 2304 lose by 20-50%).
-DIRECT_MAX_REDUCTION = 200
-DIRECT_MAX_ROWS = 8
-DIRECT_MAX_WGRAD_SIZE = 1024
-# Winograd (measured on one pinned core, float32, all three kinds; 2-core timings were too noisy
-# on the shared machine) beats direct and im2col on every 3x3 stride-1 layer with at least 4
-# channels each way and 32 tiles over the batch: 2-6x at 4->4..64->64 on 16-32 px images, 1.5x
-# at 512->512 4x4 b32 (32 tiles). With fewer tiles its filter transforms (K*C*(m+2)^2 values per
-# call) outweigh the GEMMs they save: 256->256 2x2 b8 (8 tiles) and 512->512 1x1 b2 run 1.2-4x
-# slower than im2col; with 3 channels (3->64, 32 px) im2col wins both gradients by ~25%.
-WINOGRAD_MIN_CHANNELS = 4
-WINOGRAD_MIN_TILES = 32
-# The indirect GEMM (register-blocked, output channels or pixels along the vector lanes:
-# conv_indirect.pixels_pay) beats direct and im2col on stride-1 convs that reduce over at
-# least 64 taps, and with the pixel kernel on shorter ones too: LeNet's C3 at batch 64,
-# forward 0.40 -> 0.18 ms, input gradient (6 channels, pixel kernel) 0.6 -> 0.26, weight
-# gradient 0.53 -> 0.16, all against direct; LeNet's C1 forward (25 taps) 0.16 -> 0.11; the
-# CIFAR stem (27 taps) 1.26 -> 0.54; 3x3 32->32 at 16 px 0.60 ms against im2col's 1.30. With
-# under 3 channels the pixel kernel's 6-row blocks are mostly idle (LeNet's C1 input
-# gradient, 1 channel: 0.45 ms against direct's 0.27). The weight gradient has no pixel
-# kernel (it needs a vector of channels) and loses with under ~100 pixels per image
-# (ResNet's 4-8 px layers: 1.4-1.8x, the per-image float64 sums). On ResNet's stride-2
-# layers it ties im2col (+-5%), which stays. A short reduction on a small output (LeNet's C1
-# at batch 1, 4704 outputs: 0.014 ms against direct's 0.010, and a copy of the input for the
-# kernel's tail) stays direct.
-INDIRECT_MIN_CHANNELS = 16
-INDIRECT_MIN_REDUCTION = 64
-INDIRECT_MIN_PIXEL_ROWS = 3
-INDIRECT_MIN_WGRAD_PIXELS = 100
-INDIRECT_MIN_SHORT_OUTPUTS = 1 << 15
-
-
-def applicable_algorithms(kind, x_shape, w_shape, stride, padding, dilation, groups):
-    """The algorithms that compute ``kind`` ('forward', 'backward_input', 'backward_weight')
-    for a conv of an x_shape input by a w_shape weight, in ALGORITHMS order."""
-    h, w = x_shape[2:]
-    kh, kw = w_shape[2:]
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    algos = []
-    if kh == kw == 1 and sh == sw == 1 and ph == pw == 0:
-        algos.append("gemm1x1")
-    if groups == 1 and ph == pw == 0 and dh == dw == 1 and (kh, kw) == (h, w):
-        algos.append("full_window")
-    if sh == sw == 1:
-        algos.append("direct")
-    # padding <= 2: the input gradient's conv (padding 2 - p) then has none below zero
-    if (kh, kw) == (3, 3) and sh == sw == dh == dw == groups == 1 and max(ph, pw) <= 2:
-        algos.append("winograd")
-    if kind != "backward_input" or sh == sw == 1:
-        algos.append("indirect")
-    algos.append("im2col")
-    return algos
-
-
-def _winograd_pays(kind, x_shape, w_shape, padding):
-    """Whether Winograd beats direct and im2col here (see WINOGRAD_MIN_TILES)."""
-    n, _, h, w = x_shape
-    if kind != "backward_input":  # the input gradient's conv outputs x's pixels, the others y's
-        h, w = h + 2 * padding[0] - 2, w + 2 * padding[1] - 2
-    enough_tiles = _w.tiles(n, (h, w)) >= WINOGRAD_MIN_TILES
-    return enough_tiles and min(w_shape[:2]) >= WINOGRAD_MIN_CHANNELS
-
-
-def _indirect_pays(kind, x_shape, w_shape, padding, dilation, groups):
-    """Whether the indirect GEMM beats direct and im2col on a stride-1 conv (see
-    INDIRECT_MIN_REDUCTION)."""
-    k, cg, kh, kw = w_shape
-    kg = k // groups
-    lanes, reduction = (cg, kg * kh * kw) if kind == "backward_input" else (kg, cg * kh * kw)
-    if lanes < INDIRECT_MIN_PIXEL_ROWS:
-        return False
-    h, w = x_shape[2:]
-    oh = h + 2 * padding[0] - dilation[0] * (kh - 1)
-    ow = w + 2 * padding[1] - dilation[1] * (kw - 1)
-    if kind == "backward_weight":
-        enough = lanes >= INDIRECT_MIN_CHANNELS and oh * ow >= INDIRECT_MIN_WGRAD_PIXELS
-        return enough and reduction >= INDIRECT_MIN_REDUCTION
-    if reduction >= INDIRECT_MIN_REDUCTION:
-        return True
-    width, height = (w, h) if kind == "backward_input" else (ow, oh)
-    outputs = x_shape[0] * lanes * groups * height * width
-    short_pays = outputs >= INDIRECT_MIN_SHORT_OUTPUTS
-    return short_pays and _i.pixels_pay(lanes, width, np.float32)
-
-
-def choose_algorithm(kind, x_shape, w_shape, stride, padding, dilation, groups):
-    """The algorithm the entry points run for ``kind``; one of ALGORITHMS."""
-    algos = applicable_algorithms(kind, x_shape, w_shape, stride, padding, dilation, groups)
-    if "full_window" in algos:  # one GEMM over the batch (a 1x1 map: gemm1x1 runs one per image)
-        return "full_window"
-    if algos[0] == "gemm1x1":  # a plain GEMM: always best
-        return algos[0]
-    if "direct" not in algos:  # strided (see INDIRECT_MIN_CHANNELS)
-        return "im2col"
-    if "winograd" in algos and _winograd_pays(kind, x_shape, w_shape, padding):
-        return "winograd"
-    if _indirect_pays(kind, x_shape, w_shape, padding, dilation, groups):
-        return "indirect"
-    k, cg, kh, kw = w_shape
-    kg = k // groups
-    if kind == "forward":
-        direct = cg * kh * kw <= DIRECT_MAX_REDUCTION or kg <= DIRECT_MAX_ROWS
-    elif kind == "backward_input":
-        direct = kg * kh * kw <= DIRECT_MAX_REDUCTION or cg <= DIRECT_MAX_ROWS
-    else:  # kernel rows of 5 taps: every pass of the direct kernel is full (no repeated taps)
-        limit = DIRECT_MAX_WGRAD_SIZE * (4 if kw % 5 == 0 else 1)
-        direct = kg * cg * kh * kw <= limit
-    return "direct" if direct else "im2col"
 
 
 @functools.lru_cache(maxsize=4096)  # per call it cost more than a small conv's kernel
