@@ -135,15 +135,3 @@ def test_narrower_vectors_give_the_same_results(target):
     env = {**os.environ, "NUMBA_CPU_NAME": name, "NUMBA_CPU_FEATURES": features}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
-
-
-def test_dispatch_prefers_indirect_to_small_winograd():
-    """Few tiles and channels on a small map: Winograd's GEMMs are too small (conv.py)."""
-    choose = conv.choose_algorithm
-    args = ((1, 1), (1, 1), (1, 1), 1)
-    for c, hw in ((64, 8), (128, 4)):  # the ResNet-18 of `numbagrad train`, batch 64
-        shapes = ((64, c, hw, hw), (c, c, 3, 3))
-        assert [choose(kd, *shapes, *args) for kd in KINDS] == ["indirect", "indirect", "winograd"]
-    for n, c, hw in ((64, 256, 2), (32, 512, 4), (32, 64, 32), (8, 128, 16)):
-        shapes = ((n, c, hw, hw), (c, c, 3, 3))
-        assert {choose(kd, *shapes, *args) for kd in KINDS} == {"winograd"}

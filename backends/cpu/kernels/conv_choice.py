@@ -47,13 +47,6 @@ INDIRECT_MIN_REDUCTION = 64
 INDIRECT_MIN_PIXEL_ROWS = 3
 INDIRECT_MIN_WGRAD_PIXELS = 100
 INDIRECT_MIN_SHORT_OUTPUTS = 1 << 15
-# Winograd's GEMMs are (K, C) x (C, tiles) per transformed entry: with at most 256 tiles and
-# 128 channels they are too small for BLAS, and on maps under 16 px the indirect channel
-# kernel is faster for forward and input gradient (the ResNet-18 of `numbagrad train`, batch
-# 64: 64 channels at 8 px 1.7 -> 1.1 ms, 128 at 4 px 1.9 -> 1.2; 256 at 2 px ties; CIFAR's
-# 256-512 channels at 4-8 px and every map from 16 px stay Winograd's, by 1.7-2x).
-INDIRECT_OVER_WINOGRAD_TILES = 256
-INDIRECT_OVER_WINOGRAD_CHANNELS = 128
 
 
 def applicable_algorithms(kind, x_shape, w_shape, stride, padding, dilation, groups):
@@ -87,17 +80,6 @@ def _winograd_pays(kind, x_shape, w_shape, padding):
     return enough_tiles and min(w_shape[:2]) >= WINOGRAD_MIN_CHANNELS
 
 
-def _small_winograd(kind, x_shape, w_shape, padding):
-    """Whether Winograd's GEMMs are too small here and the indirect GEMM's channel kernel beats
-    it (see INDIRECT_OVER_WINOGRAD_TILES)."""
-    n, _, h, w = x_shape
-    if kind != "backward_input":
-        h, w = h + 2 * padding[0] - 2, w + 2 * padding[1] - 2
-    few = _w.tiles(n, (h, w)) <= INDIRECT_OVER_WINOGRAD_TILES
-    narrow = max(w_shape[:2]) <= INDIRECT_OVER_WINOGRAD_CHANNELS
-    return kind != "backward_weight" and w < _i.PIXEL_MIN_WIDTH and few and narrow
-
-
 def _indirect_pays(kind, x_shape, w_shape, padding, dilation, groups):
     """Whether the indirect GEMM beats direct and im2col on a stride-1 conv (see
     INDIRECT_MIN_REDUCTION)."""
@@ -129,8 +111,7 @@ def choose_algorithm(kind, x_shape, w_shape, stride, padding, dilation, groups):
         return algos[0]
     if "direct" not in algos:  # strided (see INDIRECT_MIN_CHANNELS)
         return "im2col"
-    small = _small_winograd(kind, x_shape, w_shape, padding)
-    if "winograd" in algos and _winograd_pays(kind, x_shape, w_shape, padding) and not small:
+    if "winograd" in algos and _winograd_pays(kind, x_shape, w_shape, padding):
         return "winograd"
     if _indirect_pays(kind, x_shape, w_shape, padding, dilation, groups):
         return "indirect"
