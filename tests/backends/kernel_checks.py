@@ -19,6 +19,20 @@ def seeded_rng(seed=0):
     return np.random.default_rng(seed)
 
 
+CONV_KINDS = ("forward", "backward_input", "backward_weight")
+# (kind, the operand a NaN or an infinity is planted in): each conv pass's two inputs
+NONFINITE_OPERANDS = [
+    (k, o) for k, ops in zip(CONV_KINDS, (("x", "w"), ("gy", "w"), ("x", "gy"))) for o in ops
+]
+
+
+def plant(a, values):
+    """Write ``values`` into ``a`` at evenly spaced flat positions."""
+    flat = a.reshape(-1)
+    for j, v in enumerate(values):
+        flat[(j * flat.size) // len(values)] = v
+
+
 def conv_case(n, c, h, w, k, kh, kw, stride, pad, dil, groups, bias, dtype, seed=0):
     """(x, w, b, y, gy, gx, gw) of a random conv: PyTorch's forward and autograd gradients."""
     import torch

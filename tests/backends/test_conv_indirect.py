@@ -15,13 +15,20 @@ import pytest
 
 pytest.importorskip("torch")
 
-from kernel_checks import DTYPES, conv_case, run_conv  # noqa: E402
+from kernel_checks import (  # noqa: E402
+    CONV_KINDS,
+    DTYPES,
+    NONFINITE_OPERANDS,
+    conv_case,
+    plant,
+    run_conv,
+)
 
 from numbagrad.backends.cpu.kernels import conv, conv_indirect, microkernel  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
-KINDS = ("forward", "backward_input", "backward_weight")
+KINDS = CONV_KINDS
 
 # (n, c, h, w, k, kh, kw, stride, padding, dilation, groups)
 BLOCKING_CASES = [
@@ -54,23 +61,14 @@ def test_blocking_cases_cover_the_blocks():
     }
 
 
-def _plant(a, values):
-    flat = a.reshape(-1)
-    for j, v in enumerate(values):
-        flat[(j * flat.size) // len(values)] = v
-
-
-@pytest.mark.parametrize(
-    "kind, operand",
-    [(k, o) for k, ops in zip(KINDS, (("x", "w"), ("gy", "w"), ("x", "gy"))) for o in ops],
-)
+@pytest.mark.parametrize("kind, operand", NONFINITE_OPERANDS)
 def test_nan_and_inf_as_im2col(kind, operand):
     """NaN and infinities land where im2col puts them (whose results match PyTorch's:
     test_nonfinite_torch.py); with padding, so zeros meet the infinities."""
     shape = (2, 5, 6, 7, 20, 3, 3, (1, 1), (1, 1), (1, 1), 1)
     *dims, stride, pad, dil, groups = shape
     x, w, b, _, gy, _, _ = conv_case(*dims, stride, pad, dil, groups, True, np.float32)
-    _plant({"x": x, "w": w, "gy": gy}[operand], (np.inf, np.nan, -np.inf))
+    plant({"x": x, "w": w, "gy": gy}[operand], (np.inf, np.nan, -np.inf))
     args = (*stride, *pad, *dil, groups)
 
     def run(algorithm):

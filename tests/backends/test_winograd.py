@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kernel_checks import CONV_KINDS, NONFINITE_OPERANDS, plant
 
 from numbagrad.backends.cpu.kernels import conv, winograd
 from numbagrad.backends.cpu.threads import single_threaded_blas
 from numbagrad.graph.ops import get_op
 
-KINDS = ("forward", "backward_input", "backward_weight")
+KINDS = CONV_KINDS
 # (n, c, h, w, k, ph, pw): odd sizes (partial tiles at the edges), padding 0..2, asymmetric
 # padding, batch 1, channel counts that are no multiple of the vector width; both schedules
 CASES = [
@@ -177,22 +178,13 @@ def test_f2x2_matches_reference(case, kind):
     assert _relative_error(got, _reference(kind, *arrays, ph, pw)) < 1e-13
 
 
-def _plant(a, values):
-    flat = a.reshape(-1)
-    for j, v in enumerate(values):
-        flat[(j * flat.size) // len(values)] = v
-
-
-@pytest.mark.parametrize(
-    "kind, operand",
-    [(k, o) for k, ops in zip(KINDS, (("x", "w"), ("gy", "w"), ("x", "gy"))) for o in ops],
-)
+@pytest.mark.parametrize("kind, operand", NONFINITE_OPERANDS)
 def test_nan_and_inf_fall_back_to_im2col(kind, operand):
     """A NaN or an infinity in an operand makes Winograd recompute with im2col (whose result,
     NaN and infinities included, matches PyTorch's: test_nonfinite_torch.py)."""
     x, w, b, gy = _arrays(2, 5, 9, 7, 4, 1, 1, np.float32)
     x, w = np.abs(x), np.abs(w)  # all positive: a +Inf input gives +Inf sums, not NaN...
-    _plant({"x": x, "w": w, "gy": gy}[operand], (np.inf, np.nan, np.inf))
+    plant({"x": x, "w": w, "gy": gy}[operand], (np.inf, np.nan, np.inf))
     arrays = (x, w, b, gy)
     assert not _winograd(kind, *arrays, 1, 1, 4)[1]
     got = _run(kind, *arrays, 1, 1, "winograd")
