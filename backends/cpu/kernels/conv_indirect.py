@@ -136,9 +136,9 @@ def weight_grad_kernel(a, image, taps, pix, gt, gw, vectors):
         g = q // (ntile * ncb)
         blk = np.empty(mr * width, dtype=gw.dtype)
         acc = np.zeros(mr * width, dtype=np.float64)
+        r0 = g * tp + tile * mr
         for n in range(n_):
             b0 = ((g * n_ + n) * ncb + cb) * p_ * width
-            r0 = g * tp + tile * mr
             _block(vectors, blk, width, a, n * image, taps, r0, pix, 0, p_, gt, b0, width)
             for e in range(mr * width):
                 acc[e] += blk[e]
@@ -279,10 +279,10 @@ def _weight_table(groups, kr, t):
 
 @functools.lru_cache(maxsize=1024)
 def _conv_plan(plane, pitch, out_shape, w_shape, stride, dilation, groups, dtype_char):
-    """A function (xf, w, b, out) that computes out (N, K, OH, OW) = the conv of the flat
+    """(run, tail): run(xf, w, b, out) computes out (N, K, OH, OW) = the conv of the flat
     planes in xf (1-D, w's C/G * G planes of ``plane`` elements an image, row pitch
-    ``pitch``; a _tail past them for the pixel kernel) by w (K, C/G, KH, KW), plus b.
-    Everything that depends only on the shapes is settled here, once."""
+    ``pitch``, then at least ``tail`` elements the kernel may read) by w (K, C/G, KH, KW),
+    plus b. Everything that depends only on the shapes is settled here, once."""
     dtype = np.dtype(dtype_char)
     n, k, oh, ow = out_shape
     cg, kh, kw = w_shape[1:]
@@ -302,7 +302,7 @@ def _conv_plan(plane, pitch, out_shape, w_shape, stride, dilation, groups, dtype
                 wpk[:, :kg] = w.reshape(groups, kg, t)
             kernel(xf, c * plane, taps, wpk, wtab, out, b, pitch, chunks)
 
-        return pixels
+        return pixels, _tail(dtype)
     vectors, blocks = column_blocks(kg, dtype)
     width = vectors * lanes(dtype)
     rows, taps, _ = _tables(
@@ -315,32 +315,28 @@ def _conv_plan(plane, pitch, out_shape, w_shape, stride, dilation, groups, dtype
         bmat = _packed(w.reshape(1, k, t), groups, width, blocks)[:, 0]
         kernel(xf, rows, taps, bmat, b, out.reshape(n, k, oh * ow), vectors, per)
 
-    return channels
+    return channels, 0
 
 
 @functools.lru_cache(maxsize=1024)
 def forward_plan(x_shape, w_shape, out_shape, sh, sw, ph, pw, dh, dw, groups, dtype_char):
     """A function (x, w, b, out): out = conv2d(x, w) + b (b empty: no bias), any stride,
     padding, dilation and groups; its decisions taken once for these shapes."""
-    dtype = np.dtype(dtype_char)
-    pixels = (sh, sw) == (1, 1) and pixels_pay(w_shape[0] // groups, out_shape[3], dtype)
-    tail = _tail(dtype) if pixels else 0
     hp, wp = x_shape[2] + 2 * ph, x_shape[3] + 2 * pw
-    conv = _conv_plan(hp * wp, wp, out_shape, w_shape, (sh, sw), (dh, dw), groups, dtype_char)
+    conv, tail = _conv_plan(hp * wp, wp, out_shape, w_shape, (sh, sw), (dh, dw), groups, dtype_char)
     return lambda x, w, b, out: conv(_flat_input(x, ph, pw, tail), w, b, out)
 
 
 def backward_input(gy, w, gx, ph, pw, dh, dw, groups):
     """gx = dL/dx of a stride-1 conv: the conv of the re-padded gy by the flipped weights."""
-    tail = _tail(gy.dtype)  # (whichever kernel runs)
+    tail = _tail(gy.dtype)  # (enough for whichever kernel the plan runs)
     gyp, plane, pitch = _d.repadded_output_grad(gy, gx.shape, w.shape, ph, pw, dh, dw, tail)
     wt = np.empty((gx.shape[1], w.shape[0] // groups, *w.shape[2:]), dtype=w.dtype)
     _d.flip_transpose(w, wt, groups)
     empty = np.empty(0, dtype=gy.dtype)
     dil = (dh, dw)
-    _conv_plan(plane, pitch, gx.shape, wt.shape, (1, 1), dil, groups, gy.dtype.char)(
-        gyp, wt, empty, gx
-    )
+    conv, _ = _conv_plan(plane, pitch, gx.shape, wt.shape, (1, 1), dil, groups, gy.dtype.char)
+    conv(gyp, wt, empty, gx)
 
 
 @functools.lru_cache(maxsize=1024)
