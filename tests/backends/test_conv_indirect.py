@@ -38,6 +38,10 @@ BLOCKING_CASES = [
     (2, 6, 7, 7, 16, 5, 5, (1, 1), (0, 0), (1, 1), 1),  # LeNet's C3
     (2, 3, 5, 6, 4, 3, 3, (1, 1), (1, 1), (1, 1), 1),  # 5 rows in 4 runs: one run empty
     (1, 2, 4, 20, 24, 3, 3, (1, 1), (1, 1), (1, 1), 1),  # 20 px wide: pixel kernel, 4 row blocks
+    # 100 pixels an image: forward runs and transposed strips cross images; the weight
+    # gradient sums 2 images a call, then the third alone
+    (3, 5, 10, 10, 24, 3, 3, (1, 1), (1, 1), (1, 1), 1),
+    (3, 4, 19, 20, 20, 3, 3, (2, 2), (1, 1), (1, 1), 1),  # the same, strided
 ]
 
 
@@ -51,7 +55,15 @@ def test_indirect_matches_torch(shape, dtype):
 
 
 def test_blocking_cases_cover_the_blocks():
-    """The cases above reach more than one vector and more than one column block."""
+    """The cases above reach more than one vector and more than one column block, and a
+    batch that the weight gradient's spans of images do not divide."""
+
+    def span(n, c, h, w, k, kh, kw, stride, pad, dil, groups):
+        oh, ow = ((x + 2 * p - d * (r - 1) - 1) // s + 1 for x, p, d, r, s in
+                  zip((h, w), pad, dil, (kh, kw), stride))  # fmt: skip
+        return n, conv_indirect.WGRAD_SPAN_PIXELS // (oh * ow)
+
+    assert any(1 < sp < n and n % sp for n, sp in (span(*s) for s in BLOCKING_CASES))
     blocks = {conv_indirect.column_blocks(s[4] // s[10], np.float32) for s in BLOCKING_CASES}
     assert max(v for v, _ in blocks) > 1 and max(b for _, b in blocks) > 1
     lanes = microkernel.lanes(np.dtype(np.float32))
@@ -101,8 +113,13 @@ def test_dispatch_picks_indirect_where_it_was_measured_faster():
     stem = ((32, 3, 32, 32), (64, 3, 3, 3))  # (27 taps: the weight gradient has no pixel kernel)
     stem_args = ((1, 1), (1, 1), (1, 1), 1)
     assert [choose(kd, *stem, *stem_args) for kd in KINDS] == ["indirect", "indirect", "im2col"]
+    s2_args = ((2, 2), (1, 1), (1, 1), 1)  # stride 2: no input gradient; 16x16 pixels
     s2 = ((32, 64, 32, 32), (128, 64, 3, 3))
-    assert {choose(kd, *s2, (2, 2), (1, 1), (1, 1), 1) for kd in KINDS} == {"im2col"}
+    assert [choose(kd, *s2, *s2_args) for kd in KINDS] == ["indirect", "im2col", "indirect"]
+    s2_8px = ((32, 128, 16, 16), (256, 128, 3, 3))  # 8x8 outputs: not the weight gradient
+    assert [choose(kd, *s2_8px, *s2_args) for kd in KINDS] == ["indirect", "im2col", "im2col"]
+    s2_1x1 = ((32, 64, 32, 32), (128, 64, 1, 1))
+    assert {choose(kd, *s2_1x1, (2, 2), (0, 0), (1, 1), 1) for kd in KINDS} == {"im2col"}
     few_pixels = ((8, 32, 8, 8), (32, 32, 5, 5))  # 4x4 outputs: not the weight gradient
     assert [choose(kd, *few_pixels, *one) for kd in KINDS] == ["indirect", "indirect", "im2col"]
 

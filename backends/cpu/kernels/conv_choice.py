@@ -38,10 +38,14 @@ WINOGRAD_MIN_TILES = 32
 # under 3 channels the pixel kernel's 6-row blocks are mostly idle (LeNet's C1 input
 # gradient, 1 channel: 0.45 ms against direct's 0.27). The weight gradient has no pixel
 # kernel (it needs a vector of channels) and loses with under ~100 pixels per image
-# (ResNet's 4-8 px layers: 1.4-1.8x, the per-image float64 sums). On ResNet's stride-2
-# layers it ties im2col (+-5%), which stays. A short reduction on a small output (LeNet's C1
-# at batch 1, 4704 outputs: 0.014 ms against direct's 0.010, and a copy of the input for the
-# kernel's tail) stays direct.
+# (ResNet's 4-8 px layers: 1.1-1.4x). Strided convs (no input gradient: im2col's col2im) take
+# it under the same rule when the kernel is wider than 1x1: ResNet's 3x3 stride-2 forwards
+# 5.0 -> 4.3 ms (64->128) and 4.2-4.4 -> 3.9-4.2 (128->256; 256->512 ties), a 7x7 3->64
+# stride-2 stem 0.92 -> 0.56 (the CLI model's 1->64: 0.77 -> 0.63), the 64->128 weight
+# gradient (16x16 pixels) 5.0 -> 4.3; 1x1 stride-2 convs tie im2col (a plain GEMM of the
+# strided pixels), which stays. A short reduction on a small output (LeNet's C1 at batch 1,
+# 4704 outputs: 0.014 ms against direct's 0.010, and a copy of the input for the kernel's
+# tail) stays direct.
 INDIRECT_MIN_CHANNELS = 16
 INDIRECT_MIN_REDUCTION = 64
 INDIRECT_MIN_PIXEL_ROWS = 3
@@ -80,17 +84,16 @@ def _winograd_pays(kind, x_shape, w_shape, padding):
     return enough_tiles and min(w_shape[:2]) >= WINOGRAD_MIN_CHANNELS
 
 
-def _indirect_pays(kind, x_shape, w_shape, padding, dilation, groups):
-    """Whether the indirect GEMM beats direct and im2col on a stride-1 conv (see
-    INDIRECT_MIN_REDUCTION)."""
+def _indirect_pays(kind, x_shape, w_shape, stride, padding, dilation, groups):
+    """Whether the indirect GEMM beats direct and im2col (see INDIRECT_MIN_REDUCTION)."""
     k, cg, kh, kw = w_shape
     kg = k // groups
     lanes, reduction = (cg, kg * kh * kw) if kind == "backward_input" else (kg, cg * kh * kw)
     if lanes < INDIRECT_MIN_PIXEL_ROWS:
         return False
     h, w = x_shape[2:]
-    oh = h + 2 * padding[0] - dilation[0] * (kh - 1)
-    ow = w + 2 * padding[1] - dilation[1] * (kw - 1)
+    oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     if kind == "backward_weight":
         enough = lanes >= INDIRECT_MIN_CHANNELS and oh * ow >= INDIRECT_MIN_WGRAD_PIXELS
         return enough and reduction >= INDIRECT_MIN_REDUCTION
@@ -109,13 +112,14 @@ def choose_algorithm(kind, x_shape, w_shape, stride, padding, dilation, groups):
         return "full_window"
     if algos[0] == "gemm1x1":  # a plain GEMM: always best
         return algos[0]
-    if "direct" not in algos:  # strided (see INDIRECT_MIN_CHANNELS)
-        return "im2col"
+    k, cg, kh, kw = w_shape
+    pays = _indirect_pays(kind, x_shape, w_shape, stride, padding, dilation, groups)
+    if "direct" not in algos:  # strided (see INDIRECT_MIN_REDUCTION)
+        return "indirect" if "indirect" in algos and pays and kh * kw > 1 else "im2col"
     if "winograd" in algos and _winograd_pays(kind, x_shape, w_shape, padding):
         return "winograd"
-    if _indirect_pays(kind, x_shape, w_shape, padding, dilation, groups):
+    if pays:
         return "indirect"
-    k, cg, kh, kw = w_shape
     kg = k // groups
     if kind == "forward":
         direct = cg * kh * kw <= DIRECT_MAX_REDUCTION or kg <= DIRECT_MAX_ROWS

@@ -39,20 +39,28 @@ _MK1, _MK2, _MK3, _MK4 = (microkernel(ROWS[v], v) for v in range(1, MAX_VECTORS 
 PIXEL_ROWS, PIXEL_VECTORS = 6, (3 if VECTOR_BYTES == 64 else 2)
 PIXEL_MIN_WIDTH = 16  # output pixels a row from which the pixel kernel runs whatever the channels
 _MKP = microkernel(PIXEL_ROWS, PIXEL_VECTORS)
+TRANSPOSE_ROWS = 16  # panel rows (pixels) written out at a time: a cache line of each channel
+# Output pixels the weight gradient sums in the input's dtype before float64 (whole images, at
+# least one): ResNet's 8 px layers otherwise pay a float64 sum of the block per 64 pixels.
+WGRAD_SPAN_PIXELS = 256
+# The weight gradient's work items are few (2 a thread: each streams gy through its cache) but
+# their float64 sums stay within this many bytes.
+WGRAD_ACC_BYTES = 1 << 18
+MAX_RUN_BLOCKS = 32  # row blocks of a forward work item at most: its panel stays in L1/L2
 _ROWS = tuple(ROWS.get(v, 0) for v in range(MAX_VECTORS + 1))  # (a tuple Numba sees as constant)
 
 
 @njit(cache=True, inline="always")
-def _block(vectors, c, ldc, a, a0, ra, r0, ka, k0, kk, b, b0, ldb):
+def _block(vectors, c, c0, ldc, a, a0, ra, r0, ka, k0, kk, b, b0, ldb):
     """The micro-kernel for ``vectors`` vectors of columns (its rows are _ROWS[vectors])."""
     if vectors == 1:
-        _MK1(c, 0, ldc, a, a0, ra, r0, ka, k0, kk, b, b0, ldb)
+        _MK1(c, c0, ldc, a, a0, ra, r0, ka, k0, kk, b, b0, ldb)
     elif vectors == 2:
-        _MK2(c, 0, ldc, a, a0, ra, r0, ka, k0, kk, b, b0, ldb)
+        _MK2(c, c0, ldc, a, a0, ra, r0, ka, k0, kk, b, b0, ldb)
     elif vectors == 3:
-        _MK3(c, 0, ldc, a, a0, ra, r0, ka, k0, kk, b, b0, ldb)
+        _MK3(c, c0, ldc, a, a0, ra, r0, ka, k0, kk, b, b0, ldb)
     else:
-        _MK4(c, 0, ldc, a, a0, ra, r0, ka, k0, kk, b, b0, ldb)
+        _MK4(c, c0, ldc, a, a0, ra, r0, ka, k0, kk, b, b0, ldb)
 
 
 def column_blocks(channels: int, dtype) -> tuple[int, int]:
@@ -64,25 +72,30 @@ def column_blocks(channels: int, dtype) -> tuple[int, int]:
     return -(-vectors // blocks), blocks
 
 
-@njit(cache=True)  # serial: a copy the size of gy, and a parallel build costs ~1 s to compile
+@sized_kernel(size_arg=0, min_elements=1 << 18)  # (the parallel build costs ~1 s to compile)
 def pack_columns(src, dst):
-    """dst (G, N, B, P, W) = src (N, G*Kg, P) with each group's Kg channels moved last, in B
-    blocks of W columns (zero-padded past Kg): each block a contiguous (P, W) panel that the
-    micro-kernel streams through."""
-    groups, n_, nb, p_, width = dst.shape
+    """dst (G, B, N, P, W) = src (N, G*Kg, P) with each group's Kg channels moved last, in B
+    blocks of W columns (zero-padded past Kg): each block a contiguous (N*P, W) panel that the
+    micro-kernel streams through. A work item transposes a strip of TRANSPOSE_ROWS rows of P
+    (they stay in L1; a row at a time read the source P elements apart: 512 -> 512 3x3
+    weights 2.4 ms, strips 1.4 ms serial)."""
+    groups, nb, n_, p_, width = dst.shape
     kg = src.shape[1] // groups
-    for t in range(groups * n_ * nb):
-        cb = t % nb
-        n = (t // nb) % n_
-        g = t // (nb * n_)
+    strips = -(-p_ // TRANSPOSE_ROWS)
+    for t in prange(groups * nb * n_ * strips):
+        p0 = (t % strips) * TRANSPOSE_ROWS
+        n = (t // strips) % n_
+        cb = (t // (strips * n_)) % nb
+        g = t // (strips * n_ * nb)
         k0 = g * kg + cb * width
         ncol = min(width, kg - cb * width)
-        panel = dst[g, n, cb]
-        for p in range(p_):
-            row = panel[p]
-            for j in range(ncol):
-                row[j] = src[n, k0 + j, p]
-            row[ncol:] = 0
+        panel = dst[g, cb, n]
+        p1 = min(p_, p0 + TRANSPOSE_ROWS)
+        panel[p0:p1, ncol:] = 0
+        for j in range(ncol):
+            row = src[n, k0 + j]
+            for p in range(p0, p1):
+                panel[p, j] = row[p]
 
 
 @sized_kernel(size_arg=5, min_elements=1 << 10)
@@ -90,62 +103,85 @@ def forward_kernel(a, rows, taps, bmat, b, out, vectors, per):
     """out (N, K, P) = the conv whose input is the flat array ``a``: output pixel m = n*P + p
     starts at a[rows[m]] (rows padded to whole blocks), tap t of group g is at offset
     taps[g, t]; bmat (G, B, T, W) holds the packed weights in B blocks of W = ``vectors``
-    vectors, b (K,) the bias unless empty. A work item is a run of ``per`` blocks."""
+    vectors, b (K,) the bias unless empty. A work item is a run of ``per`` row blocks of one
+    column block: they fill a (pixels, W) panel, written out TRANSPOSE_ROWS pixels at a time
+    channel by channel (a block's 6 pixels stored across 64 channel planes 1 KiB apart hit
+    the same few L1 sets: a quarter of the time of a 64 -> 128 stride-2 conv)."""
     n_, k_, p_ = out.shape
     groups, ncb, t_, width = bmat.shape
     kg = k_ // groups
     mr = _ROWS[vectors]
     m = n_ * p_
     ntile = rows.shape[0] // mr
+    runs = -(-ntile // per)
     has_b = b.shape[0] > 0
-    total = groups * ncb * ntile
-    for r in prange(-(-total // per)):
-        blk = np.empty(mr * width, dtype=out.dtype)
-        for q in range(r * per, min(total, r * per + per)):
-            tile = q % ntile
-            cb = (q // ntile) % ncb
-            g = q // (ntile * ncb)
-            # (tap k of group g is taps' flat entry g*T + k: b0 + (g*T + k)*W is bmat[g, cb, k])
-            b0 = ((g * ncb + cb) * t_ - g * t_) * width
-            _block(vectors, blk, width, a, 0, rows, tile * mr, taps, g * t_, t_, bmat, b0, width)
-            k0 = g * kg + cb * width
-            ncol = min(width, kg - cb * width)
-            for i in range(min(mr, m - tile * mr)):
-                mi = tile * mr + i
+    for r in prange(groups * ncb * runs):
+        run = r % runs
+        cb = (r // runs) % ncb
+        g = r // (runs * ncb)
+        t0, t1 = run * per, min(ntile, run * per + per)
+        panel = np.empty((t1 - t0) * mr * width, dtype=out.dtype)
+        # (tap k of group g is taps' flat entry g*T + k: b0 + (g*T + k)*W is bmat[g, cb, k])
+        b0 = ((g * ncb + cb) * t_ - g * t_) * width
+        for tile in range(t0, t1):
+            c0 = (tile - t0) * mr * width
+            _block(vectors, panel, c0, width, a, 0, rows, tile * mr, taps, g * t_, t_, bmat, b0,
+                   width)  # fmt: skip
+        k0 = g * kg + cb * width
+        m0, m1 = t0 * mr, min(m, t1 * mr)
+        for s0 in range(m0, m1, TRANSPOSE_ROWS):
+            mi, s1 = s0, min(m1, s0 + TRANSPOSE_ROWS)
+            while mi < s1:  # (a run of pixels within one image)
                 n = mi // p_
-                pixel = mi - n * p_
-                src = blk[i * width : i * width + ncol]
-                for j in range(ncol):
-                    out[n, k0 + j, pixel] = src[j] + b[k0 + j] if has_b else src[j]
+                p0 = mi - n * p_
+                run_len = min(s1 - mi, p_ - p0)
+                src = panel[(mi - m0) * width :]
+                for j in range(min(width, kg - cb * width)):
+                    dst = out[n, k0 + j, p0 : p0 + run_len]
+                    bias = b[k0 + j] if has_b else out.dtype.type(0)
+                    for i in range(run_len):
+                        dst[i] = src[i * width + j] + bias
+                mi += run_len
 
 
 @sized_kernel(size_arg=4, min_elements=1 << 10)
-def weight_grad_kernel(a, image, taps, pix, gt, gw, vectors):
+def weight_grad_kernel(a, image, taps, pix, gt, gw, vectors, per, span):
     """gw (K, T) = dL/dw from the flat input ``a`` (image n at a[n*image]; tap t of group g at
-    offset taps[g, t], padded to whole blocks; output pixel p at offset pix[p]) and the packed
-    output gradient gt (G, N, B, P, W), in B blocks of W = ``vectors`` vectors."""
-    groups, n_, ncb, p_, width = gt.shape
+    offset taps[g, t], padded to whole blocks; output pixel p of image n0 + i at offset
+    pix[i*P + p] from image n0's, for i < ``span``) and the packed output gradient
+    gt (G, B, N, P, W), in B blocks of W = ``vectors`` vectors. A work item is a run of
+    ``per`` row blocks (taps) of one column block; it goes through the batch ``span`` images
+    at a time (one micro-kernel call each, summed in the input's dtype), image-major so that
+    their gt rows are read from cache by all its blocks, and sums across calls in float64."""
+    groups, ncb, n_, p_, width = gt.shape
     k_, t_ = gw.shape
     kg = k_ // groups
     mr = _ROWS[vectors]
     tp = taps.shape[1]
     ntile = tp // mr
-    for q in prange(groups * ncb * ntile):
-        tile = q % ntile
-        cb = (q // ntile) % ncb
-        g = q // (ntile * ncb)
+    runs = -(-ntile // per)
+    for r in prange(groups * ncb * runs):
+        run = r % runs
+        cb = (r // runs) % ncb
+        g = r // (runs * ncb)
+        t0, t1 = run * per, min(ntile, run * per + per)
         blk = np.empty(mr * width, dtype=gw.dtype)
-        acc = np.zeros(mr * width, dtype=np.float64)
-        r0 = g * tp + tile * mr
-        for n in range(n_):
-            b0 = ((g * n_ + n) * ncb + cb) * p_ * width
-            _block(vectors, blk, width, a, n * image, taps, r0, pix, 0, p_, gt, b0, width)
-            for e in range(mr * width):
-                acc[e] += blk[e]
+        acc = np.zeros((t1 - t0) * mr * width, dtype=np.float64)
+        for n0 in range(0, n_, span):
+            b0 = ((g * ncb + cb) * n_ + n0) * p_ * width
+            kk = min(span, n_ - n0) * p_
+            for tile in range(t0, t1):
+                _block(vectors, blk, 0, width, a, n0 * image, taps, g * tp + tile * mr, pix, 0, kk,
+                       gt, b0, width)  # fmt: skip
+                part = acc[(tile - t0) * mr * width :]
+                for e in range(mr * width):
+                    part[e] += blk[e]
         k0 = g * kg + cb * width
-        for i in range(min(mr, t_ - tile * mr)):
-            for j in range(min(width, kg - cb * width)):
-                gw[k0 + j, tile * mr + i] = acc[i * width + j]
+        for tile in range(t0, t1):
+            part = acc[(tile - t0) * mr * width :]
+            for i in range(min(mr, t_ - tile * mr)):
+                for j in range(min(width, kg - cb * width)):
+                    gw[k0 + j, tile * mr + i] = part[i * width + j]
 
 
 @sized_kernel(size_arg=5, min_elements=1 << 10)
@@ -223,9 +259,9 @@ def _tables(n, c, plane, pitch, out_hw, kernel_hw, stride, dilation, groups, row
 
 
 def _packed(src3, groups, width, blocks):
-    """pack_columns of src3 (N, K, P) into ``blocks`` blocks of ``width``: (G, N, B, P, W)."""
+    """pack_columns of src3 (N, K, P) into ``blocks`` blocks of ``width``: (G, B, N, P, W)."""
     n, k, p = src3.shape
-    dst = np.empty((groups, n, blocks, p, width), dtype=src3.dtype)
+    dst = np.empty((groups, blocks, n, p, width), dtype=src3.dtype)
     pack_columns(src3, dst)
     return dst
 
@@ -308,11 +344,12 @@ def _conv_plan(plane, pitch, out_shape, w_shape, stride, dilation, groups, dtype
     rows, taps, _ = _tables(
         n, c, plane, pitch, (oh, ow), (kh, kw), stride, dilation, groups, ROWS[vectors]
     )
-    per = _per_item(groups * blocks * (rows.shape[0] // ROWS[vectors]))
+    ntile = rows.shape[0] // ROWS[vectors]
+    per = min(MAX_RUN_BLOCKS, _per_item(groups * blocks * ntile))
     kernel = forward_kernel.for_size(size)
 
     def channels(xf, w, b, out):
-        bmat = _packed(w.reshape(1, k, t), groups, width, blocks)[:, 0]
+        bmat = _packed(w.reshape(1, k, t), groups, width, blocks)[:, :, 0]
         kernel(xf, rows, taps, bmat, b, out.reshape(n, k, oh * ow), vectors, per)
 
     return channels, 0
@@ -352,12 +389,17 @@ def _weight_grad_plan(x_shape, gy_shape, w_shape, sh, sw, ph, pw, dh, dw, groups
         n, c, hp * wp, wp, (oh, ow), w_shape[2:], (sh, sw), (dh, dw), groups, 1
     )
     taps = _read_only(_padded(taps, ROWS[vectors]))[0]
+    span = min(n, max(1, WGRAD_SPAN_PIXELS // (oh * ow)))
+    pixels = _read_only((np.arange(span)[:, None] * c * hp * wp + pixels).reshape(-1))[0]
+    blocks_total = groups * blocks * (taps.shape[1] // ROWS[vectors])
+    most = max(1, WGRAD_ACC_BYTES // (ROWS[vectors] * width * 8))
+    per = min(most, max(1, blocks_total // (2 * numba.get_num_threads())))
     kernel = weight_grad_kernel.for_size(groups * n * blocks * oh * ow * width)
 
     def run(x, gy, gw):
         gt = _packed(gy.reshape(n, k, oh * ow), groups, width, blocks)
         xf = _flat_input(x, ph, pw, 0)
-        kernel(xf, c * hp * wp, taps, pixels, gt, gw.reshape(k, -1), vectors)
+        kernel(xf, c * hp * wp, taps, pixels, gt, gw.reshape(k, -1), vectors, per, span)
 
     return run
 
