@@ -30,6 +30,14 @@ import numpy as np
 from numba import njit, prange
 
 from . import conv_direct as _d
+from .conv_indirect_tables import (
+    TRANSPOSE_ROWS,
+    packed,
+    padded_table,
+    read_only,
+    tables,
+    weight_table,
+)
 from .microkernel import MAX_VECTORS, ROWS, VECTOR_BYTES, lanes, microkernel
 from .parallel import sized_kernel
 
@@ -39,7 +47,6 @@ _MK1, _MK2, _MK3, _MK4 = (microkernel(ROWS[v], v) for v in range(1, MAX_VECTORS 
 PIXEL_ROWS, PIXEL_VECTORS = 6, (3 if VECTOR_BYTES == 64 else 2)
 PIXEL_MIN_WIDTH = 16  # output pixels a row from which the pixel kernel runs whatever the channels
 _MKP = microkernel(PIXEL_ROWS, PIXEL_VECTORS)
-TRANSPOSE_ROWS = 16  # panel rows (pixels) written out at a time: a cache line of each channel
 # Output pixels the weight gradient sums in the input's dtype before float64 (whole images, at
 # least one): ResNet's 8 px layers otherwise pay a float64 sum of the block per 64 pixels.
 WGRAD_SPAN_PIXELS = 256
@@ -70,32 +77,6 @@ def column_blocks(channels: int, dtype) -> tuple[int, int]:
     vectors = -(-channels // width)
     blocks = -(-vectors // MAX_VECTORS)
     return -(-vectors // blocks), blocks
-
-
-@sized_kernel(size_arg=0, min_elements=1 << 18)  # (the parallel build costs ~1 s to compile)
-def pack_columns(src, dst):
-    """dst (G, B, N, P, W) = src (N, G*Kg, P) with each group's Kg channels moved last, in B
-    blocks of W columns (zero-padded past Kg): each block a contiguous (N*P, W) panel that the
-    micro-kernel streams through. A work item transposes a strip of TRANSPOSE_ROWS rows of P
-    (they stay in L1; a row at a time read the source P elements apart: 512 -> 512 3x3
-    weights 2.4 ms, strips 1.4 ms serial)."""
-    groups, nb, n_, p_, width = dst.shape
-    kg = src.shape[1] // groups
-    strips = -(-p_ // TRANSPOSE_ROWS)
-    for t in prange(groups * nb * n_ * strips):
-        p0 = (t % strips) * TRANSPOSE_ROWS
-        n = (t // strips) % n_
-        cb = (t // (strips * n_)) % nb
-        g = t // (strips * n_ * nb)
-        k0 = g * kg + cb * width
-        ncol = min(width, kg - cb * width)
-        panel = dst[g, cb, n]
-        p1 = min(p_, p0 + TRANSPOSE_ROWS)
-        panel[p0:p1, ncol:] = 0
-        for j in range(ncol):
-            row = src[n, k0 + j]
-            for p in range(p0, p1):
-                panel[p, j] = row[p]
 
 
 @sized_kernel(size_arg=5, min_elements=1 << 10)
@@ -226,46 +207,6 @@ def pixels_kernel(a, image, taps, wpk, wtab, out, b, pitch, chunks):
                     dst[x] = src[x] + bias
 
 
-def _pixel_offsets(oh, ow, sh, sw, pitch):
-    """(OH*OW,) where each output pixel's window starts in a plane of row pitch ``pitch``."""
-    return ((np.arange(oh) * sh * pitch)[:, None] + np.arange(ow) * sw).reshape(-1)
-
-
-def _padded(table, multiple):
-    """``table`` (G, T) with its last axis padded to a multiple of ``multiple`` by repeating
-    its first entry (rows past the end compute what is never read)."""
-    extra = -table.shape[1] % multiple
-    return np.concatenate([table, np.repeat(table[:, :1], extra, axis=1)], axis=1)
-
-
-def _read_only(*arrays):
-    for a in arrays:
-        a.flags.writeable = False
-    return arrays
-
-
-@functools.lru_cache(maxsize=1024)
-def _tables(n, c, plane, pitch, out_hw, kernel_hw, stride, dilation, groups, rows_multiple):
-    """(rows, taps, pixels) of a conv over flat planes: rows (N*OH*OW padded to a multiple of
-    ``rows_multiple``) where each output pixel's window starts, taps (G, C/G*KH*KW) each tap's
-    offset from there (its channel's plane included), pixels (OH*OW,) within one image."""
-    (oh, ow), (kh, kw), (sh, sw), (dh, dw) = out_hw, kernel_hw, stride, dilation
-    pixels = _pixel_offsets(oh, ow, sh, sw, pitch)
-    rows = (np.arange(n)[:, None] * c * plane + pixels).reshape(1, -1)
-    rows = _padded(rows, rows_multiple)[0]
-    channel = np.arange(c).reshape(groups, c // groups, 1, 1) * plane
-    taps = channel + (np.arange(kh) * dh * pitch)[:, None] + np.arange(kw) * dw
-    return _read_only(rows, taps.reshape(groups, -1), pixels)
-
-
-def _packed(src3, groups, width, blocks):
-    """pack_columns of src3 (N, K, P) into ``blocks`` blocks of ``width``: (G, B, N, P, W)."""
-    n, k, p = src3.shape
-    dst = np.empty((groups, blocks, n, p, width), dtype=src3.dtype)
-    pack_columns(src3, dst)
-    return dst
-
-
 def _flat_input(x, ph, pw, tail):
     """x as a flat 1-D array: itself when unpadded and no ``tail`` is asked for, else x
     zero-padded by (ph, pw) into flat planes followed by ``tail`` zeros."""
@@ -308,12 +249,6 @@ def _per_item(blocks: int) -> int:
 
 
 @functools.lru_cache(maxsize=1024)
-def _weight_table(groups, kr, t):
-    """(G, T) = g*Kr*T + t: where tap t of group g's weights starts in the packed weights."""
-    return _read_only(np.arange(groups)[:, None] * kr * t + np.arange(t))[0]
-
-
-@functools.lru_cache(maxsize=1024)
 def _conv_plan(plane, pitch, out_shape, w_shape, stride, dilation, groups, dtype_char):
     """(run, tail): run(xf, w, b, out) computes out (N, K, OH, OW) = the conv of the flat
     planes in xf (1-D, w's C/G * G planes of ``plane`` elements an image, row pitch
@@ -325,9 +260,9 @@ def _conv_plan(plane, pitch, out_shape, w_shape, stride, dilation, groups, dtype
     kg, c, t = k // groups, cg * groups, cg * kh * kw
     size = math.prod(out_shape)
     if stride == (1, 1) and pixels_pay(kg, ow, dtype):
-        _, taps, _ = _tables(n, c, plane, pitch, (oh, ow), (kh, kw), stride, dilation, groups, 1)
+        _, taps, _ = tables(n, c, plane, pitch, (oh, ow), (kh, kw), stride, dilation, groups, 1)
         kr = -(-kg // PIXEL_ROWS) * PIXEL_ROWS
-        wtab = _weight_table(groups, kr, t)
+        wtab = weight_table(groups, kr, t)
         chunks = _row_chunks(n * groups * (kr // PIXEL_ROWS), oh)
         kernel = pixels_kernel.for_size(size)
 
@@ -341,7 +276,7 @@ def _conv_plan(plane, pitch, out_shape, w_shape, stride, dilation, groups, dtype
         return pixels, _tail(dtype)
     vectors, blocks = column_blocks(kg, dtype)
     width = vectors * lanes(dtype)
-    rows, taps, _ = _tables(
+    rows, taps, _ = tables(
         n, c, plane, pitch, (oh, ow), (kh, kw), stride, dilation, groups, ROWS[vectors]
     )
     ntile = rows.shape[0] // ROWS[vectors]
@@ -349,7 +284,7 @@ def _conv_plan(plane, pitch, out_shape, w_shape, stride, dilation, groups, dtype
     kernel = forward_kernel.for_size(size)
 
     def channels(xf, w, b, out):
-        bmat = _packed(w.reshape(1, k, t), groups, width, blocks)[:, :, 0]
+        bmat = packed(w.reshape(1, k, t), groups, width, blocks)[:, :, 0]
         kernel(xf, rows, taps, bmat, b, out.reshape(n, k, oh * ow), vectors, per)
 
     return channels, 0
@@ -385,19 +320,19 @@ def _weight_grad_plan(x_shape, gy_shape, w_shape, sh, sw, ph, pw, dh, dw, groups
     hp, wp = h + 2 * ph, wd + 2 * pw
     vectors, blocks = column_blocks(k // groups, dtype)
     width = vectors * lanes(dtype)
-    _, taps, pixels = _tables(
+    _, taps, pixels = tables(
         n, c, hp * wp, wp, (oh, ow), w_shape[2:], (sh, sw), (dh, dw), groups, 1
     )
-    taps = _read_only(_padded(taps, ROWS[vectors]))[0]
+    taps = read_only(padded_table(taps, ROWS[vectors]))[0]
     span = min(n, max(1, WGRAD_SPAN_PIXELS // (oh * ow)))
-    pixels = _read_only((np.arange(span)[:, None] * c * hp * wp + pixels).reshape(-1))[0]
+    pixels = read_only((np.arange(span)[:, None] * c * hp * wp + pixels).reshape(-1))[0]
     blocks_total = groups * blocks * (taps.shape[1] // ROWS[vectors])
     most = max(1, WGRAD_ACC_BYTES // (ROWS[vectors] * width * 8))
     per = min(most, max(1, blocks_total // (2 * numba.get_num_threads())))
     kernel = weight_grad_kernel.for_size(groups * n * blocks * oh * ow * width)
 
     def run(x, gy, gw):
-        gt = _packed(gy.reshape(n, k, oh * ow), groups, width, blocks)
+        gt = packed(gy.reshape(n, k, oh * ow), groups, width, blocks)
         xf = _flat_input(x, ph, pw, 0)
         kernel(xf, c * hp * wp, taps, pixels, gt, gw.reshape(k, -1), vectors, per, span)
 
