@@ -199,7 +199,8 @@ def test_dispatch_picks_winograd_for_resnet_3x3_layers():
         shapes = ((32, c, hw, hw), (c, c, 3, 3))
         for kind in KINDS:
             assert choose(kind, *shapes, (1, 1), (1, 1), (1, 1), 1) == "winograd"
-            assert choose(kind, *shapes, (2, 2), (1, 1), (1, 1), 1) == "im2col"
+            strided = choose(kind, *shapes, (2, 2), (1, 1), (1, 1), 1)  # (test_conv_indirect.py)
+            assert strided in ("indirect", "im2col")
     for c, k, hw, n in ((4, 4, 16, 32), (16, 16, 32, 32)):  # here direct would be picked
         shapes = ((n, c, hw, hw), (k, c, 3, 3))
         assert {choose(kd, *shapes, (1, 1), (1, 1), (1, 1), 1) for kd in KINDS} == {"winograd"}
