@@ -39,6 +39,7 @@ from .winograd_transforms import (
     input_block,
     output_block,
     padded,
+    planes,
     tile_scratch,
 )
 
@@ -127,7 +128,7 @@ def _conv_phase2(tid, nt, x, w, flip, bias, out, ph, pw, m, by_tiles, step, u, v
                             s[2][tid], s[3][tid], s[4][tid], s[8][tid])  # fmt: skip
             for xi in range(a2):
                 ux = u[0, xi, : cin * kout].reshape((cin, kout) if flip else (kout, cin))
-                gemm(ux, vt[xi, :, :nb], mt[xi, :, :nb], flip, False, 1.0, 0.0)
+                gemm(ux, vt[xi, :cin, :nb], mt[xi, :kout, :nb], flip, False, 1.0, 0.0)
             for k in range(kout):
                 output_block(mt, k, g0, g1, th, tw, m, out, k, bias, s[5][tid], s[6][tid])
         return
@@ -140,7 +141,7 @@ def _conv_phase2(tid, nt, x, w, flip, bias, out, ph, pw, m, by_tiles, step, u, v
             filter_block(w, k0, k1, _0, cin, flip, m, ut, _0, taps[tid], s[8][tid])
         for xi in range(a2):
             ux = ut[xi, : cin * (k1 - k0)].reshape((cin, k1 - k0) if flip else (k1 - k0, cin))
-            gemm(ux, v[0, xi, :, :nb], mt[xi, : k1 - k0, :nb], flip, False, 1.0, 0.0)
+            gemm(ux, v[0, xi, :cin, :nb], mt[xi, : k1 - k0, :nb], flip, False, 1.0, 0.0)
         for k in range(k0, k1):
             output_block(mt, k - k0, _0, rows, th, tw, m, out, k, bias, s[5][tid], s[6][tid])
 
@@ -176,8 +177,8 @@ def _weight_grad_phase1(tid, nt, x, gy, ph, pw, m, by_tiles, step, v, dm, du, s)
                 grad_output_block(gy, k, g0, g1, th, tw, m, dm[tid], k, s[6][tid], s[7][tid],
                                   s[5][tid], s[8][tid])  # fmt: skip
             for xi in range(a2):
-                gemm(dm[tid, xi, :, :nb], v[tid, xi, :, :nb], du[tid, xi, :, :cin], False, True,
-                     1.0, beta)  # fmt: skip
+                gemm(dm[tid, xi, :kout, :nb], v[tid, xi, :cin, :nb], du[tid, xi, :kout, :cin],
+                     False, True, 1.0, beta)  # fmt: skip
             beta = 1.0
         if beta == 0.0:
             du[tid] = 0
@@ -204,7 +205,7 @@ def _weight_grad_phase2(tid, nt, gw, m, by_tiles, step, nb, v, dm, du, taps):
     for j in range(tid, -(-kout // step), nt):
         k0, k1 = j * step, min(kout, (j + 1) * step)
         for xi in range(a2):
-            gemm(dm[0, xi, k0:k1, :nb], v[0, xi, :, :nb], du[tid, xi, : k1 - k0, :cin], False,
+            gemm(dm[0, xi, k0:k1, :nb], v[0, xi, :cin, :nb], du[tid, xi, : k1 - k0, :cin], False,
                  True, 1.0, 0.0)  # fmt: skip
         filter_grad_block(du[tid], _0, k0, k1, m, gw, taps[tid])
 
@@ -254,15 +255,15 @@ def conv(x, w, bias, out, ph, pw, *, flip=False, m=None) -> bool:
     if by_tiles:
         step = _block_rows(rows, tw, nt)
         u = np.empty((1, a2, padded(cin * kout)), dt)
-        v = np.empty((nt, a2, cin, padded(step * tw)), dt)
-        mm = np.empty((nt, a2, kout, padded(step * tw)), dt)
+        v = planes(nt, a2, cin, step * tw, dt)
+        mm = planes(nt, a2, kout, step * tw, dt)
         scratch = tile_scratch(nt, step, tw, m, dt, 9 * w.shape[1])
         taps = _taps(nt, w.shape[1], dt)
     else:
         step = _channel_block(cin, kout)
         u = np.empty((nt, a2, padded(cin * step)), dt)
-        v = np.empty((1, a2, cin, padded(rows * tw)), dt)
-        mm = np.empty((nt, a2, step, padded(rows * tw)), dt)
+        v = planes(1, a2, cin, rows * tw, dt)
+        mm = planes(nt, a2, step, rows * tw, dt)
         scratch = tile_scratch(nt, rows, tw, m, dt, 9 * max(cin, step))
         taps = _taps(nt, max(cin, step), dt)
     _conv_parallel(x, w, flip, bias, out, ph, pw, m, by_tiles, step, u, v, mm, taps, scratch)
@@ -283,15 +284,15 @@ def weight_grad(x, gy, gw, ph, pw, *, m=None) -> bool:
     by_tiles = _use_tiles(rows * tw, kout)
     if by_tiles:
         step = _block_rows(rows, tw, nt)
-        v = np.empty((nt, a2, cin, padded(step * tw)), dt)
-        dm = np.empty((nt, a2, kout, padded(step * tw)), dt)
-        du = np.empty((nt, a2, kout, padded(cin)), dt)
+        v = planes(nt, a2, cin, step * tw, dt)
+        dm = planes(nt, a2, kout, step * tw, dt)
+        du = planes(nt, a2, kout, cin, dt)
         scratch = tile_scratch(nt, step, tw, m, dt)
     else:
         step = _channel_block(cin, kout, WGRAD_MIN_CHANNEL_BLOCK)
-        v = np.empty((1, a2, cin, padded(rows * tw)), dt)
-        dm = np.empty((1, a2, kout, padded(rows * tw)), dt)
-        du = np.empty((nt, a2, step, padded(cin)), dt)
+        v = planes(1, a2, cin, rows * tw, dt)
+        dm = planes(1, a2, kout, rows * tw, dt)
+        du = planes(nt, a2, step, cin, dt)
         scratch = tile_scratch(nt, rows, tw, m, dt)
     _weight_grad_parallel(x, gy, gw, ph, pw, m, by_tiles, step, v, dm, du, taps, scratch)
     return all_finite(scratch[-1])

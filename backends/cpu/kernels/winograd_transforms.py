@@ -47,6 +47,14 @@ def padded(n: int) -> int:
     return n + ROW_PAD
 
 
+def planes(lead: int, a2: int, rows: int, cols: int, dtype) -> np.ndarray:
+    """Empty (lead, a2, rows + 1, padded(cols)): a2 planes of ``rows`` rows (callers slice
+    [:rows]) and one spare, so that planes do not start 4 KiB apart. With power-of-two rows
+    they did, and a transform writing one row of each of 6 planes hit a single L1 set: the
+    input transform's last step 1.27 -> 0.84 ms on 64 -> 64 at 32 px, batch 32."""
+    return np.empty((lead, a2, rows + 1, padded(cols)), dtype)
+
+
 def tile_scratch(
     threads: int, rows: int, tw: int, m: int, dtype, weights_per_row: int = 0
 ) -> tuple[np.ndarray, ...]:
