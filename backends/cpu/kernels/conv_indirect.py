@@ -6,9 +6,9 @@ and where each tap (channel, kernel row and column) lies from there. Two kernels
 
 - the channel kernel: rows = output pixels (batch folded in), output channels along the vector
   lanes, the weights packed once per call as (taps, channels) padded to whole vectors; any
-  stride. Forward, and the weight gradient with rows = taps, reduced over one image's pixels
-  at a time against the output gradient packed as (pixels, channels), summed per image in the
-  input's dtype and across images in float64 (as the direct kernel does);
+  stride. Forward, and the weight gradient with rows = taps, reduced over the pixels of a few
+  whole images at a time (WGRAD_SPAN_PIXELS) against the output gradient packed as (pixels,
+  channels), each such sum in the input's dtype and their total in float64;
 - the pixel kernel (stride 1): rows = 6 output channels, consecutive positions of a flat plane
   along the lanes (those between rows computed and dropped), for few channels or wide outputs
   (``pixels_pay``).
