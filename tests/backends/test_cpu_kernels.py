@@ -13,7 +13,13 @@ F = torch.nn.functional
 
 from kernel_checks import DTYPES, assert_close, conv_case, run_conv, seeded_rng  # noqa: E402
 
-from numbagrad.backends.cpu.kernels import conv, conv_chunks, linalg, reduce  # noqa: E402
+from numbagrad.backends.cpu.kernels import (  # noqa: E402
+    conv,
+    conv_chunks,
+    conv_direct,
+    linalg,
+    reduce,
+)
 
 pytestmark = pytest.mark.torch
 
@@ -143,6 +149,24 @@ def test_conv_rejects_bad_input():
         conv.conv2d_forward(
             x, w, np.empty(0, np.float32), out.transpose(0, 1, 3, 2), 1, 1, 0, 0, 1, 1, 1
         )
+
+
+@pytest.mark.parametrize(
+    "top, left, hp, wp",
+    [(1, 1, 7, 8), (0, 0, 5, 6), (-1, -2, 3, 3), (2, 9, 6, 4), (7, 0, 5, 6), (0, -7, 5, 6)],
+)
+def test_pad_flat_places_and_crops_like_numpy(top, left, hp, wp):
+    """Every element of the planes is written: x where it lands inside, zeros elsewhere and in
+    the tail past hp*wp (offsets past the plane: all zeros)."""
+    x = seeded_rng(3).standard_normal((2, 3, 5, 6)).astype(np.float32)
+    xf = np.full((2, 3, hp * wp + 5), np.nan, np.float32)
+    conv_direct.pad_flat(x, xf, top, left, hp, wp)
+    m = 16  # spare canvas each side, past any offset above
+    canvas = np.zeros((2, 3, hp + 2 * m, wp + 2 * m), np.float32)
+    canvas[:, :, m + top : m + top + 5, m + left : m + left + 6] = x
+    ref = canvas[:, :, m : m + hp, m : m + wp].reshape(2, 3, hp * wp)
+    np.testing.assert_array_equal(xf[:, :, : hp * wp], ref)
+    assert not xf[:, :, hp * wp :].any()
 
 
 def test_conv_dispatch_choices():
