@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit, prange
 
 from .parallel import CONTRACT, REASSOC, sized_kernel
-from .winograd_rows import copy_run, zero_run
+from .runs import copy_run, zero_run
 
 
 @njit(cache=True, inline="always")

@@ -35,9 +35,7 @@ Constants are made in the arrays' dtype: a float literal would turn float32 math
 
 from __future__ import annotations
 
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
 
 
 @njit(cache=True, inline="always")
@@ -332,49 +330,6 @@ def filter4_grad_row(d0, d1, d2, d3, d4, d5, gi, t, lo):
     for k in range(d0.shape[0]):
         z0, z1, z2 = _gt4(d0[k], d1[k], d2[k], d3[k], d4[k], d5[k], c)
         _add_row_to_filters(gi, z0, z1, z2, t0, t1, t2, t3, t4, t5, t6, t7, t8, k)
-
-
-# ---------------------------------------------------------------- copies
-
-
-def _element_pointer(context, builder, array_type, array, index, index_type):
-    data = context.make_array(array_type)(context, builder, array).data
-    return builder.gep(data, [context.cast(builder, index, index_type, types.intp)])
-
-
-@intrinsic
-def copy_run(typingctx, dst, start, src, src_start, n):
-    """dst.flat[start : start+n] = src.flat[src_start : src_start+n] for C-contiguous arrays of
-    one dtype, as one memcpy (n >= 0). Row copies of 4..32 elements as vectorized loops cost
-    several times more (their remainder loops run scalar)."""
-    sig = types.void(dst, start, src, src_start, n)
-
-    def codegen(context, builder, signature, args):
-        a = signature.args
-        d = _element_pointer(context, builder, a[0], args[0], args[1], a[1])
-        s = _element_pointer(context, builder, a[2], args[2], args[3], a[3])
-        count = context.cast(builder, args[4], a[4], types.intp)
-        itemsize = context.get_abi_sizeof(context.get_data_type(a[0].dtype))
-        cgutils.raw_memcpy(builder, d, s, count, itemsize)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@intrinsic
-def zero_run(typingctx, dst, start, n):
-    """dst.flat[start : start+n] = 0 for a C-contiguous float array, as one memset (n >= 0)."""
-    sig = types.void(dst, start, n)
-
-    def codegen(context, builder, signature, args):
-        a = signature.args
-        d = _element_pointer(context, builder, a[0], args[0], args[1], a[1])
-        itemsize = context.get_abi_sizeof(context.get_data_type(a[0].dtype))
-        count = context.cast(builder, args[2], a[2], types.intp)
-        cgutils.memset(builder, d, builder.mul(count, count.type(itemsize)), 0)
-        return context.get_dummy_value()
-
-    return sig, codegen
 
 
 @njit(cache=True, inline="always")

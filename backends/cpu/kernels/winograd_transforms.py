@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .runs import copy_run, zero_run
 from .winograd_rows import (
     a2_rows,
     a4_rows,
@@ -31,10 +32,8 @@ from .winograd_rows import (
     at4_rows,
     bt2_rows,
     bt4_rows,
-    copy_run,
     deinterleave2,
     deinterleave4,
-    zero_run,
 )
 
 ROW_PAD = 16  # elements added to every scratch row: see padded()
