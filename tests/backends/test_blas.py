@@ -1,12 +1,20 @@
 """backends/cpu/kernels/blas.py: the strided GEMM with alpha and beta that the CPU kernels call
-from @njit code, single-threaded and split over Numba's threads, against NumPy."""
+from @njit code, single-threaded and split over Numba's threads, and block_gemm (micro-kernel
+blocks, BLAS edges), against NumPy."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from numbagrad.backends.cpu.kernels.blas import PARALLEL_MIN_FLOPS, gemm, par_gemm
+from numbagrad.backends.cpu.kernels.blas import (
+    BLOCK_ROWS,
+    PARALLEL_MIN_FLOPS,
+    block_gemm,
+    gemm,
+    par_gemm,
+)
+from numbagrad.backends.cpu.kernels.microkernel import VECTOR_BYTES
 
 
 def operands(rng, m, n, k, trans_a, trans_b, dtype):
@@ -54,3 +62,29 @@ def test_an_empty_reduction_scales_c_by_beta(beta):
     expected = np.zeros_like(c) if beta == 0 else c * beta  # beta 0 ignores c, NaN included
     gemm(a, b, c, False, False, 1.0, beta)
     np.testing.assert_array_equal(c, expected)
+
+
+def _view(rng, rows, cols, dtype):
+    """A (rows, cols) block of a larger random matrix: rows strided, as the kernels pass."""
+    return rng.standard_normal((rows + 2, cols + 5)).astype(dtype)[1 : rows + 1, 2 : cols + 2]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("blocks", [(2, 3), (0, 1), (1, 0)])
+@pytest.mark.parametrize("edges", [(0, 0), (5, 7), (3, 0), (0, 1)])
+@pytest.mark.parametrize("k", [0, 37])
+def test_block_gemm_matches_numpy(blocks, edges, k, trans_a, dtype):
+    """Whole micro-kernel blocks, rows and columns past them (BLAS), both, or neither."""
+    rng = np.random.default_rng(2)
+    width = 2 * VECTOR_BYTES // np.dtype(dtype).itemsize
+    m, n = blocks[0] * BLOCK_ROWS + edges[0], blocks[1] * width + edges[1]
+    a = _view(rng, k, m, dtype) if trans_a else _view(rng, m, k, dtype)
+    b = _view(rng, k, n, dtype)
+    big = np.full((m + 2, n + 3), np.nan, dtype)
+    block_gemm(a, b, big[1 : m + 1, 1 : n + 1], trans_a)
+    expected = (a.T if trans_a else a).astype(np.float64) @ b.astype(np.float64)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(big[1 : m + 1, 1 : n + 1], expected, rtol=tol, atol=tol * 10)
+    big[1 : m + 1, 1 : n + 1] = 0
+    assert np.isnan(big).sum() == big.size - m * n  # nothing outside c was written

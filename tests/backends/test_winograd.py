@@ -99,6 +99,24 @@ def test_channels_schedule_in_several_blocks(kind, monkeypatch):
     assert _relative_error(got, _reference(kind, *arrays, ph, pw)) < 1e-13
 
 
+# From winograd.BLOCK_GEMM_MIN_DEPTH channels the GEMMs run on the micro-kernel: the tiles
+# schedule (n=8: 72 tiles) and the channels one (8 images of 4 tiles), the forward's depth
+# the input channels, the input gradient's the output channels; rows and tiles past the whole
+# blocks go to BLAS.
+DEEP_CASES = [(8, 130, 12, 12, 129, 1, 1), (8, 130, 8, 8, 136, 1, 1)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["forward", "backward_input"])
+@pytest.mark.parametrize("case", DEEP_CASES)
+def test_deep_layers_match_reference(case, kind, dtype):
+    assert min(case[1], case[4]) >= winograd.BLOCK_GEMM_MIN_DEPTH
+    arrays = _arrays(*case, dtype)
+    got = _run(kind, *arrays, case[5], case[6], "winograd")
+    reference = _reference(kind, *(a.astype(np.float64) for a in arrays), case[5], case[6])
+    assert _relative_error(got, reference) < (1e-5 if dtype == np.float32 else 1e-13)
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     n=st.integers(1, 3),

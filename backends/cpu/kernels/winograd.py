@@ -31,7 +31,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .blas import gemm
+from .blas import block_gemm, gemm
 from .winograd_filters import FILTER_BLOCK, filter_block, filter_grad_block
 from .winograd_transforms import (
     all_finite,
@@ -61,6 +61,11 @@ WGRAD_MIN_CHANNEL_BLOCK = 64
 # by tiles, 256->256 8x8 (128 tiles) 1.05-1.3x; 512->512 4x4 (32 tiles) 1.1-1.6x faster by
 # channels, whose U blocks stay in L2 where the tiles schedule streams all of U per block.
 TILES_SCHEDULE_MIN = 0.5
+# The forward GEMMs run on the micro-kernel from this many input channels. One thread, GEMMs of
+# one ResNet-18 layer's blocks, GFLOP/s micro-kernel / BLAS (forward; input gradient):
+# 128 ch at 16 px 166-170 / 144-147 (152-159 / 135); 256 at 8 px 153-156 / 128-132 (140-145 /
+# 121-123); 512 at 4 px 117-135 / 108-132 (105-122 / 110-129); 64 at 32 px 164-177 / 176-180.
+BLOCK_GEMM_MIN_DEPTH = 128
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -97,6 +102,16 @@ _0 = np.int64(0)
 
 
 @njit(cache=True, inline="always")
+def _plane_gemm(u, v, out, flip):
+    """out = U @ V for one transformed entry, U = u, or u.T when ``flip``: on the micro-kernel
+    (blas.block_gemm) from BLOCK_GEMM_MIN_DEPTH channels, on BLAS below."""
+    if v.shape[0] >= BLOCK_GEMM_MIN_DEPTH:
+        block_gemm(u, v, out, flip)
+    else:
+        gemm(u, v, out, flip, False, 1.0, 0.0)
+
+
+@njit(cache=True, inline="always")
 def _conv_phase1(tid, nt, x, w, flip, m, by_tiles, ph, pw, u, v, taps, s):
     """tiles schedule: u = the filters of a run of w's first axis; channels: v = the input transform
     of every nt-th channel for the whole batch."""
@@ -128,7 +143,7 @@ def _conv_phase2(tid, nt, x, w, flip, bias, out, ph, pw, m, by_tiles, step, u, v
                             s[2][tid], s[3][tid], s[4][tid], s[8][tid])  # fmt: skip
             for xi in range(a2):
                 ux = u[0, xi, : cin * kout].reshape((cin, kout) if flip else (kout, cin))
-                gemm(ux, vt[xi, :cin, :nb], mt[xi, :kout, :nb], flip, False, 1.0, 0.0)
+                _plane_gemm(ux, vt[xi, :cin, :nb], mt[xi, :kout, :nb], flip)
             for k in range(kout):
                 output_block(mt, k, g0, g1, th, tw, m, out, k, bias, s[5][tid], s[6][tid])
         return
@@ -141,7 +156,7 @@ def _conv_phase2(tid, nt, x, w, flip, bias, out, ph, pw, m, by_tiles, step, u, v
             filter_block(w, k0, k1, _0, cin, flip, m, ut, _0, taps[tid], s[8][tid])
         for xi in range(a2):
             ux = ut[xi, : cin * (k1 - k0)].reshape((cin, k1 - k0) if flip else (k1 - k0, cin))
-            gemm(ux, v[0, xi, :cin, :nb], mt[xi, : k1 - k0, :nb], flip, False, 1.0, 0.0)
+            _plane_gemm(ux, v[0, xi, :cin, :nb], mt[xi, : k1 - k0, :nb], flip)
         for k in range(k0, k1):
             output_block(mt, k - k0, _0, rows, th, tw, m, out, k, bias, s[5][tid], s[6][tid])
 
