@@ -99,15 +99,15 @@ def test_channels_schedule_in_several_blocks(kind, monkeypatch):
     assert _relative_error(got, _reference(kind, *arrays, ph, pw)) < 1e-13
 
 
-# From winograd.BLOCK_GEMM_MIN_DEPTH channels the GEMMs run on the micro-kernel: the tiles
-# schedule (n=8: 72 tiles) and the channels one (8 images of 4 tiles), the forward's depth
-# the input channels, the input gradient's the output channels; rows and tiles past the whole
-# blocks go to BLAS.
+# From winograd.BLOCK_GEMM_MIN_DEPTH channels the convs' GEMMs run on the micro-kernel, and so
+# do the weight gradient's of the channels schedule: the tiles schedule (n=8: 72 tiles) and
+# the channels one (8 images of 4 tiles), the forward's depth the input channels, the input
+# gradient's the output channels; rows and columns past the whole blocks go to BLAS.
 DEEP_CASES = [(8, 130, 12, 12, 129, 1, 1), (8, 130, 8, 8, 136, 1, 1)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("kind", ["forward", "backward_input"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("case", DEEP_CASES)
 def test_deep_layers_match_reference(case, kind, dtype):
     assert min(case[1], case[4]) >= winograd.BLOCK_GEMM_MIN_DEPTH

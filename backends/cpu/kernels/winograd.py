@@ -52,9 +52,9 @@ BLOCK_TILES = 128
 # 256 input channels but lost at 512 (the block outgrew L2).
 CHANNEL_BLOCK_WEIGHTS = 16384
 # The weight gradient's blocks have at least this many channels: its GEMMs (block, tiles) @
-# (tiles, C) reduce over the few tiles only, so a taller block amortizes each packing of V.
-# 512->512 4x4 batch 32, 2 threads: 64 channels 9.3 ms, 32 channels 10.9 (128: 8.7, with
-# 19 MiB of dU scratch); 256->256 8x8 (64 channels either way) unchanged.
+# (tiles, C), on the micro-kernel with V^T transformed once, reduce over the few tiles only,
+# so a taller block reads V^T fewer times. 512->512 4x4 batch 32, 2 threads: 64 channels
+# 4.9-5.5 ms, 32 channels 5.3-7.7, 128 5.1-5.3 (with 19 MiB of dU scratch).
 WGRAD_MIN_CHANNEL_BLOCK = 64
 # ``tiles`` when the tiles number at least this many times the output channels, else
 # ``channels``. Measured on one core, batch 32: 128->128 16x16 (512 tiles) ran 1.4-1.9x faster
@@ -174,9 +174,10 @@ def _conv_parallel(x, w, flip, bias, out, ph, pw, m, by_tiles, step, u, v, mm, t
 
 
 @njit(cache=True, inline="always")
-def _weight_grad_phase1(tid, nt, x, gy, ph, pw, m, by_tiles, step, v, dm, du, s):
-    """tiles schedule: du[tid] = sum of dM @ V^T over runs of ``step`` tile rows; channels: v and dm
-    transformed for the whole batch, every nt-th channel."""
+def _weight_grad_phase1(tid, nt, x, gy, ph, pw, m, by_tiles, step, v, vc, dm, du, s):
+    """tiles schedule: du[tid] = sum of dM @ V^T over runs of ``step`` tile rows; channels: V^T
+    (v) and dM transformed for the whole batch, every nt-th channel, each input channel's rows
+    through vc[tid]."""
     th, tw = -(-gy.shape[2] // m), -(-gy.shape[3] // m)
     a2, cin, kout, rows = v.shape[1], x.shape[1], gy.shape[1], x.shape[0] * th
     if by_tiles:
@@ -198,12 +199,22 @@ def _weight_grad_phase1(tid, nt, x, gy, ph, pw, m, by_tiles, step, v, dm, du, s)
         if beta == 0.0:
             du[tid] = 0
         return
-    for c in range(tid, cin, nt):
-        input_block(x, c, _0, rows, th, tw, ph, pw, m, v[0], c, s[0][tid], s[1][tid], s[2][tid],
-                    s[3][tid], s[4][tid], s[8][tid])  # fmt: skip
+    c0, c1 = _part(tid, nt, cin)  # runs of channels: threads writing V^T share few lines
+    for c in range(c0, c1):
+        input_block(x, c, _0, rows, th, tw, ph, pw, m, vc[tid], _0, s[0][tid], s[1][tid],
+                    s[2][tid], s[3][tid], s[4][tid], s[8][tid])  # fmt: skip
+        _transpose_channel(vc[tid], v[0], c, rows * tw)
     for k in range(tid, kout, nt):
         grad_output_block(gy, k, _0, rows, th, tw, m, dm[0], k, s[6][tid], s[7][tid], s[5][tid],
                           s[8][tid])  # fmt: skip
+
+
+@njit(cache=True, inline="always")
+def _transpose_channel(src, dst, c, n):
+    """dst[xi, t, c] = src[xi, 0, t] (t < n): one channel's transformed tiles into V^T."""
+    for xi in range(src.shape[0]):
+        for t in range(n):
+            dst[xi, t, c] = src[xi, 0, t]
 
 
 @njit(cache=True, inline="always")
@@ -220,17 +231,17 @@ def _weight_grad_phase2(tid, nt, gw, m, by_tiles, step, nb, v, dm, du, taps):
     for j in range(tid, -(-kout // step), nt):
         k0, k1 = j * step, min(kout, (j + 1) * step)
         for xi in range(a2):
-            gemm(dm[0, xi, k0:k1, :nb], v[0, xi, :cin, :nb], du[tid, xi, : k1 - k0, :cin], False,
-                 True, 1.0, 0.0)  # fmt: skip
+            block_gemm(dm[0, xi, k0:k1, :nb], v[0, xi, :nb, :cin], du[tid, xi, : k1 - k0, :cin],
+                       False)  # fmt: skip
         filter_grad_block(du[tid], _0, k0, k1, m, gw, taps[tid])
 
 
 @njit(parallel=True, cache=True)
-def _weight_grad_parallel(x, gy, gw, ph, pw, m, by_tiles, step, v, dm, du, taps, scratch):
+def _weight_grad_parallel(x, gy, gw, ph, pw, m, by_tiles, step, v, vc, dm, du, taps, scratch):
     nt = taps.shape[0]
     for t in prange(nt):
         tid = np.int64(t)  # (the prange index is unsigned inside the parallel region)
-        _weight_grad_phase1(tid, nt, x, gy, ph, pw, m, by_tiles, step, v, dm, du, scratch)
+        _weight_grad_phase1(tid, nt, x, gy, ph, pw, m, by_tiles, step, v, vc, dm, du, scratch)
     nb = x.shape[0] * (-(-gy.shape[2] // m)) * (-(-gy.shape[3] // m))
     for t in prange(nt):
         tid = np.int64(t)
@@ -303,11 +314,13 @@ def weight_grad(x, gy, gw, ph, pw, *, m=None) -> bool:
         dm = planes(nt, a2, kout, step * tw, dt)
         du = planes(nt, a2, kout, cin, dt)
         scratch = tile_scratch(nt, step, tw, m, dt)
+        vc = planes(nt, a2, 0, 0, dt)
     else:
         step = _channel_block(cin, kout, WGRAD_MIN_CHANNEL_BLOCK)
-        v = planes(1, a2, cin, rows * tw, dt)
+        v = planes(1, a2, rows * tw, cin, dt)  # V^T: its GEMMs run on the micro-kernel
+        vc = planes(nt, a2, 1, rows * tw, dt)
         dm = planes(1, a2, kout, rows * tw, dt)
         du = planes(nt, a2, step, cin, dt)
         scratch = tile_scratch(nt, rows, tw, m, dt)
-    _weight_grad_parallel(x, gy, gw, ph, pw, m, by_tiles, step, v, dm, du, taps, scratch)
+    _weight_grad_parallel(x, gy, gw, ph, pw, m, by_tiles, step, v, vc, dm, du, taps, scratch)
     return all_finite(scratch[-1])
