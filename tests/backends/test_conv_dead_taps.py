@@ -10,7 +10,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from numbagrad.backends.cpu.kernels import conv  # noqa: E402
-from numbagrad.backends.cpu.kernels.conv_taps import live_crop  # noqa: E402
+from numbagrad.backends.cpu.kernels.conv_taps import (  # noqa: E402
+    crop_weight,
+    live_crop,
+    uncrop_grad,
+)
 
 pytestmark = pytest.mark.torch
 
@@ -26,6 +30,24 @@ def test_the_taps_that_reach_a_small_input_are_kept():
     assert live_crop((4, 4), (3, 3), one, one, one) is None
     assert live_crop((2, 2), (3, 3), one, one, one) is None
     assert live_crop((1, 1), (1, 1), one, (0, 0), one) is None
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 3, 3), (64, 512, 3, 3)])  # serial, parallel build
+@pytest.mark.parametrize("kept", [((1, 2), (1, 2)), ((1, 3), (0, 2)), ((0, 3), (1, 2))])
+def test_crop_and_uncrop_move_the_kept_taps(shape, kept):
+    w = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    (i0, i1), (j0, j1) = kept
+    crop = (kept, (0, 0))
+    live, finite = crop_weight(w, crop)
+    assert finite
+    np.testing.assert_array_equal(live, w[:, :, i0:i1, j0:j1])
+    gw = np.full_like(w, np.nan)
+    uncrop_grad(live, gw, crop)
+    expected = np.zeros_like(w)
+    expected[:, :, i0:i1, j0:j1] = live
+    np.testing.assert_array_equal(gw, expected)
+    w[-1, -1, 2, 2] = np.nan  # a dropped tap in every crop here
+    assert not crop_weight(w, crop)[1]
 
 
 def _torch_conv(x, w, gy):

@@ -119,8 +119,9 @@ def forward_launch(x_shape, w_shape, out_shape, sh, sw, ph, pw, dh, dw, groups, 
     )
 
     def cropped(x, w, b, out):
-        if all_finite(w.reshape(-1)):  # else 0 * w is NaN somewhere: the full conv says where
-            small(x, _t.crop_weight(w, crop), b, out)
+        live, finite = _t.crop_weight(w, crop)
+        if finite:  # else 0 * w is NaN somewhere: the full conv says where
+            small(x, live, b, out)
         else:
             full(x, w, b, out)
 
@@ -180,7 +181,7 @@ def conv2d_backward_input(gy, w, gx, sh, sw, ph, pw, dh, dw, groups, *, algorith
     _check(gy, w, gx)
     crop = None if algorithm else _live_crop(gx.shape, w.shape, sh, sw, ph, pw, dh, dw)
     if crop is not None:  # (the dropped taps only ever write padding)
-        w_live = _t.crop_weight(w, crop)
+        w_live = _t.crop_weight(w, crop)[0]
         conv2d_backward_input(gy, w_live, gx, sh, sw, *crop[1], dh, dw, groups)
         return
     algo = _algorithm(

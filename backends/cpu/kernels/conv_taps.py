@@ -16,6 +16,10 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+from numba import prange
+
+from .parallel import sized_kernel
+from .reduce import all_finite
 
 Crop = tuple[tuple[tuple[int, int], tuple[int, int]], tuple[int, int]]
 """((rows i0..i1-1), (columns j0..j1-1)) of the kernel kept, and the (PH, PW) that the cropped
@@ -53,14 +57,53 @@ def cropped_shape(w_shape, crop: Crop) -> tuple[int, int, int, int]:
     return (*w_shape[:2], i1 - i0, j1 - j0)
 
 
-def crop_weight(w: np.ndarray, crop: Crop) -> np.ndarray:
-    """The live taps of w (K, C/g, KH, KW), as a new C-contiguous array."""
-    (i0, i1), (j0, j1) = crop[0]
-    return np.ascontiguousarray(w[:, :, i0:i1, j0:j1])
+def crop_weight(w: np.ndarray, crop: Crop) -> tuple[np.ndarray, bool]:
+    """The live taps of w (K, C/g, KH, KW), as a new C-contiguous array, and whether all of w
+    (dropped taps included) is finite."""
+    live = np.empty(cropped_shape(w.shape, crop), w.dtype)
+    nonfinite = np.empty(w.shape[0], np.bool_)
+    _copy_live(w, live, crop[0][0][0], crop[0][1][0], nonfinite)
+    return live, not nonfinite.any()
 
 
 def uncrop_grad(gw_live: np.ndarray, gw: np.ndarray, crop: Crop) -> None:
     """gw = the weight gradient whose live taps are gw_live and whose dropped taps are 0."""
-    (i0, i1), (j0, j1) = crop[0]
-    gw[...] = 0
-    gw[:, :, i0:i1, j0:j1] = gw_live
+    _copy_uncropped(gw_live, gw, crop[0][0][0], crop[0][1][0])
+
+
+# Parallel kernels, not NumPy's strided copies: 512 -> 256 channels cropped from 3x3 to 2x2
+# took 1.1 ms to crop and 1.2 ms to uncrop, about two thirds of each pass of the conv.
+@sized_kernel(size_arg=0, min_elements=1 << 18)
+def _copy_live(w, live, i0, j0, nonfinite):
+    """live[k, c, i, j] = w[k, c, i0 + i, j0 + j]; nonfinite[k] whether some value of w[k] is
+    a NaN or an infinity."""
+    kh, kw = w.shape[2], w.shape[3]
+    lh, lw = live.shape[2], live.shape[3]
+    wf = w.reshape(w.shape[0], -1)
+    lf = live.reshape(live.shape[0], -1)
+    for k in prange(w.shape[0]):
+        src, dst = wf[k], lf[k]
+        nonfinite[k] = not all_finite(src)
+        for i in range(lh):  # channels innermost: loops of constant strides
+            for j in range(lw):
+                s0, d0 = (i0 + i) * kw + j0 + j, i * lw + j
+                for c in range(w.shape[1]):
+                    dst[c * lh * lw + d0] = src[c * kh * kw + s0]
+
+
+@sized_kernel(size_arg=1, min_elements=1 << 18)
+def _copy_uncropped(live, gw, i0, j0):
+    """gw[k, c, i, j] = live[k, c, i - i0, j - j0] inside the live taps, else 0."""
+    kh, kw = gw.shape[2], gw.shape[3]
+    lh, lw = live.shape[2], live.shape[3]
+    gf = gw.reshape(gw.shape[0], -1)
+    lf = live.reshape(live.shape[0], -1)
+    for k in prange(gw.shape[0]):
+        dst, src = gf[k], lf[k]
+        for e in range(dst.shape[0]):
+            dst[e] = 0
+        for i in range(lh):
+            for j in range(lw):
+                d0, s0 = (i0 + i) * kw + j0 + j, i * lw + j
+                for c in range(gw.shape[1]):
+                    dst[c * kh * kw + d0] = src[c * lh * lw + s0]
