@@ -17,6 +17,7 @@ from numbagrad.backends.cpu.kernels import (  # noqa: E402
     conv,
     conv_chunks,
     conv_direct,
+    conv_gemm,
     linalg,
     reduce,
 )
@@ -329,3 +330,27 @@ def test_cross_entropy_rejects_bad_targets(bad):
         reduce.cross_entropy_backward(
             logits, targets, np.ones((), np.float32), np.empty_like(logits)
         )
+
+
+# (C, KH, H, batch, stride, padding): 3x3 stride 1 and 2, 5x5, and the downsampling 1x1 on
+# 2x2 planes (ResNet-18's last stage), small and at ResNet's sizes
+COL2IM_CASES = [(3, 3, 7, 2, 1, 1), (2, 5, 9, 1, 1, 2), (4, 3, 8, 2, 2, 1), (5, 1, 2, 3, 2, 0),
+                (64, 3, 16, 8, 1, 1), (256, 1, 2, 64, 2, 0)]  # fmt: skip
+
+
+@pytest.mark.parametrize("build", ["serial", "parallel"])
+@pytest.mark.parametrize("case", COL2IM_CASES)
+def test_col2im_is_the_adjoint_of_im2col(case, build):
+    """<im2col(x), cols> == <x, col2im(cols)>: col2im adds every column back where im2col
+    read it, and overwrites the rest of gx with zeros."""
+    c, k, h, n, s, p = case
+    oh = (h + 2 * p - k) // s + 1
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((n, c, h, h))
+    cols = rng.standard_normal((c * k * k, n * oh * oh))
+    args = (0, n, k, k, s, s, p, p, 1, 1, oh, oh)
+    gathered = np.empty_like(cols)
+    getattr(conv_gemm.im2col, build)(x, gathered, *args)
+    gx = np.full_like(x, np.nan)
+    getattr(conv_gemm.col2im, build)(cols, gx, *args)
+    assert np.isclose(np.vdot(gathered, cols), np.vdot(x, gx), rtol=1e-12)

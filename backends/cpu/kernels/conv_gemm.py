@@ -64,31 +64,37 @@ def im2col(x, cols, n0, m, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_):
 @sized_kernel(size_arg=0)
 def col2im(cols, gx, n0, m, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_):
     """The adjoint of im2col: gx[n0:n0+m] (overwritten) = sum of cols scattered to the input
-    positions they were read from. One work item per (image, channel) plane: no write races."""
+    positions they were read from. One work item per (image, channel) plane: no write races.
+    Indices, not row slices and a 2-d slice fill: on the 2x2 planes of ResNet-18's last
+    downsampling those cost 2.5x the scatter (0.78 -> 0.32 ms for 64 x 256 planes)."""
     c_, h, w = gx.shape[1], gx.shape[2], gx.shape[3]
     p_ = oh_ * ow_
+    valid = np.empty((kw, 2), np.int64)  # (its floor divisions cost more than a small plane)
+    for j in range(kw):
+        valid[j, 0], valid[j, 1] = _valid_cols(j, w, sw, pw, dw, ow_)
     for t in prange(m * c_):
         b = t // c_
         c = t % c_
         plane = gx[n0 + b, c]
-        plane[:, :] = 0
+        for r in range(h):
+            for q in range(w):
+                plane[r, q] = 0
         for i in range(kh):
             for j in range(kw):
-                lo, hi = _valid_cols(j, w, sw, pw, dw, ow_)
+                lo, hi = valid[j, 0], valid[j, 1]
                 base = j * dw - pw
-                row = cols[(c * kh + i) * kw + j]
+                row = (c * kh + i) * kw + j
                 for oh in range(oh_):
                     ih = oh * sh - ph + i * dh
                     if 0 <= ih < h:
-                        src = row[b * p_ + oh * ow_ : b * p_ + oh * ow_ + ow_]
-                        dst = plane[ih]
-                        if sw == 1:
-                            d = dst[lo + base : hi + base]
+                        s0 = b * p_ + oh * ow_
+                        if sw == 1:  # (row slices: vectorized)
+                            d, src = plane[ih, lo + base : hi + base], cols[row, s0 + lo : s0 + hi]
                             for q in range(hi - lo):
-                                d[q] += src[lo + q]
+                                d[q] += src[q]
                         else:
                             for ow in range(lo, hi):
-                                dst[ow * sw + base] += src[ow]
+                                plane[ih, ow * sw + base] += cols[row, s0 + ow]
 
 
 @sized_kernel(size_arg=1)
