@@ -32,7 +32,8 @@ def _valid_cols(j, w, sw, pw, dw, ow_):
 @sized_kernel(size_arg=1)
 def im2col(x, cols, n0, m, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_):
     """cols[(c*kh + i)*kw + j, b*P + oh*OW + ow] = x[n0+b, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]
-    (zero outside the input), for b < m."""
+    (zero outside the input), for b < m. Indices, not slice fills, for the zeros: a slice
+    costs more than the rows of small maps (see col2im)."""
     c_, h, w = x.shape[1], x.shape[2], x.shape[3]
     p_ = oh_ * ow_
     for r in prange(c_ * kh * kw):
@@ -40,25 +41,26 @@ def im2col(x, cols, n0, m, kh, kw, sh, sw, ph, pw, dh, dw, oh_, ow_):
         i = (r // kw) % kh
         j = r % kw
         lo, hi = _valid_cols(j, w, sw, pw, dw, ow_)
-        row = cols[r]
+        base = j * dw - pw
         for b in range(m):
             for oh in range(oh_):
-                dst = row[b * p_ + oh * ow_ : b * p_ + oh * ow_ + ow_]
+                d0 = b * p_ + oh * ow_
                 ih = oh * sh - ph + i * dh
                 if ih < 0 or ih >= h:
-                    dst[:] = 0
+                    for ow in range(ow_):
+                        cols[r, d0 + ow] = 0
+                    continue
+                for ow in range(lo):
+                    cols[r, d0 + ow] = 0
+                for ow in range(hi, ow_):
+                    cols[r, d0 + ow] = 0
+                if sw == 1:  # (row slices: vectorized)
+                    dst, src = cols[r, d0 + lo : d0 + hi], x[n0 + b, c, ih, lo + base : hi + base]
+                    for q in range(hi - lo):
+                        dst[q] = src[q]
                 else:
-                    src = x[n0 + b, c, ih]
-                    dst[:lo] = 0
-                    dst[hi:] = 0
-                    base = j * dw - pw
-                    if sw == 1:
-                        s = src[lo + base : hi + base]
-                        for q in range(hi - lo):
-                            dst[lo + q] = s[q]
-                    else:
-                        for ow in range(lo, hi):
-                            dst[ow] = src[ow * sw + base]
+                    for ow in range(lo, hi):
+                        cols[r, d0 + ow] = x[n0 + b, c, ih, ow * sw + base]
 
 
 @sized_kernel(size_arg=0)
