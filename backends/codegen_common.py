@@ -4,8 +4,10 @@ source depends only on the loop structure, not on the sizes."""
 
 from __future__ import annotations
 
+import ast
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 
 # A float literal (1.0, .5, 2.5e-05, 1e-05) that is not part of a name such as a0 or in1.
@@ -35,6 +37,45 @@ def typed_literals(expr: str, cast: str) -> str:
     as float64, which turns float32 arithmetic (and ``math.exp``) into float64; casting the
     literals to the output's type keeps a kernel in its own precision."""
     return _FLOAT_LITERAL.sub(lambda m: f"{cast}({m.group(0)})", expr)
+
+
+def shared_terms(expr: str, prefix: str = "t") -> tuple[list[str], str]:
+    """``expr`` with every subexpression it holds more than once computed once: assignments
+    ``t0 = ...``, ``t1 = ...`` (innermost first) and the expression over them. A fused group's
+    scalar template writes each operand out where a step uses it (a ReLU names its operand
+    twice), so nested steps repeat text exponentially; LLVM did not merge the copies (ResNet's
+    three-level BatchNorm + add + ReLU kernel: 0.89 ms, 0.53 with the terms shared). The
+    expressions are pure, so computing a term where only one branch of a conditional used it
+    changes no value."""
+    tree = ast.parse(expr, mode="eval").body
+    counts = Counter(ast.dump(n) for n in ast.walk(tree) if _is_term(n))
+    names: dict[str, str] = {}
+    assignments: list[str] = []
+
+    def rewrite(node: ast.expr) -> ast.expr:
+        key = ast.dump(node)
+        if key in names:
+            return ast.Name(names[key], ast.Load())
+        for field, value in ast.iter_fields(node):
+            if field == "func" or isinstance(value, ast.Attribute):
+                continue
+            if isinstance(value, ast.expr):
+                setattr(node, field, rewrite(value))
+            elif isinstance(value, list):
+                setattr(node, field, [rewrite(v) if isinstance(v, ast.expr) else v for v in value])
+        if counts[key] > 1 and _is_term(node):
+            names[key] = f"{prefix}{len(names)}"
+            assignments.append(f"{names[key]} = {ast.unparse(node)}")
+            return ast.Name(names[key], ast.Load())
+        return node
+
+    return assignments, ast.unparse(rewrite(tree))
+
+
+def _is_term(node: ast.AST) -> bool:
+    return isinstance(node, ast.expr) and not isinstance(
+        node, (ast.Name, ast.Constant, ast.Attribute)
+    )
 
 
 def kernel_args(n_inputs: int, *extra: str) -> str:

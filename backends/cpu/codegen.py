@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..codegen_common import broadcast_plan, kernel_args, reduction_plan
+from ..codegen_common import broadcast_plan, kernel_args, reduction_plan, shared_terms
 from ..executable import Launch
 from .cache import load_kernel
 from .kernels.parallel import PARALLEL_MIN_ELEMENTS
@@ -53,6 +53,8 @@ def elementwise_source(expr: str, masks: Sequence[Sequence[bool]], parallel: boo
         lines.append(_loop(d + 1, f"i{d}", f"out.shape[{d}]", parallel and d == 0))
     indent = "    " * (ndim + 1)
     lines += [indent + line for line in body]
+    terms, expr = shared_terms(expr)
+    lines += [indent + term for term in terms]
     lines.append(f"{indent}out[{', '.join(f'i{d}' for d in range(ndim))}] = {expr}")
     return _HEADER + "\n".join(lines) + "\n"
 
