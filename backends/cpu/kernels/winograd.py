@@ -61,8 +61,9 @@ WGRAD_MIN_CHANNEL_BLOCK = 64
 # by tiles, 256->256 8x8 (128 tiles) 1.05-1.3x; 512->512 4x4 (32 tiles) 1.1-1.6x faster by
 # channels, whose U blocks stay in L2 where the tiles schedule streams all of U per block.
 TILES_SCHEDULE_MIN = 0.5
-# The forward GEMMs run on the micro-kernel from this many input channels. One thread, GEMMs of
-# one ResNet-18 layer's blocks, GFLOP/s micro-kernel / BLAS (forward; input gradient):
+# The forward's and the input gradient's GEMMs run on the micro-kernel from this many channels
+# of reduction. One thread, GEMMs of one ResNet-18 layer's blocks, GFLOP/s micro-kernel / BLAS
+# (forward; input gradient):
 # 128 ch at 16 px 166-170 / 144-147 (152-159 / 135); 256 at 8 px 153-156 / 128-132 (140-145 /
 # 121-123); 512 at 4 px 117-135 / 108-132 (105-122 / 110-129); 64 at 32 px 164-177 / 176-180.
 BLOCK_GEMM_MIN_DEPTH = 128
@@ -176,8 +177,8 @@ def _conv_parallel(x, w, flip, bias, out, ph, pw, m, by_tiles, step, u, v, mm, t
 @njit(cache=True, inline="always")
 def _weight_grad_phase1(tid, nt, x, gy, ph, pw, m, by_tiles, step, v, vc, dm, du, s):
     """tiles schedule: du[tid] = sum of dM @ V^T over runs of ``step`` tile rows; channels: V^T
-    (v) and dM transformed for the whole batch, every nt-th channel, each input channel's rows
-    through vc[tid]."""
+    (v: each thread a run of input channels, their rows through vc[tid]) and dM (every nt-th
+    output channel) transformed for the whole batch."""
     th, tw = -(-gy.shape[2] // m), -(-gy.shape[3] // m)
     a2, cin, kout, rows = v.shape[1], x.shape[1], gy.shape[1], x.shape[0] * th
     if by_tiles:
