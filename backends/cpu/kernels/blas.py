@@ -101,7 +101,7 @@ def block_gemm(a, b, c, trans_a):
     """c (M, N) = op(a) @ b on one thread (beta 0), as ``gemm`` does, with the register-blocked
     micro-kernel reading a and b in place on the whole blocks of BLOCK_ROWS rows and two
     vectors of columns, and BLAS on the rest. For the small products of the Winograd
-    transforms (32x512 @ 512x32), where BLAS spends about half its time packing operands."""
+    transforms (32x512 @ 512x32), whose operands BLAS would repack for every product."""
     m, n = c.shape
     kk = b.shape[0]
     width = 2 * VECTOR_BYTES // c.itemsize
