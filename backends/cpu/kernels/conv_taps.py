@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
 from .parallel import sized_kernel
 from .reduce import all_finite
@@ -84,11 +84,10 @@ def _copy_live(w, live, i0, j0, nonfinite):
     for k in prange(w.shape[0]):
         src, dst = wf[k], lf[k]
         nonfinite[k] = not all_finite(src)
-        for i in range(lh):  # channels innermost: loops of constant strides
+        for i in range(lh):
             for j in range(lw):
-                s0, d0 = (i0 + i) * kw + j0 + j, i * lw + j
-                for c in range(w.shape[1]):
-                    dst[c * lh * lw + d0] = src[c * kh * kw + s0]
+                full, live_ = (i0 + i) * kw + j0 + j, i * lw + j
+                _copy_channels(dst, live_, lh * lw, src, full, kh * kw, w.shape[1])
 
 
 @sized_kernel(size_arg=1, min_elements=1 << 18)
@@ -104,6 +103,13 @@ def _copy_uncropped(live, gw, i0, j0):
             dst[e] = 0
         for i in range(lh):
             for j in range(lw):
-                d0, s0 = (i0 + i) * kw + j0 + j, i * lw + j
-                for c in range(gw.shape[1]):
-                    dst[c * kh * kw + d0] = src[c * lh * lw + s0]
+                full, live_ = (i0 + i) * kw + j0 + j, i * lw + j
+                _copy_channels(dst, full, kh * kw, src, live_, lh * lw, gw.shape[1])
+
+
+@njit(cache=True, inline="always")
+def _copy_channels(dst, d0, dstep, src, s0, sstep, n):
+    """dst[d0 + c * dstep] = src[s0 + c * sstep] for c < n: one tap of every input channel
+    (channels innermost: a loop of constant strides)."""
+    for c in range(n):
+        dst[d0 + c * dstep] = src[s0 + c * sstep]
