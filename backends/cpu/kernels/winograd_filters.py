@@ -90,14 +90,14 @@ def filter_block(w, k0, k1, c0, c1, flip, m, u, uk, taps, acc):
             accumulate_nonfinite(src, acc)
             _deinterleave_taps(src, taps, (k - b0) * nc, nc, flip)
         t, lo, hi = taps, (uk + b0 - k0) * nc, (uk + b1 - k0) * nc
-        for i in range(m + 2):
-            gi = g_row(m, i, dt)
-            if m == 2:
-                filter2_row(t, gi, u[4 * i, lo:hi], u[4 * i + 1, lo:hi], u[4 * i + 2, lo:hi],
-                            u[4 * i + 3, lo:hi])  # fmt: skip
-            else:
-                filter4_row(t, gi, u[6 * i, lo:hi], u[6 * i + 1, lo:hi], u[6 * i + 2, lo:hi],
-                            u[6 * i + 3, lo:hi], u[6 * i + 4, lo:hi],
+        if m == 2:
+            for i in range(4):
+                filter2_row(t, g_row(2, i, dt), u[4 * i, lo:hi], u[4 * i + 1, lo:hi],
+                            u[4 * i + 2, lo:hi], u[4 * i + 3, lo:hi])  # fmt: skip
+        else:
+            for i in range(6):
+                filter4_row(t, g_row(4, i, dt), u[6 * i, lo:hi], u[6 * i + 1, lo:hi],
+                            u[6 * i + 2, lo:hi], u[6 * i + 3, lo:hi], u[6 * i + 4, lo:hi],
                             u[6 * i + 5, lo:hi])  # fmt: skip
 
 
@@ -111,15 +111,19 @@ def filter_grad_block(du, dk, k0, k1, m, gw, taps):
     for b0 in range(k0, k1, FILTER_BLOCK):
         b1 = min(k1, b0 + FILTER_BLOCK)
         taps[:, : (b1 - b0) * nc] = 0
-        for i in range(m + 2):
-            gi = g_row(m, i, dt)
-            for k in range(b0, b1):
-                kk, lo = dk + k - k0, (k - b0) * nc
-                if m == 2:
+        if m == 2:
+            for i in range(4):
+                gi = g_row(2, i, dt)
+                for k in range(b0, b1):
+                    kk, lo = dk + k - k0, (k - b0) * nc
                     filter2_grad_row(du[4 * i, kk, :nc], du[4 * i + 1, kk, :nc],
                                      du[4 * i + 2, kk, :nc], du[4 * i + 3, kk, :nc], gi, taps,
                                      lo)  # fmt: skip
-                else:
+        else:
+            for i in range(6):
+                gi = g_row(4, i, dt)
+                for k in range(b0, b1):
+                    kk, lo = dk + k - k0, (k - b0) * nc
                     filter4_grad_row(du[6 * i, kk, :nc], du[6 * i + 1, kk, :nc],
                                      du[6 * i + 2, kk, :nc], du[6 * i + 3, kk, :nc],
                                      du[6 * i + 4, kk, :nc], du[6 * i + 5, kk, :nc], gi, taps,

@@ -145,13 +145,15 @@ def input_block(x, c, g0, g1, th, tw, ph, pw, m, v, vc, xr, xo, t, to, p, acc):
         accumulate_nonfinite(xo[j, : 2 * nrows], acc)
     _bt_rows(m, xr, t, 0, wl)
     _bt_rows(m, xo, to, 0, 2 * nrows)
-    for i in range(m + 2):
-        _patch_columns(t, to, i, nrows, tw, m, p)
-        if m == 2:
+    if m == 2:
+        for i in range(4):
+            _patch_columns(t, to, i, nrows, tw, 2, p)
             bt2_rows(p[0, :nb], p[1, :nb], p[2, :nb], p[3, :nb],
                      v[4 * i, vc, :nb], v[4 * i + 1, vc, :nb], v[4 * i + 2, vc, :nb],
                      v[4 * i + 3, vc, :nb])  # fmt: skip
-        else:
+    else:
+        for i in range(6):
+            _patch_columns(t, to, i, nrows, tw, 4, p)
             bt4_rows(p[0, :nb], p[1, :nb], p[2, :nb], p[3, :nb], p[4, :nb], p[5, :nb],
                      v[6 * i, vc, :nb], v[6 * i + 1, vc, :nb], v[6 * i + 2, vc, :nb],
                      v[6 * i + 3, vc, :nb], v[6 * i + 4, vc, :nb],
@@ -163,23 +165,25 @@ def output_block(mm, k, g0, g1, th, tw, m, out, ko, bias, sb, yb):
     """out[n, ko, output rows of the tile rows g0 .. g1-1] = A^T M A (+ bias[ko] unless bias
     is empty), M = mm[:, k, tile]; outputs past the edges of ``out`` are dropped."""
     oh, ow = out.shape[2], out.shape[3]
-    wt, nb, a = tw * m, (g1 - g0) * tw, m + 2
-    for j in range(a):  # sb[r*a + j] = (A^T M)[r, j]
-        if m == 2:
+    wt, nb = tw * m, (g1 - g0) * tw
+    if m == 2:  # sb[r*a + j] = (A^T M)[r, j]; yb[r, tile*m + q] = (A^T M A)[r, q]
+        for j in range(4):
             at2_rows(mm[j, k, :nb], mm[4 + j, k, :nb], mm[8 + j, k, :nb], mm[12 + j, k, :nb],
                      sb[j, :nb], sb[4 + j, :nb])  # fmt: skip
-        else:
+        for r in range(2):
+            s = r * 4
+            at2_interleaved(sb[s, :nb], sb[s + 1, :nb], sb[s + 2, :nb], sb[s + 3, :nb],
+                            yb[r, : 2 * nb])  # fmt: skip
+    else:
+        for j in range(6):
             at4_rows(mm[j, k, :nb], mm[6 + j, k, :nb], mm[12 + j, k, :nb], mm[18 + j, k, :nb],
                      mm[24 + j, k, :nb], mm[30 + j, k, :nb],
                      sb[j, :nb], sb[6 + j, :nb], sb[12 + j, :nb], sb[18 + j, :nb])  # fmt: skip
-    for r in range(m):  # yb[r, tile*m + q] = (A^T M A)[r, q] (+ bias)
-        s = r * a
-        if m == 2:
-            at2_interleaved(sb[s, :nb], sb[s + 1, :nb], sb[s + 2, :nb], sb[s + 3, :nb],
-                            yb[r, : 2 * nb])  # fmt: skip
-        else:
+        for r in range(4):
+            s = r * 6
             at4_interleaved(sb[s, :nb], sb[s + 1, :nb], sb[s + 2, :nb], sb[s + 3, :nb],
                             sb[s + 4, :nb], sb[s + 5, :nb], yb[r, : 4 * nb])  # fmt: skip
+    for r in range(m):  # (+ bias)
         if bias.shape[0]:
             row, b = yb[r, : m * nb], bias[ko]
             for q in range(m * nb):
@@ -212,27 +216,31 @@ def _gather_grad(gy, k, g0, g1, th, tw, m, yb):
 def grad_output_block(gy, k, g0, g1, th, tw, m, dm, mk, yb, zb, sb, acc):
     """dm[:, mk, :(g1-g0)*TW] = A dY A^T for every output tile of gy[:, k] in the tile rows
     g0 .. g1-1 (dY zero past the edges); gy's values are checked into acc (all_finite)."""
-    nb, a = (g1 - g0) * tw, m + 2
+    nb = (g1 - g0) * tw
     _gather_grad(gy, k, g0, g1, th, tw, m, yb)
-    for r in range(m):  # sb[r*a + j] = (dY A^T)[r, j], through zb[r*m + q] = dY[r, q]
+    for r in range(m):
         accumulate_nonfinite(yb[r, : nb * m], acc)
-        z, s = r * m, r * a
-        if m == 2:
+    # sb[r*a + j] = (dY A^T)[r, j], through zb[r*m + q] = dY[r, q]; then
+    # dm[i*a + j] = (A dY A^T)[i, j]
+    if m == 2:
+        for r in range(2):
+            z, s = r * 2, r * 4
             deinterleave2(yb[r, : 2 * nb], zb[z, :nb], zb[z + 1, :nb])
             a2_rows(zb[z, :nb], zb[z + 1, :nb],
                     sb[s, :nb], sb[s + 1, :nb], sb[s + 2, :nb], sb[s + 3, :nb])  # fmt: skip
-        else:
+        for j in range(4):
+            a2_rows(sb[j, :nb], sb[4 + j, :nb],
+                    dm[j, mk, :nb], dm[4 + j, mk, :nb], dm[8 + j, mk, :nb],
+                    dm[12 + j, mk, :nb])  # fmt: skip
+    else:
+        for r in range(4):
+            z, s = r * 4, r * 6
             deinterleave4(yb[r, : 4 * nb], zb[z, :nb], zb[z + 1, :nb], zb[z + 2, :nb],
                           zb[z + 3, :nb])  # fmt: skip
             a4_rows(zb[z, :nb], zb[z + 1, :nb], zb[z + 2, :nb], zb[z + 3, :nb],
                     sb[s, :nb], sb[s + 1, :nb], sb[s + 2, :nb], sb[s + 3, :nb],
                     sb[s + 4, :nb], sb[s + 5, :nb])  # fmt: skip
-    for j in range(a):  # dm[i*a + j] = (A dY A^T)[i, j]
-        if m == 2:
-            a2_rows(sb[j, :nb], sb[4 + j, :nb],
-                    dm[j, mk, :nb], dm[4 + j, mk, :nb], dm[8 + j, mk, :nb],
-                    dm[12 + j, mk, :nb])  # fmt: skip
-        else:
+        for j in range(6):
             a4_rows(sb[j, :nb], sb[6 + j, :nb], sb[12 + j, :nb], sb[18 + j, :nb],
                     dm[j, mk, :nb], dm[6 + j, mk, :nb], dm[12 + j, mk, :nb],
                     dm[18 + j, mk, :nb], dm[24 + j, mk, :nb], dm[30 + j, mk, :nb])  # fmt: skip
