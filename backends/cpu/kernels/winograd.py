@@ -219,14 +219,24 @@ def _transpose_channel(src, dst, c, n):
 
 
 @njit(cache=True, inline="always")
+def _sum_threads(du, k0, k1):
+    """du[0, :, k0:k1] += du[t, :, k0:k1] for every other thread t. Loops, not the slice
+    expression: that compiles its shape-mismatch error message, ~2 s of cold start."""
+    for t in range(1, du.shape[0]):
+        for xi in range(du.shape[1]):
+            for k in range(k0, k1):
+                for c in range(du.shape[3]):
+                    du[0, xi, k, c] += du[t, xi, k, c]
+
+
+@njit(cache=True, inline="always")
 def _weight_grad_phase2(tid, nt, gw, m, by_tiles, step, nb, v, dm, du, taps):
     """tiles schedule: gw = G^T (du summed over threads) G for a run of output channels; channels:
     every nt-th block of ``step`` output channels: GEMMs over all tiles, filter transform."""
     kout, cin, a2 = gw.shape[0], gw.shape[1], du.shape[1]
     if by_tiles:
         k0, k1 = _part(tid, nt, kout)
-        for t in range(1, du.shape[0]):
-            du[0, :, k0:k1] += du[t, :, k0:k1]
+        _sum_threads(du, k0, k1)
         filter_grad_block(du[0], k0, k0, k1, m, gw, taps[tid])
         return
     for j in range(tid, -(-kout // step), nt):
