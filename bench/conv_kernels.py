@@ -47,6 +47,7 @@ EXTRA = [
     ("3x3 64->128 s2 32x32 b8", (8, 64, 32, 32), (128, 64, 3, 3), 2, 1),
     ("1x1 256->64 16x16 b8", (8, 256, 16, 16), (64, 256, 1, 1), 1, 0),
     ("7x7 3->64 s2 64x64 b8", (8, 3, 64, 64), (64, 3, 7, 7), 2, 3),
+    ("3x3 256->256 2x2 b64", (64, 256, 2, 2), (256, 256, 3, 3), 1, 1),  # the CLI model's layer3
 ]
 # CIFAR ResNet-18 (models.resnet18(small_input=True)) at batch 32: the stem, each stage's
 # 3x3 conv, and the stride-2 3x3 convs and 1x1 downsamples between the stages.

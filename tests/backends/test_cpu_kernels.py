@@ -47,6 +47,9 @@ CONV_CASES = [
     (2, 4, 2, 2, 6, 3, 3, (2, 2), (1, 1), (1, 1), 1),  # stride 2 on 2x2: a 2x2 full window
     (2, 4, 1, 3, 4, 3, 3, (1, 1), (1, 1), (1, 1), 2),  # 1x3 map, groups: rows cropped only
     (2, 2, 2, 2, 3, 3, 3, (1, 1), (2, 2), (2, 2), 1),  # dilation 2: the centre tap only
+    # every output pixel reads every input pixel: one GEMM with the conv's matrix (conv_dense.py)
+    (2, 3, 2, 2, 5, 3, 3, (1, 1), (1, 1), (1, 1), 1),  # 3x3 on a 2x2 map
+    (32, 2, 2, 3, 3, 3, 5, (1, 1), (1, 2), (1, 1), 1),  # the batch from which it is picked
     # im2col/col2im over the stride's phases (conv_phases.py): output = input / stride
     (2, 3, 8, 6, 4, 3, 3, (2, 2), (1, 1), (1, 1), 1),  # ResNet's stride-2 3x3
     (1, 2, 12, 12, 3, 7, 7, (2, 2), (3, 3), (1, 1), 1),  # the ImageNet stem's 7x7

@@ -7,6 +7,9 @@ preallocated output:
   gradient accumulates one GEMM per image);
 - ``full_window``: the kernel covers the whole unpadded input (output 1x1, e.g. LeNet's C5): one
   GEMM over the batch, the input read as an (N, C*H*W) matrix;
+- ``dense``: maps no larger than the kernel's reach (every output pixel reads every input
+  pixel: a 3x3 pad-1 conv on a 2x2 map): one GEMM over the batch with the conv's matrix
+  (conv_dense.py), x and y read and written in place;
 - ``direct``: stride-1 convs with few channels: vectorized direct loops on a flat padded layout
   (conv_direct.py); the GEMMs these would need have tiny dimensions and run far below BLAS speed;
 - ``indirect``: stride-1 convs that reduce over many taps: a register-blocked GEMM
@@ -38,6 +41,7 @@ import math
 import numpy as np
 
 from . import conv_chunks as _c
+from . import conv_dense as _dn
 from . import conv_direct as _d
 from . import conv_gemm as _g
 from . import conv_indirect as _i
@@ -104,6 +108,22 @@ def _full_window_launch(n, k):
     return launch
 
 
+def _dense_forward_launch(x_shape, w_shape, out_shape, sh, sw, ph, pw, dh, dw):
+    n, k = out_shape[:2]
+    matrix = _dn.matrix_launch(x_shape, w_shape, (sh, sw), (ph, pw), (dh, dw))
+    im2col = _forward_launch(x_shape, w_shape, out_shape, sh, sw, ph, pw, dh, dw, 1, "im2col")
+
+    def dense(x, w, b, out):
+        if not all_finite(w.reshape(-1)):  # im2col multiplies it by padding zeros: NaN
+            im2col(x, w, b, out)
+            return
+        matmul(x.reshape(n, -1), matrix(w), out.reshape(n, -1), False, True)
+        if b.shape[0]:
+            _g.add_bias(out.reshape(n, k, -1), b)
+
+    return dense
+
+
 def forward_launch(x_shape, w_shape, out_shape, sh, sw, ph, pw, dh, dw, groups, algorithm=None):
     """``conv2d_forward`` for these shapes with every per-call decision (algorithm, work
     split, kernel crop) taken once: a function (x, w, b, out) of C-contiguous arrays of one
@@ -138,6 +158,8 @@ def _forward_launch(x_shape, w_shape, out_shape, sh, sw, ph, pw, dh, dw, groups,
     n, k = out_shape[:2]
     if algo == "full_window":
         return _full_window_launch(n, k)
+    if algo == "dense":
+        return _dense_forward_launch(x_shape, w_shape, out_shape, sh, sw, ph, pw, dh, dw)
     if algo == "direct":
         return _direct_forward_launch(x_shape, w_shape, out_shape, ph, pw, dh, dw, groups)
     if algo == "indirect":
@@ -198,6 +220,9 @@ def conv2d_backward_input(gy, w, gx, sh, sw, ph, pw, dh, dw, groups, *, algorith
         )
     elif algo == "full_window":
         matmul(gy.reshape(n, k), w.reshape(k, -1), gx.reshape(n, -1), False, False)
+    elif algo == "dense":
+        matrix = _dn.matrix_launch(gx.shape, w.shape, (sh, sw), (ph, pw), (dh, dw))
+        matmul(gy.reshape(n, -1), matrix(w), gx.reshape(n, -1), False, False)
     elif algo == "direct":
         flat, plane, wg = _d.repadded_output_grad(gy, gx.shape, w.shape, ph, pw, dh, dw)
         gyp = flat.reshape(n, k, plane)
@@ -253,6 +278,10 @@ def conv2d_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, *, algorit
         group_weight_grad_per_image(x.reshape(n, c, h * wd), gy.reshape(n, k, h * wd), gw, groups)
     elif algo == "full_window":
         matmul(gy.reshape(n, k), x.reshape(n, -1), gw.reshape(k, -1), True, False)
+    elif algo == "dense" and all_finite(gy.reshape(-1)):  # (else: im2col, below)
+        t = np.empty((k * oh * ow, c * h * wd), dtype=x.dtype)
+        matmul(gy.reshape(n, -1), x.reshape(n, -1), t, True, False)
+        _dn.fold_launch(x.shape, gw.shape, (sh, sw), (ph, pw), (dh, dw))(t, gw)
     elif algo == "direct":
         hp, wp = h + 2 * ph, wd + 2 * pw
         lp = (oh - 1) * wp + ow

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import conv_dense as _dn
 from . import conv_indirect as _i
 from . import winograd as _w
 
-ALGORITHMS = ("gemm1x1", "full_window", "direct", "winograd", "indirect", "im2col")
+ALGORITHMS = ("gemm1x1", "full_window", "dense", "direct", "winograd", "indirect", "im2col")
 # Crossovers measured with bench/conv_kernels.py --all --extra (2 cores, float32): the direct
 # kernels win while the GEMM im2col would feed BLAS is thin (reduction C/g*KH*KW up to ~200 for
 # forward: 3x3 16->16 and LeNet C3's 150 win direct, 3x3 32->32's 288 and 64->64's 576 win
@@ -46,6 +47,12 @@ WINOGRAD_MIN_TILES = 32
 # strided pixels), which stays. A short reduction on a small output (LeNet's C1 at batch 1,
 # 4704 outputs: 0.014 ms against direct's 0.010, and a copy of the input for the kernel's
 # tail) stays direct.
+# The dense GEMM (conv_dense.py) where it applies, from this batch on. 3x3 on 2x2 maps with
+# 256 channels (the ImageNet-stem ResNet-18's layer3), forward / input / weight gradient, ms:
+# batch 64 0.80/0.82/0.71 against Winograd's 1.24/1.44/1.48; batch 32 0.64/0.64/0.53 against
+# 0.81/0.89/0.88 (im2col 0.86/1.30/0.76); batch 16 0.55/0.55/0.49 against im2col's
+# 0.48/0.68/0.42. Below, building its matrix (K*C*P*Q values) costs more than the GEMMs save.
+DENSE_MIN_BATCH = 32
 INDIRECT_MIN_CHANNELS = 16
 INDIRECT_MIN_REDUCTION = 64
 INDIRECT_MIN_PIXEL_ROWS = 3
@@ -64,6 +71,8 @@ def applicable_algorithms(kind, x_shape, w_shape, stride, padding, dilation, gro
         algos.append("gemm1x1")
     if groups == 1 and ph == pw == 0 and dh == dw == 1 and (kh, kw) == (h, w):
         algos.append("full_window")
+    if _dn.applies(x_shape, w_shape, stride, padding, dilation, groups):
+        algos.append("dense")
     if sh == sw == 1:
         algos.append("direct")
     # padding <= 2: the input gradient's conv (padding 2 - p) then has none below zero
@@ -112,6 +121,8 @@ def choose_algorithm(kind, x_shape, w_shape, stride, padding, dilation, groups):
         return "full_window"
     if algos[0] == "gemm1x1":  # a plain GEMM: always best
         return algos[0]
+    if "dense" in algos and x_shape[0] >= DENSE_MIN_BATCH:
+        return "dense"
     k, cg, kh, kw = w_shape
     pays = _indirect_pays(kind, x_shape, w_shape, stride, padding, dilation, groups)
     if "direct" not in algos:  # strided (see INDIRECT_MIN_REDUCTION)
