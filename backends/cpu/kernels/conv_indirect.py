@@ -166,11 +166,12 @@ def weight_grad_kernel(a, image, taps, pix, gt, gw, vectors, per, span):
 
 
 @sized_kernel(size_arg=5, min_elements=1 << 10)
-def pixels_kernel(a, image, taps, wpk, wtab, out, b, pitch, chunks):
+def pixels_kernel(a, image, taps, wpk, wtab, rows, out, b, pitch, chunks):
     """out (N, K, OH, OW) = a stride-1 conv with the output's positions along the vector
     lanes: image n of the input at a[n*image] in flat planes of row pitch ``pitch``, tap t of
     group g at offset taps[g, t] from an output position; wpk (G, Kr, T) the weights with each
-    group's channels padded to Kr (whole blocks of PIXEL_ROWS), wtab (G, T) = g*Kr*T + t;
+    group's channels padded to Kr (whole blocks of PIXEL_ROWS), wtab (G, T) = g*Kr*T + t,
+    rows (Kr,) = r*T (an argument: np.arange in the kernel cost 0.3 s of cold start);
     b (K,) the bias unless empty. A work item is one of ``chunks`` runs of output rows of an
     image and a block of channels: its blocks of positions (y*pitch + x, those with x >= OW
     computed and dropped) land side by side in a scratch plane, copied out row by row at the
@@ -184,7 +185,6 @@ def pixels_kernel(a, image, taps, wpk, wtab, out, b, pitch, chunks):
     nrt = kr // mr
     rows_per = -(-oh // chunks)
     has_b = b.shape[0] > 0
-    rows = np.arange(kr) * t_
     for q in prange(n_ * groups * nrt * chunks):
         y0 = (q % chunks) * rows_per
         rt = (q // chunks) % nrt
@@ -263,6 +263,7 @@ def _conv_plan(plane, pitch, out_shape, w_shape, stride, dilation, groups, dtype
         _, taps, _ = tables(n, c, plane, pitch, (oh, ow), (kh, kw), stride, dilation, groups, 1)
         kr = -(-kg // PIXEL_ROWS) * PIXEL_ROWS
         wtab = weight_table(groups, kr, t)
+        rows = read_only(np.arange(kr, dtype=np.int64) * t)[0]
         chunks = _row_chunks(n * groups * (kr // PIXEL_ROWS), oh)
         kernel = pixels_kernel.for_size(size)
 
@@ -271,7 +272,7 @@ def _conv_plan(plane, pitch, out_shape, w_shape, stride, dilation, groups, dtype
             if kr != kg:
                 wpk = np.zeros((groups, kr, t), dtype=w.dtype)
                 wpk[:, :kg] = w.reshape(groups, kg, t)
-            kernel(xf, c * plane, taps, wpk, wtab, out, b, pitch, chunks)
+            kernel(xf, c * plane, taps, wpk, wtab, rows, out, b, pitch, chunks)
 
         return pixels, _tail(dtype)
     vectors, blocks = column_blocks(kg, dtype)
