@@ -58,6 +58,7 @@ def test_where_a_pixel_pair_has_no_tap_it_does_not_apply():
     one = ((1, 1), (1, 1), (1, 1))
     assert conv_dense.tap_table((3, 3), (3, 3), *one) is None  # corner to far corner
     assert conv_dense.tap_table((2, 2), (3, 3), (1, 1), (2, 2), (2, 2)) is None  # dilation 2
+    assert conv_dense.tap_table((2, 2), (5, 5), (1, 1), (0, 0), (1, 1)) is None  # no output
     assert not conv_dense.applies((2, 4, 2, 2), (4, 2, 3, 3), *one, 2)  # groups
     big = 1 + int(np.sqrt(conv_dense.DENSE_MAX_ENTRIES)) // 4  # channels: T too large
     assert not conv_dense.applies((2, big, 2, 2), (big, big, 3, 3), *one, 1)

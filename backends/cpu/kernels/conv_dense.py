@@ -17,10 +17,10 @@ image's only tile for the same multiplications, im2col copies each input 9 times
 (each weight copied P*Q/taps times) is what ``dense`` adds; the GEMMs amortize it over the
 batch (DENSE_MIN_BATCH).
 
-NaN and infinities: T' and X' form only products that im2col forms too; Y also, except im2col's
-products of the padding zeros with the weights, which are zero unless a weight is not
-finite, so the forward checks the weights (the weight gradient, the output gradient: its
-products with im2col's padding zeros) and the caller falls back to im2col.
+NaN and infinities: the GEMMs form a subset of im2col's products. They leave out those of the
+padding zeros, with the weights (forward) and with the output gradient (weight gradient), which
+are zero unless that operand holds a NaN or an infinity: conv.py checks it and falls back to
+im2col. The input gradient leaves out nothing that im2col keeps.
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ def tap_table(x_hw, w_hw, stride, padding, dilation) -> np.ndarray | None:
         (s + 2 * p - d * (k - 1) - 1) // st + 1
         for s, k, st, p, d in zip(x_hw, w_hw, stride, padding, dilation)
     ]
+    if min(outs) < 1:  # (a window larger than the padded input: no output pixel)
+        return None
     rows, cols = (
         _axis_taps(s, o, k, st, p, d)
         for s, o, k, st, p, d in zip(x_hw, outs, w_hw, stride, padding, dilation)
