@@ -171,7 +171,7 @@ def pixels_kernel(a, image, taps, wpk, wtab, rows, out, b, pitch, chunks):
     lanes: image n of the input at a[n*image] in flat planes of row pitch ``pitch``, tap t of
     group g at offset taps[g, t] from an output position; wpk (G, Kr, T) the weights with each
     group's channels padded to Kr (whole blocks of PIXEL_ROWS), wtab (G, T) = g*Kr*T + t,
-    rows (Kr,) = r*T (an argument: np.arange in the kernel cost 0.3 s of cold start);
+    rows (Kr,) = r*T (an argument: np.arange in the kernel cost 0.5 s of cold start);
     b (K,) the bias unless empty. A work item is one of ``chunks`` runs of output rows of an
     image and a block of channels: its blocks of positions (y*pitch + x, those with x >= OW
     computed and dropped) land side by side in a scratch plane, copied out row by row at the
