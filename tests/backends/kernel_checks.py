@@ -50,23 +50,42 @@ def conv_case(n, c, h, w, k, kh, kw, stride, pad, dil, groups, bias, dtype, seed
     return x, wt, b, y.detach().numpy(), gy.numpy(), xt.grad.numpy(), wtt.grad.numpy()
 
 
+def conv_pass(kind, x, w, b, gy, args, algorithm=None, fill=np.nan):
+    """The output of conv.py's entry point for ``kind`` (one of CONV_KINDS) on these operands,
+    args = (*stride, *padding, *dilation, groups); the output starts filled with ``fill``."""
+    from numbagrad.backends.cpu.kernels import conv
+
+    if kind == "forward":
+        out = np.full(gy.shape, fill, x.dtype)
+        conv.conv2d_forward(x, w, b, out, *args, algorithm=algorithm)
+    elif kind == "backward_input":
+        out = np.full(x.shape, fill, x.dtype)
+        conv.conv2d_backward_input(gy, w, out, *args, algorithm=algorithm)
+    else:
+        out = np.full(w.shape, fill, x.dtype)
+        conv.conv2d_backward_weight(x, gy, out, *args, algorithm=algorithm)
+    return out
+
+
 def run_conv(case, stride, pad, dil, groups, dtype, algorithm=None, kinds=None):
     """conv.py's entry points (``kinds`` of them, all by default) on a conv_case, against it;
     the outputs start as NaN, so an output a kernel never writes fails."""
-    from numbagrad.backends.cpu.kernels import conv
-
     x, w, b, y, gy, gx_ref, gw_ref = case
     args = (*stride, *pad, *dil, groups)
-    kinds = kinds or ("forward", "backward_input", "backward_weight")
-    if "forward" in kinds:
-        out = np.full(y.shape, np.nan, dtype)
-        conv.conv2d_forward(x, w, b, out, *args, algorithm=algorithm)
-        assert_close(out, y, dtype)
-    if "backward_input" in kinds:
-        gx = np.full(x.shape, np.nan, dtype)
-        conv.conv2d_backward_input(gy, w, gx, *args, algorithm=algorithm)
-        assert_close(gx, gx_ref, dtype)
-    if "backward_weight" in kinds:
-        gw = np.full(w.shape, np.nan, dtype)
-        conv.conv2d_backward_weight(x, gy, gw, *args, algorithm=algorithm)
-        assert_close(gw, gw_ref, dtype)
+    refs = dict(zip(CONV_KINDS, (y, gx_ref, gw_ref)))
+    for kind in kinds or CONV_KINDS:
+        assert_close(conv_pass(kind, x, w, b, gy, args, algorithm), refs[kind], dtype)
+
+
+def assert_nonfinite_as_im2col(shape, kind, operand, algorithm):
+    """With NaN and infinities planted in ``operand`` ("x", "w" or "gy") of a conv of
+    ``shape`` (test_cpu_kernels.CONV_CASES' tuple), ``algorithm`` puts them where im2col does
+    (whose results match PyTorch's: test_nonfinite_torch.py)."""
+    *dims, stride, pad, dil, groups = shape
+    x, w, b, _, gy, _, _ = conv_case(*dims, stride, pad, dil, groups, True, np.float32)
+    plant({"x": x, "w": w, "gy": gy}[operand], (np.inf, np.nan, -np.inf))
+    args = (*stride, *pad, *dil, groups)
+    got, ref = (conv_pass(kind, x, w, b, gy, args, a, 7.0) for a in (algorithm, "im2col"))
+    assert np.isnan(ref).any() or np.isinf(ref).any()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4, equal_nan=True)

@@ -13,8 +13,8 @@ from kernel_checks import (  # noqa: E402
     CONV_KINDS,
     NONFINITE_OPERANDS,
     assert_close,
+    assert_nonfinite_as_im2col,
     conv_case,
-    plant,
     run_conv,
 )
 
@@ -86,30 +86,10 @@ def test_a_tap_no_pixel_pair_reads_gets_a_zero_gradient():
 
 @pytest.mark.parametrize("kind, operand", NONFINITE_OPERANDS)
 def test_nan_and_inf_as_im2col(kind, operand):
-    """NaN and infinities land where im2col puts them (whose results match PyTorch's:
-    test_nonfinite_torch.py): im2col multiplies padding zeros by the weights (forward) and by
-    the output gradient (weight gradient), which dense does not, so it falls back there."""
-    x, w, b, _, gy, _, _ = conv_case(4, 5, 2, 2, 6, 3, 3, (1, 1), (1, 1), (1, 1), 1, True,
-                                     np.float32)  # fmt: skip
-    plant({"x": x, "w": w, "gy": gy}[operand], (np.inf, np.nan, -np.inf))
-    args = (1, 1, 1, 1, 1, 1, 1)
-
-    def run(algorithm):
-        if kind == "forward":
-            out = np.full(gy.shape, 7.0, np.float32)
-            conv.conv2d_forward(x, w, b, out, *args, algorithm=algorithm)
-        elif kind == "backward_input":
-            out = np.full(x.shape, 7.0, np.float32)
-            conv.conv2d_backward_input(gy, w, out, *args, algorithm=algorithm)
-        else:
-            out = np.full(w.shape, 7.0, np.float32)
-            conv.conv2d_backward_weight(x, gy, out, *args, algorithm=algorithm)
-        return out
-
-    got, ref = run("dense"), run("im2col")
-    assert np.isnan(ref).any() or np.isinf(ref).any()
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
-    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4, equal_nan=True)
+    """im2col multiplies padding zeros by the weights (forward) and by the output gradient
+    (weight gradient), which dense does not: it falls back to im2col there."""
+    shape = (4, 5, 2, 2, 6, 3, 3, (1, 1), (1, 1), (1, 1), 1)
+    assert_nonfinite_as_im2col(shape, kind, operand, "dense")
 
 
 def test_dispatch_picks_dense_from_its_batch_on():

@@ -19,8 +19,8 @@ from kernel_checks import (  # noqa: E402
     CONV_KINDS,
     DTYPES,
     NONFINITE_OPERANDS,
+    assert_nonfinite_as_im2col,
     conv_case,
-    plant,
     run_conv,
 )
 
@@ -75,30 +75,9 @@ def test_blocking_cases_cover_the_blocks():
 
 @pytest.mark.parametrize("kind, operand", NONFINITE_OPERANDS)
 def test_nan_and_inf_as_im2col(kind, operand):
-    """NaN and infinities land where im2col puts them (whose results match PyTorch's:
-    test_nonfinite_torch.py); with padding, so zeros meet the infinities."""
+    """With padding, so zeros meet the infinities."""
     shape = (2, 5, 6, 7, 20, 3, 3, (1, 1), (1, 1), (1, 1), 1)
-    *dims, stride, pad, dil, groups = shape
-    x, w, b, _, gy, _, _ = conv_case(*dims, stride, pad, dil, groups, True, np.float32)
-    plant({"x": x, "w": w, "gy": gy}[operand], (np.inf, np.nan, -np.inf))
-    args = (*stride, *pad, *dil, groups)
-
-    def run(algorithm):
-        if kind == "forward":
-            out = np.full((2, 20, 6, 7), 7.0, np.float32)
-            conv.conv2d_forward(x, w, b, out, *args, algorithm=algorithm)
-        elif kind == "backward_input":
-            out = np.full(x.shape, 7.0, np.float32)
-            conv.conv2d_backward_input(gy, w, out, *args, algorithm=algorithm)
-        else:
-            out = np.full(w.shape, 7.0, np.float32)
-            conv.conv2d_backward_weight(x, gy, out, *args, algorithm=algorithm)
-        return out
-
-    got, ref = run("indirect"), run("im2col")
-    assert np.isnan(ref).any() or np.isinf(ref).any()
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
-    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4, equal_nan=True)
+    assert_nonfinite_as_im2col(shape, kind, operand, "indirect")
 
 
 def test_dispatch_picks_indirect_where_it_was_measured_faster():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kernel_checks import CONV_KINDS, NONFINITE_OPERANDS, plant
+from kernel_checks import CONV_KINDS, NONFINITE_OPERANDS, conv_pass, plant
 
 from numbagrad.backends.cpu.kernels import conv, winograd
 from numbagrad.backends.cpu.threads import single_threaded_blas
@@ -45,17 +45,7 @@ def _arrays(n, c, h, w, k, ph, pw, dtype, seed=0):
 
 def _run(kind, x, w, b, gy, ph, pw, algorithm):
     """The conv.py entry point of ``kind`` (stride 1, padding ph, pw) with ``algorithm``."""
-    args = (1, 1, ph, pw, 1, 1, 1)
-    if kind == "forward":
-        out = np.full(gy.shape, np.nan, x.dtype)
-        conv.conv2d_forward(x, w, b, out, *args, algorithm=algorithm)
-    elif kind == "backward_input":
-        out = np.full(x.shape, np.nan, x.dtype)
-        conv.conv2d_backward_input(gy, w, out, *args, algorithm=algorithm)
-    else:
-        out = np.full(w.shape, np.nan, x.dtype)
-        conv.conv2d_backward_weight(x, gy, out, *args, algorithm=algorithm)
-    return out
+    return conv_pass(kind, x, w, b, gy, (1, 1, ph, pw, 1, 1, 1), algorithm)
 
 
 def _reference(kind, x, w, b, gy, ph, pw):
