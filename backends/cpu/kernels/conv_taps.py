@@ -62,49 +62,40 @@ def crop_weight(w: np.ndarray, crop: Crop) -> tuple[np.ndarray, bool]:
     (dropped taps included) is finite."""
     live = np.empty(cropped_shape(w.shape, crop), w.dtype)
     nonfinite = np.empty(w.shape[0], np.bool_)
-    _copy_live(w, live, crop[0][0][0], crop[0][1][0], nonfinite)
+    _move_taps(w, live, crop[0][0][0], crop[0][1][0], True, nonfinite)
     return live, not nonfinite.any()
 
 
 def uncrop_grad(gw_live: np.ndarray, gw: np.ndarray, crop: Crop) -> None:
     """gw = the weight gradient whose live taps are gw_live and whose dropped taps are 0."""
-    _copy_uncropped(gw_live, gw, crop[0][0][0], crop[0][1][0])
+    _move_taps(gw, gw_live, crop[0][0][0], crop[0][1][0], False, np.empty(0, np.bool_))
 
 
-# Parallel kernels, not NumPy's strided copies: 512 -> 256 channels cropped from 3x3 to 2x2
+# A parallel kernel, not NumPy's strided copies: 512 -> 256 channels cropped from 3x3 to 2x2
 # took 1.1 ms to crop and 1.2 ms to uncrop, about two thirds of each pass of the conv.
 @sized_kernel(size_arg=0, min_elements=1 << 18)
-def _copy_live(w, live, i0, j0, nonfinite):
-    """live[k, c, i, j] = w[k, c, i0 + i, j0 + j]; nonfinite[k] whether some value of w[k] is
-    a NaN or an infinity."""
-    kh, kw = w.shape[2], w.shape[3]
+def _move_taps(full, live, i0, j0, to_live, nonfinite):
+    """Crop (``to_live``): live[k, c, i, j] = full[k, c, i0 + i, j0 + j], and nonfinite[k]
+    whether some value of full[k] is a NaN or an infinity. Uncrop: full[k, c, i0 + i, j0 + j]
+    = live[k, c, i, j], and 0 at the other taps."""
+    taps, kw = full.shape[2] * full.shape[3], full.shape[3]
     lh, lw = live.shape[2], live.shape[3]
-    wf = w.reshape(w.shape[0], -1)
+    ff = full.reshape(full.shape[0], -1)
     lf = live.reshape(live.shape[0], -1)
-    for k in prange(w.shape[0]):
-        src, dst = wf[k], lf[k]
-        nonfinite[k] = not all_finite(src)
+    for k in prange(full.shape[0]):
+        fk, lk = ff[k], lf[k]
+        if to_live:
+            nonfinite[k] = not all_finite(fk)
+        else:
+            for e in range(fk.shape[0]):
+                fk[e] = 0
         for i in range(lh):
             for j in range(lw):
-                full, live_ = (i0 + i) * kw + j0 + j, i * lw + j
-                _copy_channels(dst, live_, lh * lw, src, full, kh * kw, w.shape[1])
-
-
-@sized_kernel(size_arg=1, min_elements=1 << 18)
-def _copy_uncropped(live, gw, i0, j0):
-    """gw[k, c, i, j] = live[k, c, i - i0, j - j0] inside the live taps, else 0."""
-    kh, kw = gw.shape[2], gw.shape[3]
-    lh, lw = live.shape[2], live.shape[3]
-    gf = gw.reshape(gw.shape[0], -1)
-    lf = live.reshape(live.shape[0], -1)
-    for k in prange(gw.shape[0]):
-        dst, src = gf[k], lf[k]
-        for e in range(dst.shape[0]):
-            dst[e] = 0
-        for i in range(lh):
-            for j in range(lw):
-                full, live_ = (i0 + i) * kw + j0 + j, i * lw + j
-                _copy_channels(dst, full, kh * kw, src, live_, lh * lw, gw.shape[1])
+                f, li = (i0 + i) * kw + j0 + j, i * lw + j
+                if to_live:
+                    _copy_channels(lk, li, lh * lw, fk, f, taps, full.shape[1])
+                else:
+                    _copy_channels(fk, f, taps, lk, li, lh * lw, full.shape[1])
 
 
 @njit(cache=True, inline="always")
