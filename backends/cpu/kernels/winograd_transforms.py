@@ -183,8 +183,8 @@ def output_block(mm, k, g0, g1, th, tw, m, out, ko, bias, sb, yb):
             s = r * 6
             at4_interleaved(sb[s, :nb], sb[s + 1, :nb], sb[s + 2, :nb], sb[s + 3, :nb],
                             sb[s + 4, :nb], sb[s + 5, :nb], yb[r, : 4 * nb])  # fmt: skip
-    for r in range(m):  # (+ bias)
-        if bias.shape[0]:
+    if bias.shape[0]:
+        for r in range(m):
             row, b = yb[r, : m * nb], bias[ko]
             for q in range(m * nb):
                 row[q] += b
