@@ -69,11 +69,12 @@ def _vector_at(builder, base, offset, vty):
 
 
 @functools.cache
-def microkernel(rows: int, vectors: int):
+def microkernel(rows: int, vectors: int, accumulate: bool = False):
     """The intrinsic ``mk(c, c0, ldc, a, a0, ra, r0, ka, k0, kk, b, b0, ldb)`` (arrays are
     C-contiguous of one float dtype, tables int64; see the module docstring). It overwrites
-    the block of C. ``ldb`` may also be a table: row k of B then starts at b0 + ldb[k0 + k]
-    (B a conv's input, its rows the taps' shifts, its vectors consecutive pixels)."""
+    the block of C, or with ``accumulate`` adds to it (the packed GEMM's panels of K).
+    ``ldb`` may also be a table: row k of B then starts at b0 + ldb[k0 + k] (B a conv's
+    input, its rows the taps' shifts, its vectors consecutive pixels)."""
 
     @intrinsic
     def mk(typingctx, c, c0, ldc, a, a0, ra, r0, ka, k0, kk, b, b0, ldb):
@@ -97,9 +98,32 @@ def microkernel(rows: int, vectors: int):
             for i in range(rows):
                 ri = builder.load(builder.gep(rp, [builder.add(r0_, ir.Constant(i64, i))]))
                 a_rows.append(builder.gep(ap, [builder.add(a0_, ri)]))
+            c_vecs = [
+                [
+                    _vector_at(
+                        builder,
+                        cp,
+                        builder.add(
+                            builder.add(c0_, builder.mul(ldc_, ir.Constant(i64, i))),
+                            ir.Constant(i64, j * width),
+                        ),
+                        vty,
+                    )
+                    for j in range(vectors)
+                ]
+                for i in range(rows)
+            ]
             accs = [
-                [cgutils.alloca_once_value(builder, ir.Constant(vty, None)) for _ in range(vectors)]
-                for _ in range(rows)
+                [
+                    cgutils.alloca_once_value(
+                        builder,
+                        builder.load(c_vecs[i][j], align=1)
+                        if accumulate
+                        else ir.Constant(vty, None),
+                    )
+                    for j in range(vectors)
+                ]
+                for i in range(rows)
             ]
             suffix = f"v{width}f{'32' if cty.dtype == types.float32 else '64'}"
             fma = cgutils.get_or_insert_function(
@@ -131,12 +155,8 @@ def microkernel(rows: int, vectors: int):
                         acc = builder.load(accs[i][j])
                         builder.store(builder.call(fma, [s, b_vecs[j], acc]), accs[i][j])
             for i in range(rows):
-                c_row = builder.add(c0_, builder.mul(ldc_, ir.Constant(i64, i)))
                 for j in range(vectors):
-                    dst = _vector_at(
-                        builder, cp, builder.add(c_row, ir.Constant(i64, j * width)), vty
-                    )
-                    builder.store(builder.load(accs[i][j]), dst, align=1)
+                    builder.store(builder.load(accs[i][j]), c_vecs[i][j], align=1)
             return context.get_dummy_value()
 
         return sig, codegen
