@@ -14,7 +14,9 @@ numbagrad's modules and of its generated kernels (``numbagrad_generated.*``) get
 - the entries of numbagrad's hand-written kernels sit in a folder named by a digest of every
   source file of ``backends/``: Numba checks only the stamp of a function's own file, while a
   cached kernel holds the machine code of the kernels it calls from other files, so an edit there
-  would leave it running stale code (a changed calling convention crashes the process).
+  would leave it running stale code (a changed calling convention crashes the process). The
+  digest also covers the BLAS libraries loaded, which decide what ``gemm`` calls;
+- ``@cfunc(cache=True)`` callbacks of numbagrad's get the same cache.
 
 Every other function in the process keeps Numba's own cache. Importing this module sets that up;
 the CPU backend imports it before its kernels are decorated. The CUDA backend mixes the same
@@ -41,6 +43,7 @@ from numba.core.caching import (
     _CacheLocator,
     _SourceFileBackedLocatorMixin,
 )
+from numba.core.ccallback import CFunc
 from numba.core.registry import CPUDispatcher
 
 from ..errors import CacheWarning
@@ -75,9 +78,26 @@ def sources_digest(root: Path = _BACKENDS) -> str:
     return h.hexdigest()[:16]
 
 
+def folder_digest(sources: str, libraries: list[tuple[str, str | None]]) -> str:
+    """The digest that names the hand-written kernels' folder: of their ``sources`` digest and
+    of the BLAS ``libraries`` they call with their kernel sets (``threads.blas_architectures``).
+    ``blas.gemm`` is compiled to call the packed GEMM by symbol, or BLAS, by what those are
+    (cpu/kernels/packed_gemm.py), so entries compiled beside one BLAS must not load beside
+    another."""
+    return hashlib.sha256(f"{sources}\n{libraries}".encode()).hexdigest()[:16]
+
+
+@functools.cache
+def kernels_digest() -> str:
+    """``folder_digest`` of this installation (read once per process)."""
+    from .cpu.threads import blas_architectures
+
+    return folder_digest(sources_digest(), blas_architectures())
+
+
 class KernelLocator(_SourceFileBackedLocatorMixin, _CacheLocator):
     """``<root>/<folder>_<hash of the folder>``, the subfolder Numba itself would use, with
-    ``_<sources_digest()>`` after it for numbagrad's own source files. numba-cuda's
+    ``_<kernels_digest()>`` after it for numbagrad's own source files. numba-cuda's
     caches ask a locator the same four things (its caching module is a copy of Numba's), so the
     CUDA backend's cache uses this class too."""
 
@@ -86,7 +106,7 @@ class KernelLocator(_SourceFileBackedLocatorMixin, _CacheLocator):
         self._lineno = py_func.__code__.co_firstlineno
         folder = self.get_suitable_cache_subpath(py_file)
         if Path(py_file).resolve().is_relative_to(_BACKENDS):
-            folder = f"{folder}_{sources_digest()}"
+            folder = f"{folder}_{kernels_digest()}"
         self._cache_path = str(numba_cache_root() / folder)
 
     def get_cache_path(self) -> str:
@@ -182,15 +202,23 @@ def _is_numbagrad_function(py_func: Callable) -> bool:
     return (py_func.__module__ or "").partition(".")[0] in _OWN_PACKAGES
 
 
-def _enable_caching(dispatcher: CPUDispatcher) -> None:
-    if _is_numbagrad_function(dispatcher.py_func):
-        dispatcher._cache = kernel_cache(dispatcher.py_func)
-    else:
-        _numba_enable_caching(dispatcher)
+def _own_cache(cls: type, py_func_of: Callable) -> None:
+    """Make ``cls.enable_caching`` give numbagrad's functions ``kernel_cache``."""
+    numbas = cls.enable_caching
+
+    def enable_caching(compiled) -> None:
+        py_func = py_func_of(compiled)
+        if _is_numbagrad_function(py_func):
+            compiled._cache = kernel_cache(py_func)
+        else:
+            numbas(compiled)
+
+    cls.enable_caching = enable_caching
 
 
-# @njit(cache=True) builds the dispatcher's cache in enable_caching(), with no way to choose its
-# class or locator short of NUMBA_CACHE_LOCATOR_CLASSES (which would change every function's).
-# This override changes it for numbagrad's functions only, with no edit to each kernel file.
-_numba_enable_caching = CPUDispatcher.enable_caching
-CPUDispatcher.enable_caching = _enable_caching
+# @njit(cache=True) and @cfunc(cache=True) build their cache in enable_caching(), with no way to
+# choose its class or locator short of NUMBA_CACHE_LOCATOR_CLASSES (which would change every
+# function's). These overrides change it for numbagrad's functions only, with no edit to each
+# kernel file.
+_own_cache(CPUDispatcher, lambda dispatcher: dispatcher.py_func)
+_own_cache(CFunc, lambda callback: callback._pyfunc)

@@ -11,7 +11,9 @@ medians of --repeat calls after warm-up (Numba compilation excluded). The kernel
 CPU executable runs them: on Numba's threads with BLAS at one thread
 (backends/cpu/threads.single_threaded_blas). "% peak" is GFLOP/s over the float32 GEMM peak
 measured at the start of the same run: a 2048^3 product through kernels/linalg.matmul under
-the same setting (NumPy's own ``a @ b``, on its BLAS's threads, is printed for reference).
+the same setting, which is the packed micro-kernel where BLAS runs narrower vectors than the
+CPU (kernels/packed_gemm.py; NumPy's own ``a @ b``, on its BLAS's threads, is printed for
+reference).
 PyTorch runs in a child process that never imports numbagrad (bench/paired.py), with as
 many threads as Numba: F.conv2d and the two gradients alone (aten.convolution_backward with
 one output requested, as autograd calls it). "vs torch" is numbagrad's time over PyTorch's
@@ -233,7 +235,7 @@ def main(argv=None) -> int:
     paired.print_machine({**paired.numbagrad_facts(), **(child["facts"] if child else {})})
     print(
         f"float32 GEMM {GEMM_N}^3: {peak:.1f} GFLOP/s through kernels/linalg.matmul (Numba "
-        f"threads, BLAS at one thread: the peak below); NumPy's a @ b {numpy_peak:.1f}"
+        f"threads, the kernels' GEMM: the peak below); NumPy's a @ b {numpy_peak:.1f}"
     )
     head = f"{'layer':<24} {'pass':<15} {'algorithm':<12} {'ms':>9} {'GFLOP/s':>8} {'% peak':>7}"
     if ref:

@@ -115,6 +115,7 @@ def numbagrad_facts() -> dict:
     from threadpoolctl import threadpool_info
 
     import numbagrad
+    from numbagrad.backends.cpu.kernels.packed_gemm import OWN_GEMM
 
     facts = {
         "numbagrad": numbagrad.__version__,
@@ -127,6 +128,11 @@ def numbagrad_facts() -> dict:
     blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
     desc = [f"{i['internal_api']} {i.get('version')} ({i.get('architecture')})" for i in blas]
     facts["BLAS loaded"] = "; ".join(sorted(set(desc))) or "none"
+    facts["float32 GEMM"] = (
+        "numbagrad's packed micro-kernel (BLAS runs narrower vectors than the CPU)"
+        if OWN_GEMM
+        else "BLAS"
+    )
     return facts
 
 

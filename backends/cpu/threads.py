@@ -37,7 +37,10 @@ class _BlasThreads:
 
     def _controllers(self) -> list:
         if self._libs is None:
+            from numba.np.linalg import ensure_blas
             from threadpoolctl import ThreadpoolController
+
+            ensure_blas()  # SciPy's BLAS, the one the kernels call, loaded before the look
 
             blas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
             others = [c for c in blas if not _numpys_own(c.filepath)]
@@ -74,3 +77,10 @@ def single_threaded_blas():
         yield
     finally:
         _BLAS_THREADS.exit()
+
+
+def blas_architectures() -> list[tuple[str, str | None]]:
+    """(internal API, kernel set) of each BLAS library the kernels call, as threadpoolctl
+    reads them: ("openblas", "Haswell"), ("mkl", None), ..."""
+    libs = _BLAS_THREADS._controllers()
+    return [(lib.internal_api, getattr(lib, "architecture", None)) for lib in libs]

@@ -166,7 +166,7 @@ def test_an_unwritable_cache_compiles_in_memory_with_one_warning(tmp_path, how, 
     if which == "NUMBA_CACHE_DIR":  # the generated source, but no Numba entry
         expected |= {one(good, "k_*.py").relative_to(tmp_path)}
     if which == "both set":  # the hand-written kernels' Numba entries, no generated one
-        hand_written = set(good.rglob("blas.*"))
+        hand_written = set(good.rglob("blas.*")) | set(good.rglob("packed_gemm.*"))
         assert hand_written and not any(good.rglob("k_*"))
         expected |= {p.relative_to(tmp_path) for p in hand_written}
     assert written == expected
@@ -175,10 +175,10 @@ def test_an_unwritable_cache_compiles_in_memory_with_one_warning(tmp_path, how, 
 def test_only_numbagrads_own_functions_get_its_cache(tmp_path, monkeypatch):
     import importlib.util
 
-    from numba import config, njit
+    from numba import cfunc, config, njit, types
     from numba.core.caching import FunctionCache
 
-    from numbagrad.backends.cpu.kernels import blas
+    from numbagrad.backends.cpu.kernels import blas, packed_gemm
     from numbagrad.backends.numba_cache import KernelCache
 
     monkeypatch.setattr(config, "CACHE_DIR", str(tmp_path / "numba"))
@@ -188,17 +188,22 @@ def test_only_numbagrads_own_functions_get_its_cache(tmp_path, monkeypatch):
     spec.loader.exec_module(users_module)
     assert type(njit(cache=True)(users_module.f)._cache) is FunctionCache  # Numba's, untouched
     assert type(blas.gemm._cache) is KernelCache
+    # C callbacks likewise (the packed GEMM's, which gemm calls by symbol)
+    assert type(cfunc("int64(int64)", cache=True)(users_module.f)._cache) is FunctionCache
+    callback = cfunc(packed_gemm._signature(types.CPointer(types.float32)), cache=True)
+    assert type(callback(packed_gemm._packed_sgemm)._cache) is KernelCache
 
 
 def test_hand_written_kernels_entries_move_when_any_backend_source_changes(tmp_path):
     """A cached kernel holds the code of the kernels it calls from other files, which Numba's
     per-file stamp does not cover: the entries sit in a folder named by a digest of every
-    backends/ source file, so an edit anywhere there starts a fresh folder."""
+    backends/ source file (and of the BLAS loaded), so an edit anywhere there starts a fresh
+    folder."""
     from numbagrad.backends.cpu.kernels import blas, linalg
-    from numbagrad.backends.numba_cache import sources_digest
+    from numbagrad.backends.numba_cache import kernels_digest, sources_digest
 
     for cached in (blas.gemm, linalg._gemm_each):
-        assert cached._cache.cache_path.endswith(f"_{sources_digest()}")
+        assert cached._cache.cache_path.endswith(f"_{kernels_digest()}")
     (tmp_path / "a.py").write_text("x = 1\n")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.py").write_text("y = 2\n")
@@ -206,3 +211,15 @@ def test_hand_written_kernels_entries_move_when_any_backend_source_changes(tmp_p
     (tmp_path / "sub" / "b.py").write_text("y = 3\n")
     sources_digest.cache_clear()
     assert sources_digest(tmp_path) != before
+
+
+def test_hand_written_kernels_entries_move_with_the_blas_loaded():
+    """gemm's code depends on the BLAS's kernel set (it may call the packed GEMM by a symbol
+    registered only beside some): another BLAS, another folder."""
+    from numbagrad.backends.numba_cache import folder_digest
+
+    haswell = folder_digest("sources", [("openblas", "Haswell")])
+    assert haswell == folder_digest("sources", [("openblas", "Haswell")])
+    assert haswell != folder_digest("sources", [("openblas", "SkylakeX")])
+    assert haswell != folder_digest("sources", [("mkl", None)])
+    assert haswell != folder_digest("other sources", [("openblas", "Haswell")])

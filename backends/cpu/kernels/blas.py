@@ -11,6 +11,10 @@ per Numba thread and calls BLAS single-threaded in each (the CPU executable keep
 thread while it runs, see ``backends/cpu/threads.py``). Two pools, BLAS's and Numba's, each
 busy-waiting after its work, starve each other on few cores; one pool cannot, whatever other
 library started a pool first.
+
+Where that BLAS runs narrower vectors than the CPU has (OpenBLAS's AVX2 kernels on an AVX-512
+CPU it does not know), ``gemm`` computes float32 products on the micro-kernel instead
+(packed_gemm.py).
 """
 
 from __future__ import annotations
@@ -20,7 +24,15 @@ import numpy as np
 from numba import njit, prange, types
 from numba.np.linalg import ensure_blas
 
-from .microkernel import ROWS, VECTOR_BYTES, microkernel
+from .microkernel import VECTOR_BYTES
+from .packed_gemm import (
+    BLOCK_KERNEL,
+    BLOCK_ROWS,
+    EXTERNAL,
+    OWN_GEMM,
+    VECTORS,
+    own_gemm_applies_jit,
+)
 
 ensure_blas()  # loads SciPy's BLAS into Numba's helper library (an ImportError without SciPy)
 
@@ -68,6 +80,12 @@ def gemm(a, b, c, trans_a, trans_b, alpha, beta):
     if k == 0:  # BLAS may return without touching c
         _scale(c, beta)
         return
+    if OWN_GEMM:  # a global constant: Numba prunes the branch when False
+        if own_gemm_applies_jit(m, n, k, c.itemsize, alpha, beta):
+            lda, ldb, ldc = _leading(a), _leading(b), _leading(c)
+            EXTERNAL(a.ctypes, lda, b.ctypes, ldb, c.ctypes, ldc, m, n, k, trans_a, trans_b,
+                     np.float32(beta))  # fmt: skip
+            return
     scalars = np.empty(2, dtype=c.dtype)
     scalars[0] = alpha
     scalars[1] = beta
@@ -90,12 +108,6 @@ def gemm(a, b, c, trans_a, trans_b, alpha, beta):
     )
 
 
-# block_gemm's micro-kernel: BLOCK_ROWS x (2 vectors). Two vectors of columns, not one: 16
-# accumulators keep the FMA units busier than the broadcasts' loads.
-BLOCK_ROWS = ROWS[2]
-_MK = microkernel(BLOCK_ROWS, 2)
-
-
 @njit(cache=True, nogil=True)
 def block_gemm(a, b, c, trans_a):
     """c (M, N) = op(a) @ b on one thread (beta 0), as ``gemm`` does, with the register-blocked
@@ -104,7 +116,7 @@ def block_gemm(a, b, c, trans_a):
     transforms (32x512 @ 512x32), whose operands BLAS would repack for every product."""
     m, n = c.shape
     kk = b.shape[0]
-    width = 2 * VECTOR_BYTES // c.itemsize
+    width = VECTORS * VECTOR_BYTES // c.itemsize
     mb, nb = m - m % BLOCK_ROWS, n - n % width
     if mb > 0 and nb > 0 and kk > 0:
         lda = a.strides[0] // a.itemsize
@@ -113,7 +125,7 @@ def block_gemm(a, b, c, trans_a):
         ldb, ldc = b.strides[0] // b.itemsize, c.strides[0] // c.itemsize
         for i0 in range(0, mb, BLOCK_ROWS):
             for j0 in range(0, nb, width):
-                _MK(c, i0 * ldc + j0, ldc, a, 0, ra, i0, ka, 0, kk, b, j0, ldb)
+                BLOCK_KERNEL(c, i0 * ldc + j0, ldc, a, 0, ra, i0, ka, 0, kk, b, j0, ldb)
     else:
         mb, nb = 0, 0
     if nb < n:
