@@ -31,6 +31,9 @@ BLOCK_KERNEL_ADD = microkernel(BLOCK_ROWS, VECTORS, accumulate=True)
 # Block sizes measured on a 2-core Zen 5 (48 KiB L1d, 1 MiB L2 per core), 2048^3 and the
 # im2col products of ResNet-18: PACK_K 384 and PACK_M 96 beat 256/128 by 5-40%.
 PACK_K, PACK_M, PACK_N = 384, 96, 1024
+# Elements of a row of b read in one run when packing op(b) = b^T: a TRANSPOSE_RUN x COLUMNS
+# tile of the pack stays in L1 while COLUMNS rows of b stream in.
+TRANSPOSE_RUN = 16
 # OpenBLAS's kernel sets (threadpoolctl's "architecture") that use AVX-512.
 OPENBLAS_AVX512 = frozenset({"skylakex", "cooperlake", "sapphirerapids"})
 
@@ -88,23 +91,47 @@ def _pack_a(a, trans_a, r0, rows, k0, kc, ap):
 @njit(cache=True, nogil=True, inline="always")
 def _pack_b(b, trans_b, k0, kc, j0, cols, bp):
     """Columns j0.. j0+cols of op(b), rows k0.. k0+kc, into ``bp`` as panels of COLUMNS
-    columns, each k-major (zeros for the columns past the end)."""
+    columns, each k-major (zeros for the columns past the end). Indices into ``bp`` are
+    written (p * kc + k) * COLUMNS + v: as p * kc * COLUMNS + k * COLUMNS + v, LLVM left the
+    plain copy scalar (3x slower)."""
     for p in range((cols + COLUMNS - 1) // COLUMNS):
         jp = j0 + p * COLUMNS
-        whole = p * COLUMNS + COLUMNS <= cols
-        for k in range(kc):
-            at = (p * kc + k) * COLUMNS
-            if whole and not trans_b:  # the common case: a contiguous copy LLVM vectorizes
+        if p * COLUMNS + COLUMNS > cols:
+            _pack_b_edge(b, trans_b, k0, kc, jp, cols - p * COLUMNS, bp, p)
+        elif trans_b:
+            _pack_bt_panel(b, k0, kc, jp, bp, p)
+        else:  # a contiguous copy per row of b, which LLVM vectorizes
+            for k in range(kc):
                 for v in range(COLUMNS):
-                    bp[at + v] = b[k0 + k, jp + v]
+                    bp[(p * kc + k) * COLUMNS + v] = b[k0 + k, jp + v]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pack_bt_panel(b, k0, kc, jp, bp, p):
+    """Whole panel p of op(b) = b^T: rows jp.. of b, read along them in runs of
+    TRANSPOSE_RUN (one k at a time across COLUMNS rows of b ran 6x slower)."""
+    whole = kc - kc % TRANSPOSE_RUN
+    for kb in range(0, whole, TRANSPOSE_RUN):
+        for v in range(COLUMNS):
+            for t in range(TRANSPOSE_RUN):
+                bp[(p * kc + kb + t) * COLUMNS + v] = b[jp + v, k0 + kb + t]
+    for v in range(COLUMNS):
+        for k in range(whole, kc):
+            bp[(p * kc + k) * COLUMNS + v] = b[jp + v, k0 + k]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pack_b_edge(b, trans_b, k0, kc, jp, cols, bp, p):
+    """Panel p, the last, ``cols`` < COLUMNS columns wide: zeros past them."""
+    for k in range(kc):
+        for v in range(COLUMNS):
+            at = (p * kc + k) * COLUMNS + v
+            if v >= cols:
+                bp[at] = 0
+            elif trans_b:
+                bp[at] = b[jp + v, k0 + k]
             else:
-                for v in range(COLUMNS):
-                    if p * COLUMNS + v >= cols:
-                        bp[at + v] = 0
-                    elif trans_b:
-                        bp[at + v] = b[jp + v, k0 + k]
-                    else:
-                        bp[at + v] = b[k0 + k, jp + v]
+                bp[at] = b[k0 + k, jp + v]
 
 
 @njit(cache=True, nogil=True)
