@@ -8,10 +8,12 @@ then comes here (``OWN_GEMM``), for float32 with alpha 1 and beta 0 or 1, which 
 the kernels issue; elsewhere it keeps BLAS.
 
 The loops are BLIS's: a panel of B (PACK_K x PACK_N) is copied into slivers of
-``VECTORS`` vectors of columns, a block of A (PACK_M x PACK_K) into slivers of BLOCK_ROWS rows,
-both k-major, so the micro-kernel streams both from L1/L2 with unit stride; the block of C
-accumulates over the panels of K. Edge blocks of C (rows or columns short of a whole block)
-go through a small tile.
+``VECTORS`` vectors of columns, k-major, so the micro-kernel streams it from L1/L2 with unit
+stride; the block of C accumulates over the panels of K. A is read in place through the
+micro-kernel's row offsets (BLOCK_ROWS rows, each a unit-stride run of k), except a
+transposed A, whose blocks (PACK_M x PACK_K) are copied into k-major slivers (see
+``packed_gemm``). Edge blocks of C (rows or columns short of a whole block) go through a
+small tile.
 """
 
 from __future__ import annotations
@@ -72,20 +74,15 @@ own_gemm_applies_jit = njit(cache=True, inline="always")(own_gemm_applies)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _pack_a(a, trans_a, r0, rows, k0, kc, ap):
-    """Rows r0.. r0+rows of op(a), columns k0.. k0+kc, into ``ap`` as slivers of BLOCK_ROWS
-    rows, each k-major (zeros for the rows past the end)."""
+def _pack_at(a, r0, rows, k0, kc, ap):
+    """Rows r0.. r0+rows of op(a) = a^T, columns k0.. k0+kc, into ``ap`` as slivers of
+    BLOCK_ROWS rows, each k-major (zeros for the rows past the end)."""
     for s in range((rows + BLOCK_ROWS - 1) // BLOCK_ROWS):
         for k in range(kc):
             at = (s * kc + k) * BLOCK_ROWS
             for i in range(BLOCK_ROWS):
                 r = s * BLOCK_ROWS + i
-                if r >= rows:
-                    ap[at + i] = 0
-                elif trans_a:
-                    ap[at + i] = a[k0 + k, r0 + r]
-                else:
-                    ap[at + i] = a[r0 + r, k0 + k]
+                ap[at + i] = a[k0 + k, r0 + r] if r < rows else 0
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -135,10 +132,10 @@ def _pack_b_edge(b, trans_b, k0, kc, jp, cols, bp, p):
 
 
 @njit(cache=True, nogil=True)
-def _edge_block(c, m, n, i0, j0, ap, a0, ra, ka, kc, bp, b0, tile, add):
+def _edge_block(c, m, n, i0, j0, ap, a0, ra, r0, ka, kc, bp, b0, tile, add):
     """A block of C that sticks out past row m or column n: computed whole into ``tile``,
     then its part inside C written (or added)."""
-    BLOCK_KERNEL(tile, 0, COLUMNS, ap, a0, ra, 0, ka, 0, kc, bp, b0, COLUMNS)
+    BLOCK_KERNEL(tile, 0, COLUMNS, ap, a0, ra, r0, ka, 0, kc, bp, b0, COLUMNS)
     for i in range(min(BLOCK_ROWS, m - i0)):
         for v in range(min(COLUMNS, n - j0)):
             if add:
@@ -153,15 +150,26 @@ def packed_gemm(a, b, c, m, n, k, trans_a, trans_b, beta):
     ignores what c held, NaN included). a, b and c are C-contiguous, one row per row of the
     operand at its leading dimension (their shape[1]; the columns past the operand's are not
     touched): op(a) is (m, k), op(b) (k, n), transposed as in ``blas.gemm``. C-contiguous so
-    that the copies into the packs know their unit stride and vectorize."""
+    that the copies into the packs know their unit stride and vectorize.
+
+    A is read in place, its rows through an offset table, unless ``trans_a``: a column of
+    a (a row of op(a)) then has its k at the leading dimension apart, often a multiple of
+    4 KiB, and a block's reads would all land in one L1 set (1024^3: 160-175 against 200-205
+    GFLOP/s packed). Packing A paid for nothing else: on the small products of the Winograd
+    blocks (64x128x64) it cost as much as the multiplies."""
     w = COLUMNS
     kc_max = min(PACK_K, k)
-    ap = np.empty(-(-min(PACK_M, m) // BLOCK_ROWS) * BLOCK_ROWS * kc_max, c.dtype)
     bp = np.empty(-(-min(PACK_N, n) // w) * w * kc_max, c.dtype)
     tile = np.empty(BLOCK_ROWS * w, c.dtype)
-    ra = np.arange(BLOCK_ROWS)
-    ka = np.arange(kc_max) * BLOCK_ROWS
     ldc = c.shape[1]
+    if trans_a:  # the pack of A, its rows' and k's offsets
+        src = np.empty(-(-min(PACK_M, m) // BLOCK_ROWS) * BLOCK_ROWS * kc_max, c.dtype)
+        ra = np.arange(BLOCK_ROWS)
+        ka = np.arange(kc_max) * BLOCK_ROWS
+    else:  # a itself, rows past m at the last (their results are not read)
+        src = a.reshape(-1)
+        ra = np.minimum(np.arange(-(-m // BLOCK_ROWS) * BLOCK_ROWS), m - 1) * a.shape[1]
+        ka = np.arange(kc_max)
     for jc in range(0, n, PACK_N):
         cols = min(PACK_N, n - jc)
         for pc in range(0, k, PACK_K):
@@ -170,20 +178,25 @@ def packed_gemm(a, b, c, m, n, k, trans_a, trans_b, beta):
             _pack_b(b, trans_b, pc, kc, jc, cols, bp)
             for ic in range(0, m, PACK_M):
                 rows = min(PACK_M, m - ic)
-                _pack_a(a, trans_a, ic, rows, pc, kc, ap)
+                if trans_a:
+                    _pack_at(a, ic, rows, pc, kc, src)
                 for p in range(-(-cols // w)):
                     j0 = jc + p * w
+                    b0 = p * kc * w
                     for s in range(-(-rows // BLOCK_ROWS)):
                         i0 = ic + s * BLOCK_ROWS
-                        a0, b0 = s * kc * BLOCK_ROWS, p * kc * w
+                        a0, r0 = (s * kc * BLOCK_ROWS, 0) if trans_a else (pc, i0)
                         if i0 + BLOCK_ROWS > m or j0 + w > n:
-                            _edge_block(c, m, n, i0, j0, ap, a0, ra, ka, kc, bp, b0, tile, add)
+                            _edge_block(c, m, n, i0, j0, src, a0, ra, r0, ka, kc, bp, b0, tile,
+                                        add)  # fmt: skip
                         elif add:
                             BLOCK_KERNEL_ADD(
-                                c, i0 * ldc + j0, ldc, ap, a0, ra, 0, ka, 0, kc, bp, b0, w
+                                c, i0 * ldc + j0, ldc, src, a0, ra, r0, ka, 0, kc, bp, b0, w
                             )
                         else:
-                            BLOCK_KERNEL(c, i0 * ldc + j0, ldc, ap, a0, ra, 0, ka, 0, kc, bp, b0, w)
+                            BLOCK_KERNEL(
+                                c, i0 * ldc + j0, ldc, src, a0, ra, r0, ka, 0, kc, bp, b0, w
+                            )
 
 
 # ``gemm`` calls the packed GEMM by this name, as it calls BLAS: a call to an @njit function

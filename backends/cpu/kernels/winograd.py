@@ -32,6 +32,7 @@ import numpy as np
 from numba import njit, prange
 
 from .blas import block_gemm, gemm
+from .packed_gemm import OWN_GEMM
 from .winograd_filters import FILTER_BLOCK, filter_block, filter_grad_block
 from .winograd_transforms import (
     all_finite,
@@ -66,7 +67,9 @@ TILES_SCHEDULE_MIN = 0.5
 # (forward; input gradient):
 # 128 ch at 16 px 166-170 / 144-147 (152-159 / 135); 256 at 8 px 153-156 / 128-132 (140-145 /
 # 121-123); 512 at 4 px 117-135 / 108-132 (105-122 / 110-129); 64 at 32 px 164-177 / 176-180.
-BLOCK_GEMM_MIN_DEPTH = 128
+# Where gemm is the packed GEMM (OWN_GEMM), from 64: its pack of B costs about what these
+# small products' multiplies do (64x128x64, one Zen 5 core: 215-233 against 165-187 GFLOP/s).
+BLOCK_GEMM_MIN_DEPTH = 64 if OWN_GEMM else 128
 
 
 def _cdiv(a: int, b: int) -> int:
