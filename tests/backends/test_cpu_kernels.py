@@ -249,6 +249,26 @@ def test_matmul(ta, tb, dtype):
     assert_close(out3, ref.numpy(), dtype)
 
 
+@pytest.mark.parametrize("groups", [1, 3])
+@pytest.mark.parametrize("trans_w", [False, True])
+def test_group_matmul_per_image(groups, trans_w):
+    """The 1x1 conv's GEMMs per image and group; with trans_w through transposed_groups."""
+    rng = seeded_rng(5)
+    n, kg, cg, p = 2, 4, 5, 6
+    w2 = rng.standard_normal((groups * kg, cg)).astype(np.float32)
+    rows_in, rows_out = (groups * kg, groups * cg) if trans_w else (groups * cg, groups * kg)
+    src = rng.standard_normal((n, rows_in, p)).astype(np.float32)
+    dst = np.full((n, rows_out, p), np.nan, np.float32)
+    linalg.group_matmul_per_image(w2, src, dst, groups, trans_w)
+    w_g = w2.astype(np.float64).reshape(groups, kg, cg)
+    if trans_w:
+        w_g = w_g.transpose(0, 2, 1)
+    src_g = src.astype(np.float64).reshape(n, groups, -1, p)
+    expected = np.einsum("gij,ngjp->ngip", w_g, src_g).reshape(dst.shape)
+    assert_close(dst, expected, np.float32)
+    assert linalg.transposed_groups(w2, groups).flags.c_contiguous
+
+
 def test_matmul_empty_inner():
     out = np.full((2, 3), np.nan, np.float32)
     linalg.matmul(np.empty((2, 0), np.float32), np.empty((0, 3), np.float32), out, False, False)

@@ -19,6 +19,7 @@ from numba import njit, prange
 from . import conv_gemm as _g
 from . import conv_phases as _p
 from .blas import gemm
+from .linalg import transposed_groups
 
 CHUNK_BYTES = 1 << 20  # one thread's scratch per chunk: half a 2 MiB L2
 
@@ -70,7 +71,7 @@ def _forward(x, w2, b, out3, m, kh, kw, s, ph, pw, dh, dw, oh_, ow_, xp, cols, y
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _backward_input(gy3, w2, gx, m, kh, kw, s, ph, pw, dh, dw, oh_, ow_, gxp, cols, g):
+def _backward_input(gy3, w2t, gx, m, kh, kw, s, ph, pw, dh, dw, oh_, ow_, gxp, cols, g):
     n_, p_, nt = gx.shape[0], oh_ * ow_, cols.shape[0]
     for t in prange(nt):
         tid = np.int64(t)
@@ -78,7 +79,7 @@ def _backward_input(gy3, w2, gx, m, kh, kw, s, ph, pw, dh, dw, oh_, ow_, gxp, co
             mm = min(m, n_ - n0)
             cv, gv = cols[tid, :, : mm * p_], g[tid, :, : mm * p_]
             _gather_channels(gy3, gv, n0, mm, 0)
-            gemm(w2, gv, cv, True, False, 1.0, 0.0)
+            gemm(w2t, gv, cv, False, False, 1.0, 0.0)
             if kh == 1 and kw == 1:
                 _col2im(cv, gx, n0, mm, kh, kw, s, s, ph, pw, dh, dw, oh_, ow_)
             else:
@@ -127,8 +128,9 @@ def backward_input(gy, w, gx, s, ph, pw, dh, dw) -> None:
     k, _, kh, kw = w.shape
     oh, ow = gy.shape[2:]
     m, gxp, cols, g = _scratch(n, c, k, kh, kw, s, oh * ow, gx.dtype, planes=True)
-    _backward_input(gy.reshape(n, k, oh * ow), w.reshape(k, -1), gx, m, kh, kw, s, ph, pw, dh,
-                    dw, oh, ow, gxp, cols, g)  # fmt: skip
+    w2t = transposed_groups(w.reshape(k, -1), 1)
+    _backward_input(gy.reshape(n, k, oh * ow), w2t, gx, m, kh, kw, s, ph, pw, dh, dw, oh, ow,
+                    gxp, cols, g)  # fmt: skip
 
 
 def backward_weight(x, gy, gw, s, ph, pw, dh, dw) -> None:
