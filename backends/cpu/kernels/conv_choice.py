@@ -9,6 +9,7 @@ import numpy as np
 from . import conv_dense as _dn
 from . import conv_indirect as _i
 from . import winograd as _w
+from .packed_gemm import OWN_GEMM
 
 ALGORITHMS = ("gemm1x1", "full_window", "dense", "direct", "winograd", "indirect", "im2col")
 # Crossovers measured with bench/conv_kernels.py --all --extra (2 cores, float32): the direct
@@ -56,7 +57,12 @@ DENSE_MIN_BATCH = 32
 INDIRECT_MIN_CHANNELS = 16
 INDIRECT_MIN_REDUCTION = 64
 INDIRECT_MIN_PIXEL_ROWS = 3
-INDIRECT_MIN_WGRAD_PIXELS = 100
+# The weight gradient's pixels per image (above): 100 where BLAS computes the im2col GEMM;
+# 64 where the packed GEMM does (OWN_GEMM; measured on a 2-core Zen 5, whose 1 MiB L2 holds
+# less of im2col's columns): ResNet-18's 128->256 stride-2 weight gradient (8x8 pixels)
+# 3.7-4.1 ms against im2col's 4.7-6.1; at 4x4 (256->512) im2col stays ahead, 3.6-4.3 against
+# 4.5-6.0.
+INDIRECT_MIN_WGRAD_PIXELS = 64 if OWN_GEMM else 100
 INDIRECT_MIN_SHORT_OUTPUTS = 1 << 15
 
 
