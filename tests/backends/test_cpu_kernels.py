@@ -252,7 +252,7 @@ def test_matmul(ta, tb, dtype):
 @pytest.mark.parametrize("groups", [1, 3])
 @pytest.mark.parametrize("trans_w", [False, True])
 def test_group_matmul_per_image(groups, trans_w):
-    """The 1x1 conv's GEMMs per image and group; with trans_w through transposed_groups."""
+    """The 1x1 conv's GEMMs per image and group, with W_g transposed or not."""
     rng = seeded_rng(5)
     n, kg, cg, p = 2, 4, 5, 6
     w2 = rng.standard_normal((groups * kg, cg)).astype(np.float32)
@@ -266,7 +266,9 @@ def test_group_matmul_per_image(groups, trans_w):
     src_g = src.astype(np.float64).reshape(n, groups, -1, p)
     expected = np.einsum("gij,ngjp->ngip", w_g, src_g).reshape(dst.shape)
     assert_close(dst, expected, np.float32)
-    assert linalg.transposed_groups(w2, groups).flags.c_contiguous
+    wt = linalg.transposed_groups(w2, groups)  # (the path taken where OWN_GEMM)
+    assert wt.flags.c_contiguous
+    np.testing.assert_array_equal(wt, np.concatenate([g.T for g in np.split(w2, groups)]))
 
 
 def test_matmul_empty_inner():

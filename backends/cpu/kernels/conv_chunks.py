@@ -20,6 +20,7 @@ from . import conv_gemm as _g
 from . import conv_phases as _p
 from .blas import gemm
 from .linalg import transposed_groups
+from .packed_gemm import OWN_GEMM
 
 CHUNK_BYTES = 1 << 20  # one thread's scratch per chunk: half a 2 MiB L2
 
@@ -71,7 +72,7 @@ def _forward(x, w2, b, out3, m, kh, kw, s, ph, pw, dh, dw, oh_, ow_, xp, cols, y
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _backward_input(gy3, w2t, gx, m, kh, kw, s, ph, pw, dh, dw, oh_, ow_, gxp, cols, g):
+def _backward_input(gy3, w2, trans_w, gx, m, kh, kw, s, ph, pw, dh, dw, oh_, ow_, gxp, cols, g):
     n_, p_, nt = gx.shape[0], oh_ * ow_, cols.shape[0]
     for t in prange(nt):
         tid = np.int64(t)
@@ -79,7 +80,7 @@ def _backward_input(gy3, w2t, gx, m, kh, kw, s, ph, pw, dh, dw, oh_, ow_, gxp, c
             mm = min(m, n_ - n0)
             cv, gv = cols[tid, :, : mm * p_], g[tid, :, : mm * p_]
             _gather_channels(gy3, gv, n0, mm, 0)
-            gemm(w2t, gv, cv, False, False, 1.0, 0.0)
+            gemm(w2, gv, cv, trans_w, False, 1.0, 0.0)
             if kh == 1 and kw == 1:
                 _col2im(cv, gx, n0, mm, kh, kw, s, s, ph, pw, dh, dw, oh_, ow_)
             else:
@@ -128,9 +129,11 @@ def backward_input(gy, w, gx, s, ph, pw, dh, dw) -> None:
     k, _, kh, kw = w.shape
     oh, ow = gy.shape[2:]
     m, gxp, cols, g = _scratch(n, c, k, kh, kw, s, oh * ow, gx.dtype, planes=True)
-    w2t = transposed_groups(w.reshape(k, -1), 1)
-    _backward_input(gy.reshape(n, k, oh * ow), w2t, gx, m, kh, kw, s, ph, pw, dh, dw, oh, ow,
-                    gxp, cols, g)  # fmt: skip
+    w2, trans_w = w.reshape(k, -1), True
+    if OWN_GEMM:  # (see linalg.transposed_groups)
+        w2, trans_w = transposed_groups(w2, 1), False
+    _backward_input(gy.reshape(n, k, oh * ow), w2, trans_w, gx, m, kh, kw, s, ph, pw, dh, dw,
+                    oh, ow, gxp, cols, g)  # fmt: skip
 
 
 def backward_weight(x, gy, gw, s, ph, pw, dh, dw) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from .blas import gemm, par_gemm
+from .packed_gemm import OWN_GEMM
 
 
 def matmul(a, b, out, trans_a: bool, trans_b: bool) -> None:
@@ -55,11 +56,12 @@ def _group_gemm_each(w2, src, dst, groups, trans_w):
 
 
 def transposed_groups(w2: np.ndarray, groups: int) -> np.ndarray:
-    """W_g^T of each group of w2 (K, R), stacked: (groups * R, K / groups), C-contiguous. The
-    input gradients that run a GEMM per image (or per chunk of a few) multiply by it instead
-    of passing W transposed: the packed GEMM (OWN_GEMM) copies a transposed A for every
-    product, here once per call. (Where one GEMM covers the batch its threads' packs cost
-    less than this copy: 512 x 2304 weights, 1 ms.)"""
+    """W_g^T of each group of w2 (K, R), stacked: (groups * R, K / groups), C-contiguous.
+    Where the packed GEMM runs (OWN_GEMM), the input gradients that run a GEMM per image (or
+    per chunk of a few) multiply by it instead of passing W transposed: the packed GEMM
+    copies a transposed A for every product, here once per call. (Where one GEMM covers the
+    batch its threads' packs cost less than this copy: 512 x 2304 weights, 1 ms; and BLAS
+    packs W for every product either way.)"""
     k, r = w2.shape
     stacked = w2.reshape(groups, k // groups, r).transpose(0, 2, 1)
     return np.ascontiguousarray(stacked).reshape(groups * r, k // groups)
@@ -69,7 +71,7 @@ def group_matmul_per_image(w2, src, dst, groups: int, trans_w: bool) -> None:
     """dst[n, group g] = op(W_g) @ src[n, group g] for every image: the 1x1 stride-1 conv
     (w2 (K, C/g), src (N, C, P), dst (N, K, P)) and, with trans_w, its input gradient
     (w2 (K, C/g), src (N, K, P), dst (N, C, P))."""
-    if trans_w:  # (see transposed_groups)
+    if trans_w and OWN_GEMM:  # (see transposed_groups)
         w2, trans_w = transposed_groups(w2, groups), False
     if src.shape[0] * groups >= numba.get_num_threads():
         _group_gemm_each(w2, src, dst, groups, trans_w)
