@@ -94,6 +94,17 @@ def test_conv_every_algorithm(algo, dtype):
     assert ran >= 1
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8, 40, 3, 3, 1), (2, 4, 6, 7, 64, 3, 3, 2)])
+def test_im2col_weight_gradient_of_short_kernel_rows(shape, dtype):
+    """C/g*KH*KW under the packed GEMM's column block, K/g not (the CIFAR stem's 3 x 9 taps by
+    64 channels): where OWN_GEMM the GEMMs run transposed (conv_gemm.transposed_weight_grad)."""
+    *dims, groups = shape
+    args = ((1, 1), (1, 1), (1, 1), groups)
+    case = conv_case(*dims, *args, False, dtype, seed=7)
+    run_conv(case, *args, dtype, algorithm="im2col", kinds=["backward_weight"])
+
+
 def test_direct_weight_gradient_writes_every_output():
     """A finite sentinel, not NaN, in the output: a NaN left by a skipped output would send
     conv2d_backward_weight to its GEMM fallback and hide the miss (two channel blocks, groups)."""

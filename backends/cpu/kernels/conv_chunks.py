@@ -88,8 +88,10 @@ def _backward_input(gy3, w2, trans_w, gx, m, kh, kw, s, ph, pw, dh, dw, oh_, ow_
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _backward_weight(x, gy3, gws, m, kh, kw, s, ph, pw, dh, dw, oh_, ow_, xp, cols, g):
-    """gws[t] = thread t's share of the weight gradient (zero if it had no images)."""
+def _backward_weight(x, gy3, gws, transposed, m, kh, kw, s, ph, pw, dh, dw, oh_, ow_, xp, cols,
+                     g):  # fmt: skip
+    """gws[t] = thread t's share of the weight gradient (zero if it had no images), or its
+    transpose when ``transposed``."""
     n_, p_, nt = x.shape[0], oh_ * ow_, cols.shape[0]
     for t in prange(nt):
         tid = np.int64(t)
@@ -99,7 +101,10 @@ def _backward_weight(x, gy3, gws, m, kh, kw, s, ph, pw, dh, dw, oh_, ow_, xp, co
             cv, gv = cols[tid, :, : mm * p_], g[tid, :, : mm * p_]
             _columns(x, xp[tid, :mm], cv, n0, mm, kh, kw, s, ph, pw, dh, dw, oh_, ow_)
             _gather_channels(gy3, gv, n0, mm, 0)
-            gemm(gv, cv, gws[tid], False, True, 1.0, 1.0)
+            if transposed:
+                gemm(cv, gv, gws[tid], False, True, 1.0, 1.0)
+            else:
+                gemm(gv, cv, gws[tid], False, True, 1.0, 1.0)
 
 
 def _scratch(n, c, k, kh, kw, s, p, dtype, planes=False):
@@ -143,7 +148,10 @@ def backward_weight(x, gy, gw, s, ph, pw, dh, dw) -> None:
     k, _, kh, kw = gw.shape
     oh, ow = gy.shape[2:]
     m, xp, cols, g = _scratch(n, c, k, kh, kw, s, oh * ow, x.dtype)
-    gws = np.empty((cols.shape[0], k, cols.shape[1]), x.dtype)
-    _backward_weight(x, gy.reshape(n, k, oh * ow), gws, m, kh, kw, s, ph, pw, dh, dw, oh, ow,
-                     xp, cols, g)  # fmt: skip
-    np.sum(gws, axis=0, out=gw.reshape(k, -1))
+    rows = cols.shape[1]
+    transposed = _g.transposed_weight_grad(rows, k, x.dtype)
+    gws = np.empty((cols.shape[0], *((rows, k) if transposed else (k, rows))), x.dtype)
+    _backward_weight(x, gy.reshape(n, k, oh * ow), gws, transposed, m, kh, kw, s, ph, pw, dh, dw,
+                     oh, ow, xp, cols, g)  # fmt: skip
+    total = gws.sum(axis=0)
+    gw.reshape(k, -1)[:] = total.T if transposed else total
