@@ -19,8 +19,7 @@ from numba import njit, prange
 from . import conv_gemm as _g
 from . import conv_phases as _p
 from .blas import gemm
-from .linalg import transposed_groups
-from .packed_gemm import OWN_GEMM
+from .linalg import weights_for_input_grads
 
 CHUNK_BYTES = 1 << 20  # one thread's scratch per chunk: half a 2 MiB L2
 
@@ -134,9 +133,7 @@ def backward_input(gy, w, gx, s, ph, pw, dh, dw) -> None:
     k, _, kh, kw = w.shape
     oh, ow = gy.shape[2:]
     m, gxp, cols, g = _scratch(n, c, k, kh, kw, s, oh * ow, gx.dtype, planes=True)
-    w2, trans_w = w.reshape(k, -1), True
-    if OWN_GEMM:  # (see linalg.transposed_groups)
-        w2, trans_w = transposed_groups(w2, 1), False
+    w2, trans_w = weights_for_input_grads(w.reshape(k, -1), 1)
     _backward_input(gy.reshape(n, k, oh * ow), w2, trans_w, gx, m, kh, kw, s, ph, pw, dh, dw,
                     oh, ow, gxp, cols, g)  # fmt: skip
 
@@ -153,5 +150,7 @@ def backward_weight(x, gy, gw, s, ph, pw, dh, dw) -> None:
     gws = np.empty((cols.shape[0], *((rows, k) if transposed else (k, rows))), x.dtype)
     _backward_weight(x, gy.reshape(n, k, oh * ow), gws, transposed, m, kh, kw, s, ph, pw, dh, dw,
                      oh, ow, xp, cols, g)  # fmt: skip
-    total = gws.sum(axis=0)
-    gw.reshape(k, -1)[:] = total.T if transposed else total
+    if transposed:
+        gw.reshape(k, -1)[:] = gws.sum(axis=0).T
+    else:
+        np.sum(gws, axis=0, out=gw.reshape(k, -1))

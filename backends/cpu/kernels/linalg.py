@@ -67,12 +67,19 @@ def transposed_groups(w2: np.ndarray, groups: int) -> np.ndarray:
     return np.ascontiguousarray(stacked).reshape(groups * r, k // groups)
 
 
+def weights_for_input_grads(w2: np.ndarray, groups: int) -> tuple[np.ndarray, bool]:
+    """(weights, trans flag) for input gradients that multiply by W_g^T in a GEMM per image
+    or per chunk: W_g^T copied once where OWN_GEMM (see transposed_groups), else w2 itself
+    with the GEMMs transposing it."""
+    return (transposed_groups(w2, groups), False) if OWN_GEMM else (w2, True)
+
+
 def group_matmul_per_image(w2, src, dst, groups: int, trans_w: bool) -> None:
     """dst[n, group g] = op(W_g) @ src[n, group g] for every image: the 1x1 stride-1 conv
     (w2 (K, C/g), src (N, C, P), dst (N, K, P)) and, with trans_w, its input gradient
     (w2 (K, C/g), src (N, K, P), dst (N, C, P))."""
-    if trans_w and OWN_GEMM:  # (see transposed_groups)
-        w2, trans_w = transposed_groups(w2, groups), False
+    if trans_w:
+        w2, trans_w = weights_for_input_grads(w2, groups)
     if src.shape[0] * groups >= numba.get_num_threads():
         _group_gemm_each(w2, src, dst, groups, trans_w)
         return
