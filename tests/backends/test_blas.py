@@ -41,6 +41,41 @@ def test_gemm_computes_alpha_ab_plus_beta_c(fn, trans_a, trans_b, dtype):
     np.testing.assert_allclose(c, expected, rtol=tol, atol=tol * np.abs(ab).max())
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("m, n", [(1, 37), (29, 1), (1, 1)])
+@pytest.mark.parametrize("big", [False, True], ids=["serial", "split"])
+def test_par_gemm_with_one_row_or_column_of_c(m, n, big, trans_a, trans_b, dtype):
+    """Products with one row or column of c run as vector-matrix products (split over the
+    threads from PARALLEL_MIN_FLOPS): alpha and beta as BLAS applies them."""
+    rng = np.random.default_rng(3)
+    k = PARALLEL_MIN_FLOPS // (2 * max(m, n)) + 5 if big else 7
+    a, b, c, ab = operands(rng, m, n, k, trans_a, trans_b, dtype)
+    expected = 0.5 * ab + 2.0 * c
+    par_gemm(a, b, c, trans_a, trans_b, 0.5, 2.0)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(c, expected, rtol=tol, atol=tol * np.abs(ab).max())
+
+
+@pytest.mark.parametrize("m, n", [(1, 6), (6, 1)])
+def test_par_gemm_vector_product_with_beta_zero_ignores_nan_in_c(m, n):
+    rng = np.random.default_rng(4)
+    a, b, _, ab = operands(rng, m, n, 5, False, True, np.float64)
+    c = np.full((m, n), np.nan)
+    par_gemm(a, b, c, False, True, 1.0, 0.0)
+    np.testing.assert_allclose(c, ab, rtol=1e-12)
+
+
+def test_par_gemm_vector_product_propagates_nan_and_inf_like_numpy():
+    a = np.array([[1.0, np.inf, 2.0]])
+    b = np.array([[1.0, 2.0], [0.0, 1.0], [np.nan, 0.0]])
+    c = np.empty((1, 2))
+    par_gemm(a, b, c, False, False, 1.0, 0.0)
+    with np.errstate(invalid="ignore"):  # inf * 0 and nan * 2: NaN; inf * 1: inf
+        np.testing.assert_array_equal(c, a @ b)
+
+
 def test_gemm_writes_a_block_of_a_larger_matrix():
     rng = np.random.default_rng(1)
     big = rng.standard_normal((10, 12)).astype(np.float32)
