@@ -3,9 +3,10 @@ of kernels that write into them. Backends differ only in how they lower a node t
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,6 +22,29 @@ Launch = Callable[[list[np.ndarray], np.ndarray], None]
 Lowering = Callable[[Node, Graph], tuple[Launch, str]]
 """Lowers one node; returns its launch and where it runs ("numba", "reference", ...)."""
 
+Prepare = Callable[[list[np.ndarray], np.ndarray], Callable[[], None]]
+"""What a launch does once per set of buffers: returns the call that runs it on them."""
+
+
+def preparable(prepare: Prepare) -> Launch:
+    """A launch whose per-buffer work (views, reshapes) ``prepare`` does once: an executable,
+    whose buffers never change, binds it once (``bind``); a direct call prepares each time.
+    At batch 1 the reshapes of LeNet-5's elementwise kernels cost as much as their loops."""
+
+    def launch(inputs: list[np.ndarray], out: np.ndarray) -> None:
+        prepare(inputs, out)()
+
+    launch.prepare = prepare
+    return launch
+
+
+def bind(launch: Launch, inputs: list[np.ndarray], out: np.ndarray) -> Callable[[], None]:
+    """The launch as a call without arguments on these buffers."""
+    prepare = getattr(launch, "prepare", None)
+    if prepare is not None:
+        return prepare(list(inputs), out)
+    return functools.partial(launch, inputs, out)
+
 
 @dataclass
 class Kernel:
@@ -29,6 +53,10 @@ class Kernel:
     inputs: list[np.ndarray]
     out: np.ndarray
     impl: str
+    call: Callable[[], None] = field(init=False, repr=False)  # the launch bound to the buffers
+
+    def __post_init__(self) -> None:
+        self.call = bind(self.launch, self.inputs, self.out)
 
 
 def check_array(array: np.ndarray, node: Node, what: str) -> None:
@@ -107,14 +135,14 @@ class Executable:
 
     def run(self) -> None:
         for k in self.kernels:
-            k.launch(k.inputs, k.out)
+            k.call()
         self._apply_updates()
 
     def run_timed(self, seconds: dict[int, float]) -> None:
         """``run``, adding each kernel's wall time to ``seconds[node id]`` (for profiles)."""
         for k in self.kernels:
             t0 = time.perf_counter()
-            k.launch(k.inputs, k.out)
+            k.call()
             seconds[k.node.id] = seconds.get(k.node.id, 0.0) + time.perf_counter() - t0
         self._apply_updates()
 

@@ -8,13 +8,14 @@ only on the loop structure, not the sizes: one compiled kernel serves many shape
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
 import numpy as np
 
 from ..codegen_common import broadcast_plan, kernel_args, reduction_plan, shared_terms
-from ..executable import Launch
+from ..executable import Launch, preparable
 from .cache import load_kernel
 from .kernels.parallel import PARALLEL_MIN_ELEMENTS
 
@@ -67,10 +68,12 @@ def elementwise_launch(
     parallel = math.prod(out_shape) >= PARALLEL_MIN_ELEMENTS
     kernel = load_kernel(elementwise_source(expr, masks, parallel))
 
-    def launch(inputs: list[np.ndarray], out: np.ndarray) -> None:
-        kernel(*[a.reshape(v) for a, v in zip(inputs, views)], out.reshape(shape))
+    def prepare(inputs: list[np.ndarray], out: np.ndarray):
+        return functools.partial(
+            kernel, *[a.reshape(v) for a, v in zip(inputs, views)], out.reshape(shape)
+        )
 
-    return launch
+    return preparable(prepare)
 
 
 # --- reductions ----------------------------------------------------------------------------
@@ -150,10 +153,12 @@ def reduction_launch(
     parallel = math.prod(shape) >= PARALLEL_MIN_ELEMENTS and not all(reduced)
     kernel = load_kernel(reduction_source(expr, n_inputs, reduced, parallel))
 
-    def launch(inputs: list[np.ndarray], out: np.ndarray) -> None:
-        kernel(*[a.reshape(merged) for a in inputs], out.reshape(out_view), scale)
+    def prepare(inputs: list[np.ndarray], out: np.ndarray):
+        return functools.partial(
+            kernel, *[a.reshape(merged) for a in inputs], out.reshape(out_view), scale
+        )
 
-    return launch
+    return preparable(prepare)
 
 
 # --- transpose -----------------------------------------------------------------------------
@@ -173,7 +178,4 @@ def transpose_source(perm: Sequence[int], parallel: bool) -> str:
 def transpose_launch(perm: Sequence[int], size: int) -> Launch:
     kernel = load_kernel(transpose_source(perm, size >= PARALLEL_MIN_ELEMENTS))
 
-    def launch(inputs: list[np.ndarray], out: np.ndarray) -> None:
-        kernel(inputs[0], out)
-
-    return launch
+    return preparable(lambda inputs, out: functools.partial(kernel, inputs[0], out))

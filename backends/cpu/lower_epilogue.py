@@ -9,6 +9,7 @@ rather than inside their register tiles; what fusion buys here is the buffer and
 from __future__ import annotations
 
 from ...graph.passes.epilogue import EPILOGUE_OPS, producer_node
+from ..executable import bind, preparable
 from .codegen import elementwise_launch
 from .lowering import lower, lowers
 
@@ -23,8 +24,14 @@ def _epilogue(node, graph):
     tail = elementwise_launch(expr, [node.shape, *extras], node.shape)
     raw_shape = producer.shape
 
-    def launch(inputs, out):
-        main(inputs[:n], out.reshape(raw_shape))
-        tail([out, *inputs[n:]], out)
+    def prepare(inputs, out):
+        run_main = bind(main, inputs[:n], out.reshape(raw_shape))
+        run_tail = bind(tail, [out, *inputs[n:]], out)
 
-    return launch
+        def run():
+            run_main()
+            run_tail()
+
+        return run
+
+    return preparable(prepare)
