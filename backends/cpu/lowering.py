@@ -47,14 +47,16 @@ def _conv2d(node, graph):
 
 @lowers("conv2d_grad_input")
 def conv2d_grad_input(node, graph):
-    args = conv_args(node)
-    return lambda inputs, out: conv.conv2d_backward_input(inputs[0], inputs[1], out, *args)
+    gy, w = (graph[i].shape for i in node.inputs[:2])
+    run = conv.backward_input_launch(gy, w, node.shape, *conv_args(node))
+    return lambda inputs, out: run(inputs[0], inputs[1], out)
 
 
 @lowers("conv2d_grad_weight")
 def _conv2d_grad_weight(node, graph):
-    args = conv_args(node)
-    return lambda inputs, out: conv.conv2d_backward_weight(inputs[0], inputs[1], out, *args)
+    x, gy = (graph[i].shape for i in node.inputs[:2])
+    run = conv.backward_weight_launch(x, gy, node.shape, *conv_args(node))
+    return lambda inputs, out: run(inputs[0], inputs[1], out)
 
 
 _POOL_KERNELS = {  # each called as kernel(*inputs, out, *pool_window_args(node))

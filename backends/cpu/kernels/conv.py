@@ -201,45 +201,77 @@ def conv2d_forward(x, w, b, out, sh, sw, ph, pw, dh, dw, groups, *, algorithm=No
 def conv2d_backward_input(gy, w, gx, sh, sw, ph, pw, dh, dw, groups, *, algorithm=None):
     """gx (N, C, H, W) = dL/dx of the conv, from gy = dL/dy (N, K, OH, OW); overwrites gx."""
     _check(gy, w, gx)
-    crop = None if algorithm else _live_crop(gx.shape, w.shape, sh, sw, ph, pw, dh, dw)
+    args = (sh, sw, ph, pw, dh, dw, groups)
+    backward_input_launch(gy.shape, w.shape, gx.shape, *args, algorithm)(gy, w, gx)
+
+
+def backward_input_launch(
+    gy_shape, w_shape, gx_shape, sh, sw, ph, pw, dh, dw, groups, algorithm=None
+):
+    """``conv2d_backward_input`` for these shapes with its decisions taken once (as
+    ``forward_launch``): a function (gy, w, gx)."""
+    args = (sh, sw, ph, pw, dh, dw, groups)
+    crop = None if algorithm else _live_crop(gx_shape, w_shape, sh, sw, ph, pw, dh, dw)
     if crop is not None:  # (the dropped taps only ever write padding)
-        w_live = _t.crop_weight(w, crop)[0]
-        conv2d_backward_input(gy, w_live, gx, sh, sw, *crop[1], dh, dw, groups)
-        return
-    algo = _algorithm(
-        "backward_input", gx.shape, w.shape, sh, sw, ph, pw, dh, dw, groups, algorithm
-    )
-    if algo in ("direct", "indirect") and not all_finite(w.reshape(-1)):
-        algo = "im2col"  # these would multiply gy's re-padding zeros by a NaN/Inf weight
-    n, c, h, wd = gx.shape
-    k, cg, kh, kw = w.shape
+        live = _t.cropped_shape(w_shape, crop)
+        small = backward_input_launch(gy_shape, live, gx_shape, sh, sw, *crop[1], dh, dw, groups)
+        return lambda gy, w, gx: small(gy, _t.crop_weight(w, crop)[0], gx)
+    algo = _algorithm("backward_input", gx_shape, w_shape, *args, algorithm)
+    run = _backward_input_launch(gy_shape, w_shape, gx_shape, *args, algo)
+    if algo not in ("direct", "indirect"):
+        return run
+    im2col = _backward_input_launch(gy_shape, w_shape, gx_shape, *args, "im2col")
+
+    def finite_weights(gy, w, gx):
+        # else these would multiply gy's re-padding zeros by a NaN/Inf weight
+        (run if all_finite(w.reshape(-1)) else im2col)(gy, w, gx)
+
+    return finite_weights
+
+
+def _backward_input_launch(gy_shape, w_shape, gx_shape, sh, sw, ph, pw, dh, dw, groups, algo):
+    n, c, h, wd = gx_shape
+    k, cg, kh, kw = w_shape
     if algo == "gemm1x1":
         p = h * wd
-        group_matmul_per_image(
+        return lambda gy, w, gx: group_matmul_per_image(
             w.reshape(k, cg), gy.reshape(n, k, p), gx.reshape(n, c, p), groups, True
         )
-    elif algo == "full_window":
-        matmul(gy.reshape(n, k), w.reshape(k, -1), gx.reshape(n, -1), False, False)
-    elif algo == "dense":
-        matrix = _dn.matrix_launch(gx.shape, w.shape, (sh, sw), (ph, pw), (dh, dw))
-        matmul(gy.reshape(n, -1), matrix(w), gx.reshape(n, -1), False, False)
-    elif algo == "direct":
-        flat, plane, wg = _d.repadded_output_grad(gy, gx.shape, w.shape, ph, pw, dh, dw)
-        gyp = flat.reshape(n, k, plane)
-        wt = np.empty((c, k // groups, kh, kw), dtype=w.dtype)
-        _d.flip_transpose(w, wt, groups)
+    if algo == "full_window":
+        return lambda gy, w, gx: matmul(
+            gy.reshape(n, k), w.reshape(k, -1), gx.reshape(n, -1), False, False
+        )
+    if algo == "dense":
+        matrix = _dn.matrix_launch(gx_shape, w_shape, (sh, sw), (ph, pw), (dh, dw))
+        return lambda gy, w, gx: matmul(
+            gy.reshape(n, -1), matrix(w), gx.reshape(n, -1), False, False
+        )
+    if algo == "direct":
         kb, nrb = _d.blocks(n, cg, groups, h)
-        _d.direct_forward(gyp, wg, wt, _empty_bias(gy.dtype), gx, dh, dw, groups, kb, nrb)
-    elif algo == "indirect":
-        _i.backward_input(gy, w, gx, ph, pw, dh, dw, groups)
-    elif algo == "winograd" and _w.conv(
-        gy, w, _empty_bias(gy.dtype), gx, 2 - ph, 2 - pw, flip=True
-    ):
-        pass  # (False: it read a NaN or an infinity, recomputed below)
-    elif _c.pays(gx.shape, w.shape, gy.shape[2:], (sh, sw), groups):
-        _c.backward_input(gy, w, gx, sh, ph, pw, dh, dw)
+
+        def direct(gy, w, gx):
+            flat, plane, wg = _d.repadded_output_grad(gy, gx_shape, w_shape, ph, pw, dh, dw)
+            wt = np.empty((c, k // groups, kh, kw), dtype=w.dtype)
+            _d.flip_transpose(w, wt, groups)
+            gyp = flat.reshape(n, k, plane)
+            _d.direct_forward(gyp, wg, wt, _empty_bias(gy.dtype), gx, dh, dw, groups, kb, nrb)
+
+        return direct
+    if algo == "indirect":
+        return lambda gy, w, gx: _i.backward_input(gy, w, gx, ph, pw, dh, dw, groups)
+    if _c.pays(gx_shape, w_shape, gy_shape[2:], (sh, sw), groups):
+        im2col = lambda gy, w, gx: _c.backward_input(gy, w, gx, sh, ph, pw, dh, dw)  # noqa: E731
     else:
-        _g.gemm_backward_input(gy, w, gx, sh, sw, ph, pw, dh, dw, groups, IM2COL_BYTES)
+        args = (sh, sw, ph, pw, dh, dw, groups, IM2COL_BYTES)
+        im2col = lambda gy, w, gx: _g.gemm_backward_input(gy, w, gx, *args)  # noqa: E731
+    if algo != "winograd":
+        return im2col
+
+    def winograd(gy, w, gx):
+        if not _w.conv(gy, w, _empty_bias(gy.dtype), gx, 2 - ph, 2 - pw, flip=True):
+            im2col(gy, w, gx)  # it read a NaN or an infinity
+
+    return winograd
 
 
 def group_weight_grad_per_image(x3, gy3, gw, groups):
@@ -262,46 +294,97 @@ def group_weight_grad_per_image(x3, gy3, gw, groups):
 def conv2d_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, *, algorithm=None):
     """gw (K, C//groups, KH, KW) = dL/dw of the conv, from x and gy = dL/dy; overwrites gw."""
     _check(x, gy, gw)
-    crop = None if algorithm else _live_crop(x.shape, gw.shape, sh, sw, ph, pw, dh, dw)
-    if crop is not None and all_finite(gy.reshape(-1)):  # else 0 * gy may be NaN
-        gw_live = np.empty(_t.cropped_shape(gw.shape, crop), dtype=gw.dtype)
-        conv2d_backward_weight(x, gy, gw_live, sh, sw, *crop[1], dh, dw, groups)
+    args = (sh, sw, ph, pw, dh, dw, groups)
+    backward_weight_launch(x.shape, gy.shape, gw.shape, *args, algorithm)(x, gy, gw)
+
+
+def backward_weight_launch(
+    x_shape, gy_shape, w_shape, sh, sw, ph, pw, dh, dw, groups, algorithm=None
+):
+    """``conv2d_backward_weight`` for these shapes with its decisions taken once (as
+    ``forward_launch``): a function (x, gy, gw)."""
+    args = (sh, sw, ph, pw, dh, dw, groups)
+    algo = _algorithm("backward_weight", x_shape, w_shape, *args, algorithm)
+    full = _backward_weight_launch(x_shape, gy_shape, w_shape, *args, algo)
+    crop = None if algorithm else _live_crop(x_shape, w_shape, sh, sw, ph, pw, dh, dw)
+    if crop is None:
+        return full
+    live = _t.cropped_shape(w_shape, crop)
+    small = backward_weight_launch(x_shape, gy_shape, live, sh, sw, *crop[1], dh, dw, groups)
+
+    def cropped(x, gy, gw):
+        if not all_finite(gy.reshape(-1)):  # 0 * gy may be NaN: the full conv says where
+            full(x, gy, gw)
+            return
+        gw_live = np.empty(live, dtype=gw.dtype)
+        small(x, gy, gw_live)
         _t.uncrop_grad(gw_live, gw, crop)
-        return
-    algo = _algorithm(
-        "backward_weight", x.shape, gw.shape, sh, sw, ph, pw, dh, dw, groups, algorithm
-    )
-    n, c, h, wd = x.shape
-    k, cg, kh, kw = gw.shape
-    oh, ow = gy.shape[2:]
+
+    return cropped
+
+
+def _backward_weight_launch(x_shape, gy_shape, w_shape, sh, sw, ph, pw, dh, dw, groups, algo):
+    n, c, h, wd = x_shape
+    k, cg, kh, kw = w_shape
+    oh, ow = gy_shape[2:]
+    args = (sh, sw, ph, pw, dh, dw, groups, IM2COL_BYTES)
     if algo == "gemm1x1":
-        group_weight_grad_per_image(x.reshape(n, c, h * wd), gy.reshape(n, k, h * wd), gw, groups)
-    elif algo == "full_window":
-        matmul(gy.reshape(n, k), x.reshape(n, -1), gw.reshape(k, -1), True, False)
-    elif algo == "dense" and all_finite(gy.reshape(-1)):  # (else: im2col, below)
+        return lambda x, gy, gw: group_weight_grad_per_image(
+            x.reshape(n, c, h * wd), gy.reshape(n, k, h * wd), gw, groups
+        )
+    if algo == "full_window":
+        return lambda x, gy, gw: matmul(
+            gy.reshape(n, k), x.reshape(n, -1), gw.reshape(k, -1), True, False
+        )
+    if algo == "direct":
+        return _direct_weight_grad_launch(x_shape, gy_shape, w_shape, *args)
+    if algo == "indirect":
+        return lambda x, gy, gw: _i.backward_weight(x, gy, gw, *args[:-1])
+    if _c.pays(x_shape, w_shape, gy_shape[2:], (sh, sw), groups):
+        im2col = lambda x, gy, gw: _c.backward_weight(x, gy, gw, sh, ph, pw, dh, dw)  # noqa: E731
+    else:  # (a 1x1 conv's im2col is just a gather of x)
+        im2col = lambda x, gy, gw: _g.gemm_backward_weight(x, gy, gw, *args)  # noqa: E731
+    if algo == "winograd":
+
+        def winograd(x, gy, gw):
+            if not _w.weight_grad(x, gy, gw, ph, pw):
+                im2col(x, gy, gw)  # it read a NaN or an infinity
+
+        return winograd
+    if algo != "dense":
+        return im2col
+    fold = _dn.fold_launch(x_shape, w_shape, (sh, sw), (ph, pw), (dh, dw))
+
+    def dense(x, gy, gw):
+        if not all_finite(gy.reshape(-1)):
+            im2col(x, gy, gw)
+            return
         t = np.empty((k * oh * ow, c * h * wd), dtype=x.dtype)
         matmul(gy.reshape(n, -1), x.reshape(n, -1), t, True, False)
-        _dn.fold_launch(x.shape, gw.shape, (sh, sw), (ph, pw), (dh, dw))(t, gw)
-    elif algo == "direct":
-        hp, wp = h + 2 * ph, wd + 2 * pw
-        lp = (oh - 1) * wp + ow
-        lx = max(hp * wp, dh * (kh - 1) * wp + dw * (kw - 1) + lp)
-        lx = -(-lx // 16) * 16  # whole 64-byte lines per plane
+        fold(t, gw)
+
+    return dense
+
+
+def _direct_weight_grad_launch(x_shape, gy_shape, w_shape, sh, sw, ph, pw, dh, dw, groups, budget):
+    n, c, h, wd = x_shape
+    kh, kw = w_shape[2:]
+    oh, ow = gy_shape[2:]
+    hp, wp = h + 2 * ph, wd + 2 * pw
+    lp = (oh - 1) * wp + ow
+    lx = max(hp * wp, dh * (kh - 1) * wp + dw * (kw - 1) + lp)
+    lx = -(-lx // 16) * 16  # whole 64-byte lines per plane
+
+    def direct(x, gy, gw):
         xf = _d.aligned_empty((n, c, lx), x.dtype)
         _d.pad_flat(x, xf, ph, pw, hp, wp)
         _d.direct_weight_grad(xf, wp, gy, gw, dh, dw, groups, lp)
         if not all_finite(gw.reshape(-1)):  # (a check of the small result, not of x)
             # A NaN/Inf in x times the zeros between gy's rows may have added NaN: the GEMM
             # adds only the products PyTorch adds.
-            _g.gemm_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, IM2COL_BYTES)
-    elif algo == "indirect":
-        _i.backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups)
-    elif algo == "winograd" and _w.weight_grad(x, gy, gw, ph, pw):
-        pass  # (False: it read a NaN or an infinity, recomputed below)
-    elif _c.pays(x.shape, gw.shape, gy.shape[2:], (sh, sw), groups):
-        _c.backward_weight(x, gy, gw, sh, ph, pw, dh, dw)
-    else:  # im2col (a 1x1 conv's im2col is just a gather of x)
-        _g.gemm_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, IM2COL_BYTES)
+            _g.gemm_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, budget)
+
+    return direct
 
 
 def conv2d_backward_bias(gy, gb):
