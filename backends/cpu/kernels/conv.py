@@ -327,7 +327,7 @@ def _backward_weight_launch(x_shape, gy_shape, w_shape, sh, sw, ph, pw, dh, dw, 
     n, c, h, wd = x_shape
     k, cg, kh, kw = w_shape
     oh, ow = gy_shape[2:]
-    args = (sh, sw, ph, pw, dh, dw, groups, IM2COL_BYTES)
+    args = (sh, sw, ph, pw, dh, dw, groups)
     if algo == "gemm1x1":
         return lambda x, gy, gw: group_weight_grad_per_image(
             x.reshape(n, c, h * wd), gy.reshape(n, k, h * wd), gw, groups
@@ -339,11 +339,11 @@ def _backward_weight_launch(x_shape, gy_shape, w_shape, sh, sw, ph, pw, dh, dw, 
     if algo == "direct":
         return _direct_weight_grad_launch(x_shape, gy_shape, w_shape, *args)
     if algo == "indirect":
-        return lambda x, gy, gw: _i.backward_weight(x, gy, gw, *args[:-1])
+        return lambda x, gy, gw: _i.backward_weight(x, gy, gw, *args)
     if _c.pays(x_shape, w_shape, gy_shape[2:], (sh, sw), groups):
         im2col = lambda x, gy, gw: _c.backward_weight(x, gy, gw, sh, ph, pw, dh, dw)  # noqa: E731
     else:  # (a 1x1 conv's im2col is just a gather of x)
-        im2col = lambda x, gy, gw: _g.gemm_backward_weight(x, gy, gw, *args)  # noqa: E731
+        im2col = lambda x, gy, gw: _g.gemm_backward_weight(x, gy, gw, *args, IM2COL_BYTES)  # noqa: E731
     if algo == "winograd":
 
         def winograd(x, gy, gw):
@@ -366,7 +366,7 @@ def _backward_weight_launch(x_shape, gy_shape, w_shape, sh, sw, ph, pw, dh, dw, 
     return dense
 
 
-def _direct_weight_grad_launch(x_shape, gy_shape, w_shape, sh, sw, ph, pw, dh, dw, groups, budget):
+def _direct_weight_grad_launch(x_shape, gy_shape, w_shape, sh, sw, ph, pw, dh, dw, groups):
     n, c, h, wd = x_shape
     kh, kw = w_shape[2:]
     oh, ow = gy_shape[2:]
@@ -382,7 +382,7 @@ def _direct_weight_grad_launch(x_shape, gy_shape, w_shape, sh, sw, ph, pw, dh, d
         if not all_finite(gw.reshape(-1)):  # (a check of the small result, not of x)
             # A NaN/Inf in x times the zeros between gy's rows may have added NaN: the GEMM
             # adds only the products PyTorch adds.
-            _g.gemm_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, budget)
+            _g.gemm_backward_weight(x, gy, gw, sh, sw, ph, pw, dh, dw, groups, IM2COL_BYTES)
 
     return direct
 
